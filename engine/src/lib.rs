@@ -1,0 +1,11 @@
+//! The decision core of auto-agent. No Kubernetes client, no async runtime, no network, no clock:
+//! callers pass facts and the current time in, and get data (findings, incident keys, plans) out.
+//! This keeps every decision reproducible in plain table-driven tests.
+
+#![forbid(unsafe_code)]
+
+pub mod finding;
+pub mod incident;
+
+pub use finding::{Finding, FindingKind, PodRef, Transition, WorkloadRef};
+pub use incident::{IncidentKey, IncidentKeyError};

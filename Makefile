@@ -2,21 +2,34 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: setup test lint unit crdgen clean
+.PHONY: setup test lint unit e2e cluster-build cluster-up cluster-down crdgen clean
 
 ## setup: install what the build needs (Debian packages, cargo components); idempotent
 setup:
 	scripts/setup.sh
 
-## test: what CI runs: formatting, clippy, and every test
-test: setup lint unit
+## test: what CI runs: formatting, clippy, unit tests, then e2e tests on the real local control plane
+test: setup lint unit e2e
 
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 unit:
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --exclude auto-agent-e2e
+
+## e2e: start (or reuse) the local control plane, building its binaries on a cache miss, and run the e2e tests
+e2e: cluster-up
+	$(CARGO) test -p auto-agent-e2e
+
+cluster-build:
+	e2e/cluster build
+
+cluster-up:
+	e2e/cluster up
+
+cluster-down:
+	e2e/cluster down
 
 ## crdgen: regenerate crds/ and charts/auto-agent/crds/ from the Rust types
 crdgen:

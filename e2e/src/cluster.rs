@@ -1,0 +1,162 @@
+//! Start or reuse the local control plane and build clients for it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+use anyhow::{Context, bail};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::api::PostParams;
+use kube::config::{AuthInfo, KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+
+/// The repository root (this crate lives in `e2e/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn cluster_script() -> PathBuf {
+    repo_root().join("e2e/cluster")
+}
+
+static UP: Mutex<Option<Paths>> = Mutex::new(None);
+
+/// A handle on the running cluster.
+#[derive(Clone, Debug)]
+pub struct Cluster {
+    kubeconfig: PathBuf,
+    kubectl: PathBuf,
+}
+
+type Paths = (PathBuf, PathBuf);
+
+impl Cluster {
+    /// Brings the cluster up once per test process (`e2e/cluster up` is idempotent and builds the
+    /// binaries on a cache miss) and returns a handle.
+    pub fn get() -> anyhow::Result<Self> {
+        let mut up = UP.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((kubeconfig, kubectl)) = up.as_ref() {
+            return Ok(Self {
+                kubeconfig: kubeconfig.clone(),
+                kubectl: kubectl.clone(),
+            });
+        }
+        let status = Command::new(cluster_script())
+            .arg("up")
+            .status()
+            .context("running e2e/cluster up")?;
+        if !status.success() {
+            bail!("e2e/cluster up failed ({status})");
+        }
+        let out = Command::new(cluster_script()).arg("kubeconfig").output()?;
+        let kubeconfig = PathBuf::from(String::from_utf8(out.stdout)?.trim());
+        let env = String::from_utf8(Command::new(cluster_script()).arg("env").output()?.stdout)?;
+        let bin_dir = env
+            .lines()
+            .find_map(|l| l.strip_prefix("export PATH="))
+            .and_then(|p| p.split(':').next())
+            .context("e2e/cluster env prints PATH")?;
+        let kubectl = Path::new(bin_dir).join("kubectl");
+        *up = Some((kubeconfig.clone(), kubectl.clone()));
+        Ok(Self {
+            kubeconfig,
+            kubectl,
+        })
+    }
+
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// The cluster's state directory (holds the kubeconfig, PKI, logs and seeded pod logs).
+    pub fn state_dir(&self) -> &Path {
+        self.kubeconfig.parent().unwrap_or(Path::new("."))
+    }
+
+    /// Client configuration for the admin (system:masters).
+    pub async fn admin_config(&self) -> anyhow::Result<Config> {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig)?;
+        Ok(Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?)
+    }
+
+    pub async fn admin(&self) -> anyhow::Result<Client> {
+        Ok(Client::try_from(self.admin_config().await?)?)
+    }
+
+    /// A token for a ServiceAccount through the TokenRequest API, as a projected volume would get.
+    pub async fn service_account_token(
+        &self,
+        namespace: &str,
+        name: &str,
+        audiences: &[&str],
+        expiration_seconds: i64,
+    ) -> anyhow::Result<String> {
+        let api: Api<ServiceAccount> = Api::namespaced(self.admin().await?, namespace);
+        let request = TokenRequest {
+            spec: Some(TokenRequestSpec {
+                audiences: (!audiences.is_empty())
+                    .then(|| audiences.iter().map(|a| (*a).to_owned()).collect()),
+                expiration_seconds: Some(expiration_seconds),
+                bound_object_ref: None,
+            }),
+            ..Default::default()
+        };
+        let response = api
+            .create_token_request(name, &PostParams::default(), &request)
+            .await?;
+        response
+            .status
+            .and_then(|s| s.token)
+            .context("TokenRequest returned no token")
+    }
+
+    /// A client that authenticates as a ServiceAccount: what proves RBAC.
+    pub async fn client_as(
+        &self,
+        namespace: &str,
+        service_account: &str,
+    ) -> anyhow::Result<Client> {
+        let token = self
+            .service_account_token(namespace, service_account, &[], 3600)
+            .await?;
+        let mut config = self.admin_config().await?;
+        config.auth_info = AuthInfo {
+            token: Some(token.into()),
+            ..Default::default()
+        };
+        Ok(Client::try_from(config)?)
+    }
+
+    /// Runs the cached kubectl against the cluster, returning (success, stdout, stderr).
+    pub fn kubectl(
+        &self,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> anyhow::Result<(bool, String, String)> {
+        use std::io::Write;
+        let mut child = Command::new(&self.kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .context("stdin")?
+                .write_all(input.as_bytes())?;
+        } else {
+            drop(child.stdin.take());
+        }
+        let out = child.wait_with_output()?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+}

@@ -1,0 +1,16 @@
+//! Support library for tests on the real local control plane started by `e2e/cluster`.
+//!
+//! - [`Cluster`]: start or reuse the cluster, admin client, ServiceAccount clients (TokenRequest).
+//! - [`TestNamespace`]: a fresh namespace per test, deleted when dropped.
+//! - [`wait`]: waits on watches or polls with deadlines, never bare sleeps.
+//! - [`scenario`]: put pods and nodes into the failure states the agent remediates.
+
+#![allow(clippy::expect_used)]
+
+pub mod cluster;
+pub mod namespace;
+pub mod scenario;
+pub mod wait;
+
+pub use cluster::Cluster;
+pub use namespace::TestNamespace;

@@ -1,0 +1,412 @@
+//! Smoke tests on the real control plane: the CRDs and their validation, scheduling on fake
+//! nodes, the pod scenario helpers, seeded previous logs, ServiceAccount clients and RBAC.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use auto_agent_e2e::scenario::{self, StartFailure};
+use auto_agent_e2e::wait::{poll_until, until};
+use auto_agent_e2e::{Cluster, TestNamespace, cluster::repo_root};
+use auto_agent_shared::crd::{AutoRemediationPolicy, NodeRemediationPolicy};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ListParams, LogParams, PostParams};
+use kube::runtime::wait::conditions;
+use kube::{Api, Client};
+use serde_json::json;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+async fn install_crds(cluster: &Cluster) -> Client {
+    let (ok, _, err) = cluster
+        .kubectl(
+            &["apply", "-f", repo_root().join("crds").to_str().unwrap()],
+            None,
+        )
+        .unwrap();
+    assert!(ok, "crds/ must apply: {err}");
+    let client = cluster.admin().await.unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for name in [
+        "autoremediationpolicies.autoagent.io",
+        "noderemediationpolicies.autoagent.io",
+    ] {
+        until(
+            crds.clone(),
+            name,
+            TIMEOUT,
+            conditions::is_crd_established(),
+        )
+        .await
+        .unwrap();
+    }
+    client
+}
+
+fn fixture(path: &str) -> String {
+    std::fs::read_to_string(repo_root().join("e2e/fixtures/policies").join(path)).unwrap()
+}
+
+#[tokio::test]
+async fn seed_policy_is_accepted_and_defaulted_by_the_apiserver() {
+    let cluster = Cluster::get().unwrap();
+    let client = install_crds(&cluster).await;
+    let ns = TestNamespace::create(&cluster, "seed").await.unwrap();
+
+    let seed = fixture("valid/seed-api-prod.yaml")
+        .replace("namespace: prod", &format!("namespace: {}", ns.name));
+    let (ok, _, err) = cluster.kubectl(&["apply", "-f", "-"], Some(&seed)).unwrap();
+    assert!(ok, "the seed example must be accepted as written: {err}");
+
+    let api: Api<AutoRemediationPolicy> = Api::namespaced(client.clone(), &ns.name);
+    let stored = api.get("api-prod").await.unwrap();
+    let scale = stored.spec.actions.scale.as_ref().unwrap();
+    assert_eq!((scale.min_replicas, scale.max_replicas), (3, 30));
+    // Defaults come from the schema, applied by the apiserver itself.
+    assert_eq!(scale.cooldown_down_seconds, 900);
+    assert_eq!(scale.scale_down_cpu_threshold, 0.30);
+    assert!(!stored.spec.dry_run);
+
+    let full =
+        fixture("valid/full.yaml").replace("namespace: prod", &format!("namespace: {}", ns.name));
+    let (ok, _, err) = cluster.kubectl(&["apply", "-f", "-"], Some(&full)).unwrap();
+    assert!(ok, "valid/full.yaml: {err}");
+    let (ok, out, err) = cluster
+        .kubectl(&["get", "arp", "-n", &ns.name], None)
+        .unwrap();
+    assert!(ok, "{err}");
+    for column in ["TARGETS", "DRYRUN", "READY", "LAST ACTION", "AGE"] {
+        assert!(
+            out.contains(column),
+            "kubectl get arp lacks column {column}:\n{out}"
+        );
+    }
+
+    let node_policy =
+        fixture("valid/node-pressure.yaml").replace("name: workers", &format!("name: {}", ns.name));
+    let (ok, _, err) = cluster
+        .kubectl(&["apply", "-f", "-"], Some(&node_policy))
+        .unwrap();
+    assert!(ok, "{err}");
+    let nrp: Api<NodeRemediationPolicy> = Api::all(client.clone());
+    let stored = nrp.get(&ns.name).await.unwrap();
+    assert!(stored.spec.evict && stored.spec.cordon);
+    nrp.delete(&ns.name, &Default::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn invalid_policies_are_rejected_with_the_field_named() {
+    let cluster = Cluster::get().unwrap();
+    let client = install_crds(&cluster).await;
+    let ns = TestNamespace::create(&cluster, "invalid").await.unwrap();
+    let dir = repo_root().join("e2e/fixtures/policies/invalid");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 6);
+    for path in &files {
+        let text = std::fs::read_to_string(path).unwrap();
+        let field = text
+            .lines()
+            .find_map(|l| l.strip_prefix("# expect: "))
+            .unwrap();
+        let (ok, _, err) = cluster
+            .kubectl(&["apply", "-n", &ns.name, "-f", "-"], Some(&text))
+            .unwrap();
+        assert!(!ok, "{} was accepted", path.display());
+        assert!(
+            err.contains(&format!("{field}:")),
+            "{}: the error does not name {field}:\n{err}",
+            path.display()
+        );
+    }
+    let arp: Api<AutoRemediationPolicy> = Api::namespaced(client.clone(), &ns.name);
+    assert!(
+        arp.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
+
+fn deployment(name: &str, replicas: i32, containers: serde_json::Value) -> Deployment {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "containers": containers,
+                    "topologySpreadConstraints": [{
+                        "maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                        "whenUnsatisfiable": "DoNotSchedule",
+                        "labelSelector": {"matchLabels": {"app": name}},
+                    }],
+                },
+            },
+        },
+    }))
+    .unwrap()
+}
+
+fn is_running_and_ready(pod: &Pod) -> bool {
+    let status = pod.status.as_ref();
+    status.and_then(|s| s.phase.as_deref()) == Some("Running")
+        && status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Creates a Deployment and waits until `replicas` of its pods run; returns them.
+async fn running_pods(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    replicas: i32,
+    containers: serde_json::Value,
+) -> Vec<Pod> {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    deployments
+        .create(
+            &PostParams::default(),
+            &deployment(name, replicas, containers),
+        )
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let selector = ListParams::default().labels(&format!("app={name}"));
+    poll_until("pods running", TIMEOUT, || {
+        let (pods, selector) = (pods.clone(), selector.clone());
+        async move {
+            let list = pods.list(&selector).await?;
+            Ok(list
+                .items
+                .iter()
+                .filter(|p| is_running_and_ready(p))
+                .count()
+                == replicas as usize)
+        }
+    })
+    .await
+    .unwrap();
+    pods.list(&selector).await.unwrap().items
+}
+
+fn one_container() -> serde_json::Value {
+    json!([{"name": "app", "image": "registry.example.com/app:1.0"}])
+}
+
+#[tokio::test]
+async fn deployment_gets_three_running_pods_spread_on_fake_nodes() {
+    let cluster = Cluster::get().unwrap();
+    let client = cluster.admin().await.unwrap();
+    let ns = TestNamespace::create(&cluster, "spread").await.unwrap();
+    let pods = running_pods(&client, &ns.name, "web", 3, one_container()).await;
+    let nodes: BTreeSet<_> = pods
+        .iter()
+        .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+        .collect();
+    assert_eq!(
+        nodes.len(),
+        3,
+        "pods must land on three different fake nodes: {nodes:?}"
+    );
+    assert!(nodes.iter().all(|n| n.starts_with("kwok-node-")));
+}
+
+fn container_status(pod: &Pod) -> k8s_openapi::api::core::v1::ContainerStatus {
+    pod.status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0]
+        .clone()
+}
+
+#[tokio::test]
+async fn crash_loop_scenario_sets_the_kubelet_status_and_restarts_rise() {
+    let cluster = Cluster::get().unwrap();
+    let client = cluster.admin().await.unwrap();
+    let ns = TestNamespace::create(&cluster, "crash").await.unwrap();
+    let pod = running_pods(&client, &ns.name, "api", 1, one_container())
+        .await
+        .remove(0);
+    let name = pod.metadata.name.clone().unwrap();
+
+    for restarts in [3, 4] {
+        scenario::crash_loop(&client, &ns.name, &name, None, restarts, 1)
+            .await
+            .unwrap();
+        let got = Api::<Pod>::namespaced(client.clone(), &ns.name)
+            .get(&name)
+            .await
+            .unwrap();
+        let cs = container_status(&got);
+        assert_eq!(cs.restart_count, restarts);
+        assert!(!cs.ready);
+        let waiting = cs.state.unwrap().waiting.unwrap();
+        assert_eq!(waiting.reason.as_deref(), Some("CrashLoopBackOff"));
+        let last = cs.last_state.unwrap().terminated.unwrap();
+        assert_eq!((last.exit_code, last.reason.as_deref()), (1, Some("Error")));
+        assert_eq!(got.status.unwrap().phase.as_deref(), Some("Running"));
+    }
+}
+
+#[tokio::test]
+async fn oom_scenario_sets_exit_137_and_reason_oomkilled() {
+    let cluster = Cluster::get().unwrap();
+    let client = cluster.admin().await.unwrap();
+    let ns = TestNamespace::create(&cluster, "oom").await.unwrap();
+    let containers = json!([
+        {"name": "sidecar", "image": "registry.example.com/proxy:1"},
+        {"name": "app", "image": "registry.example.com/app:1", "resources": {"limits": {"memory": "128Mi"}}},
+    ]);
+    let pod = running_pods(&client, &ns.name, "mem", 1, containers)
+        .await
+        .remove(0);
+    let name = pod.metadata.name.unwrap();
+    let got = scenario::oom_killed(&client, &ns.name, &name, Some("app"), 2)
+        .await
+        .unwrap();
+    let statuses = got.status.unwrap().container_statuses.unwrap();
+    let app = statuses.iter().find(|c| c.name == "app").unwrap();
+    let last = app.last_state.clone().unwrap().terminated.unwrap();
+    assert_eq!(
+        (last.exit_code, last.reason.as_deref()),
+        (137, Some("OOMKilled"))
+    );
+    assert_eq!(app.restart_count, 2);
+    let sidecar = statuses.iter().find(|c| c.name == "sidecar").unwrap();
+    assert_eq!(
+        sidecar.restart_count, 0,
+        "only the named container is affected"
+    );
+    assert!(sidecar.state.clone().unwrap().running.is_some());
+}
+
+#[tokio::test]
+async fn start_failures_keep_the_pod_pending() {
+    let cluster = Cluster::get().unwrap();
+    let client = cluster.admin().await.unwrap();
+    let ns = TestNamespace::create(&cluster, "pending").await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let failures = [
+        StartFailure::ImagePullBackOff,
+        StartFailure::ErrImagePull,
+        StartFailure::CreateContainerConfigError,
+    ];
+    let mut names = Vec::new();
+    for (i, failure) in failures.iter().enumerate() {
+        let pod = running_pods(&client, &ns.name, &format!("f{i}"), 1, one_container())
+            .await
+            .remove(0);
+        let name = pod.metadata.name.unwrap();
+        scenario::start_failure(&client, &ns.name, &name, None, *failure)
+            .await
+            .unwrap();
+        names.push((name, *failure));
+    }
+    // kwok handles pods in order; once a pod created afterwards is Running, kwok has had its chance
+    // to move the held pods and must not have.
+    running_pods(&client, &ns.name, "sentinel", 1, one_container()).await;
+    for (name, failure) in names {
+        let got = pods.get(&name).await.unwrap();
+        assert_eq!(
+            got.status.as_ref().unwrap().phase.as_deref(),
+            Some("Pending"),
+            "{failure:?}"
+        );
+        let waiting = container_status(&got).state.unwrap().waiting.unwrap();
+        assert_eq!(waiting.reason.as_deref(), Some(failure.reason()));
+        assert!(!container_status(&got).ready);
+    }
+}
+
+#[tokio::test]
+async fn previous_logs_are_served_through_the_apiserver() {
+    let cluster = Cluster::get().unwrap();
+    let client = cluster.admin().await.unwrap();
+    let ns = TestNamespace::create(&cluster, "logs").await.unwrap();
+    let pod = running_pods(&client, &ns.name, "talker", 1, one_container())
+        .await
+        .remove(0);
+    let name = pod.metadata.name.unwrap();
+    let uid = pod.metadata.uid.unwrap();
+    let previous = [
+        "starting worker",
+        "panic: runtime error: index out of range",
+    ];
+    let root = scenario::seed_logs(
+        &cluster,
+        &ns.name,
+        &name,
+        "app",
+        3,
+        &previous,
+        &["restarted ok"],
+    )
+    .await
+    .unwrap();
+
+    // kubectl logs --previous, as a user would run it
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    poll_until("previous logs", TIMEOUT, || {
+        let cluster = cluster.clone();
+        let (ns, name) = (ns.name.clone(), name.clone());
+        async move {
+            let (ok, out, _) =
+                cluster.kubectl(&["logs", "-n", &ns, &name, "-c", "app", "--previous"], None)?;
+            Ok(ok && out == "starting worker\npanic: runtime error: index out of range\n")
+        }
+    })
+    .await
+    .unwrap();
+    let current = pods
+        .logs(
+            &name,
+            &LogParams {
+                container: Some("app".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(current, "restarted ok\n");
+    // The same lines lie where the kubelet would keep them, for the sensor's node-file reader.
+    let file = root.join(format!("{}_{}_{}/app/2.log", ns.name, name, uid));
+    assert!(
+        std::fs::read_to_string(file)
+            .unwrap()
+            .contains("stdout F panic: runtime error")
+    );
+}
+
+#[tokio::test]
+async fn service_account_clients_are_bound_by_rbac() {
+    let cluster = Cluster::get().unwrap();
+    let client = cluster.admin().await.unwrap();
+    let ns = TestNamespace::create(&cluster, "rbac").await.unwrap();
+    let as_default = cluster.client_as(&ns.name, "default").await.unwrap();
+    let err = Api::<Pod>::namespaced(as_default, &ns.name)
+        .list(&ListParams::default())
+        .await
+        .unwrap_err();
+    match err {
+        kube::Error::Api(status) => assert_eq!(status.code, 403, "{status:?}"),
+        other => panic!("expected 403 Forbidden, got {other:?}"),
+    }
+    // The admin client still can.
+    Api::<Pod>::namespaced(client, &ns.name)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+}

@@ -4,8 +4,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod detect;
 pub mod finding;
 pub mod incident;
+pub mod view;
 
 pub use finding::{Finding, FindingKind, PodRef, Transition, WorkloadRef};
 pub use incident::{IncidentKey, IncidentKeyError};
+pub use view::{ContainerState, ContainerView, NodeConditionView, NodeView, PodView, Terminated};

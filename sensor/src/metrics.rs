@@ -1,0 +1,98 @@
+//! The sensor's metrics, registered once with the `auto_agent_sensor_` prefix. Labels stay low in
+//! cardinality: finding kinds, resources, outcomes; never pod names or uids.
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+#[derive(Clone, Debug)]
+pub struct SensorMetrics {
+    pub findings: IntCounterVec,
+    pub queue_depth: IntGauge,
+    pub inflight: IntGauge,
+    pub coalesced: IntCounter,
+    pub dropped: IntCounter,
+    pub acked: IntCounter,
+    pub rejected: IntCounterVec,
+    pub stream_reconnects: IntCounter,
+    pub redirects: IntCounter,
+    pub watch_restarts: IntCounterVec,
+    pub log_reads: IntCounterVec,
+    pub watched_pods: IntGauge,
+}
+
+impl SensorMetrics {
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let p = "auto_agent_sensor";
+        let m = Self {
+            findings: IntCounterVec::new(
+                Opts::new(format!("{p}_findings_total"), "Findings detected, by kind"),
+                &["kind"],
+            )?,
+            queue_depth: IntGauge::new(
+                format!("{p}_queue_depth"),
+                "Findings waiting to be sent or acknowledged",
+            )?,
+            inflight: IntGauge::new(
+                format!("{p}_inflight"),
+                "Findings sent and not yet acknowledged",
+            )?,
+            coalesced: IntCounter::new(
+                format!("{p}_coalesced_total"),
+                "Findings merged into a pending one",
+            )?,
+            dropped: IntCounter::new(
+                format!("{p}_dropped_total"),
+                "Findings dropped because the queue was full",
+            )?,
+            acked: IntCounter::new(
+                format!("{p}_acked_total"),
+                "Findings acknowledged by the controller",
+            )?,
+            rejected: IntCounterVec::new(
+                Opts::new(
+                    format!("{p}_rejected_total"),
+                    "Findings the controller refused, by reason",
+                ),
+                &["reason"],
+            )?,
+            stream_reconnects: IntCounter::new(
+                format!("{p}_stream_reconnects_total"),
+                "gRPC streams re-established",
+            )?,
+            redirects: IntCounter::new(
+                format!("{p}_leader_redirects_total"),
+                "Streams redirected to the leader",
+            )?,
+            watch_restarts: IntCounterVec::new(
+                Opts::new(
+                    format!("{p}_watch_restarts_total"),
+                    "Watch errors followed by a restart, by resource",
+                ),
+                &["resource"],
+            )?,
+            log_reads: IntCounterVec::new(
+                Opts::new(
+                    format!("{p}_log_reads_total"),
+                    "Previous-log reads, by source (node_file, api) and outcome",
+                ),
+                &["source", "outcome"],
+            )?,
+            watched_pods: IntGauge::new(
+                format!("{p}_watched_pods"),
+                "Pods on this node currently tracked",
+            )?,
+        };
+        registry.register(Box::new(m.findings.clone()))?;
+        registry.register(Box::new(m.queue_depth.clone()))?;
+        registry.register(Box::new(m.inflight.clone()))?;
+        registry.register(Box::new(m.coalesced.clone()))?;
+        registry.register(Box::new(m.dropped.clone()))?;
+        registry.register(Box::new(m.acked.clone()))?;
+        registry.register(Box::new(m.rejected.clone()))?;
+        registry.register(Box::new(m.stream_reconnects.clone()))?;
+        registry.register(Box::new(m.redirects.clone()))?;
+        registry.register(Box::new(m.watch_restarts.clone()))?;
+        registry.register(Box::new(m.log_reads.clone()))?;
+        registry.register(Box::new(m.watched_pods.clone()))?;
+        Ok(m)
+    }
+}

@@ -111,6 +111,27 @@ impl Cluster {
             .context("TokenRequest returned no token")
     }
 
+    /// Writes a kubeconfig that authenticates with `token` (for agent processes under test).
+    pub fn write_token_kubeconfig(&self, path: &Path, token: &str) -> anyhow::Result<()> {
+        let admin = Kubeconfig::read_from(&self.kubeconfig)?;
+        let cluster = admin
+            .clusters
+            .first()
+            .and_then(|c| c.cluster.clone())
+            .context("admin kubeconfig has no cluster")?;
+        let server = cluster.server.context("no server")?;
+        let ca = cluster.certificate_authority.context("no CA file")?;
+        std::fs::write(
+            path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster: {{server: \"{server}\", certificate-authority: \"{ca}\"}}\n\
+                 users:\n- name: sa\n  user: {{token: \"{token}\"}}\ncontexts:\n- name: e2e\n  context: {{cluster: e2e, user: sa}}\n\
+                 current-context: e2e\n"
+            ),
+        )?;
+        Ok(())
+    }
+
     /// A client that authenticates as a ServiceAccount: what proves RBAC.
     pub async fn client_as(
         &self,

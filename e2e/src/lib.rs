@@ -8,7 +8,9 @@
 #![allow(clippy::expect_used)]
 
 pub mod cluster;
+pub mod ingest;
 pub mod namespace;
+pub mod process;
 pub mod scenario;
 pub mod wait;
 

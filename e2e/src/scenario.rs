@@ -338,3 +338,16 @@ pub async fn seed_logs(
     .await?;
     Ok(root)
 }
+
+/// Evicted by the kubelet: phase Failed, reason Evicted.
+pub async fn evicted(client: &Client, namespace: &str, pod: &str) -> anyhow::Result<Pod> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    hold(&api, pod).await?;
+    patch_pod_status(
+        &api,
+        pod,
+        json!({"phase": "Failed", "reason": "Evicted",
+               "message": "The node was low on resource: memory. Threshold quantity: 100Mi, available: 50Mi."}),
+    )
+    .await
+}

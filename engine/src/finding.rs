@@ -64,7 +64,7 @@ impl std::fmt::Display for FindingKind {
 }
 
 /// Whether a condition began or ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Transition {
     Started,
     Cleared,

@@ -1,0 +1,418 @@
+//! The sensor on the real cluster: a process for one fake node, authenticated with the token of a
+//! read-only ServiceAccount, detects every scenario on its node and none on other nodes, attaches
+//! the seeded previous log lines, and loses nothing when the ingest server is killed and restarted.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use auto_agent_e2e::ingest::{IngestServer, Recorder};
+use auto_agent_e2e::process::{Process, binary, free_port, http_get, metric_sum};
+use auto_agent_e2e::scenario::{self, NodePressure, StartFailure};
+use auto_agent_e2e::wait::poll_until;
+use auto_agent_e2e::{Cluster, TestNamespace};
+use auto_agent_engine::{FindingKind, Transition};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+
+const TARGET: &str = "kwok-node-1";
+const OTHER: &str = "kwok-node-2";
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+async fn read_only_identity(client: &Client, ns: &str) -> String {
+    let role_name = format!("e2e-sensor-{ns}");
+    Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "sensor"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let role: ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": role_name},
+        "rules": [
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+            {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]},
+        ],
+    }))
+    .unwrap();
+    Api::<ClusterRole>::all(client.clone())
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": role_name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role_name},
+        "subjects": [{"kind": "ServiceAccount", "name": "sensor", "namespace": ns}],
+    }))
+    .unwrap();
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    role_name
+}
+
+async fn pod_on(client: &Client, ns: &str, name: &str, node: &str) -> String {
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "nodeSelector": {"kubernetes.io/hostname": node},
+                    "containers": [{"name": "app", "image": format!("registry.example.com/{name}:1")}],
+                },
+            },
+        },
+    }))
+    .unwrap();
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let lp = ListParams::default().labels(&format!("app={name}"));
+    poll_until("pod running", TIMEOUT, || {
+        let (pods, lp) = (pods.clone(), lp.clone());
+        async move {
+            Ok(pods
+                .list(&lp)
+                .await?
+                .items
+                .iter()
+                .any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")))
+        }
+    })
+    .await
+    .unwrap();
+    pods.list(&lp).await.unwrap().items[0]
+        .metadata
+        .name
+        .clone()
+        .unwrap()
+}
+
+/// (kind, pod name or node, transition) -> ids seen
+fn by_target(recorder: &Recorder) -> BTreeMap<(FindingKind, String, Transition), BTreeSet<String>> {
+    let mut out: BTreeMap<_, BTreeSet<String>> = BTreeMap::new();
+    for r in recorder.snapshot() {
+        let target = r
+            .finding
+            .pod
+            .as_ref()
+            .map_or(r.finding.node.clone(), |p| p.name.clone());
+        out.entry((r.finding.kind, target, r.finding.transition))
+            .or_default()
+            .insert(r.finding.id.clone());
+    }
+    out
+}
+
+async fn wait_for(recorder: &Recorder, what: &str, pred: impl Fn(&Recorder) -> bool) {
+    let recorder = recorder.clone();
+    let pred = &pred;
+    poll_until(what, TIMEOUT, || {
+        let ok = pred(&recorder);
+        async move { Ok(ok) }
+    })
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}; received: {:#?}",
+            recorder
+                .snapshot()
+                .iter()
+                .map(|r| &r.finding.id)
+                .collect::<Vec<_>>()
+        )
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sensor_detects_its_node_and_loses_nothing_across_ingest_restarts() {
+    let cluster = Cluster::get().unwrap();
+    let admin = cluster.admin().await.unwrap();
+    let ns = TestNamespace::create(&cluster, "sensor").await.unwrap();
+    let role = read_only_identity(&admin, &ns.name).await;
+    // A failed earlier run may have left pressure (and its NoSchedule taint) behind.
+    for node in [TARGET, OTHER] {
+        scenario::node_pressure(&admin, node, NodePressure::Memory, false)
+            .await
+            .unwrap();
+    }
+
+    // Two tokens, as in the DaemonSet: one for the Kubernetes API, one with the agent's audience.
+    let dir = std::env::temp_dir().join(format!("e2e-sensor-{}", ns.name));
+    std::fs::create_dir_all(&dir).unwrap();
+    let api_token = cluster
+        .service_account_token(&ns.name, "sensor", &[], 3600)
+        .await
+        .unwrap();
+    cluster
+        .write_token_kubeconfig(&dir.join("kubeconfig"), &api_token)
+        .unwrap();
+    let agent_token = cluster
+        .service_account_token(&ns.name, "sensor", &["auto-agent"], 3600)
+        .await
+        .unwrap();
+    std::fs::write(dir.join("token"), &agent_token).unwrap();
+
+    let recorder = Recorder::new();
+    let ingest_addr: SocketAddr = format!("127.0.0.1:{}", free_port().unwrap())
+        .parse()
+        .unwrap();
+    let server = IngestServer::start(ingest_addr, recorder.clone()).unwrap();
+
+    let admin_addr: SocketAddr = format!("127.0.0.1:{}", free_port().unwrap())
+        .parse()
+        .unwrap();
+    let mut cmd = Command::new(binary("auto-agent-sensor").unwrap());
+    cmd.env("NODE_NAME", TARGET)
+        .env("KUBECONFIG", dir.join("kubeconfig"))
+        .env("AUTO_AGENT_CONTROLLER", format!("http://{ingest_addr}"))
+        .env("AUTO_AGENT_INSECURE_PLAINTEXT", "true")
+        .env("AUTO_AGENT_TOKEN_FILE", dir.join("token"))
+        .env(
+            "AUTO_AGENT_POD_LOG_DIR",
+            cluster.state_dir().join("pod-logs"),
+        )
+        .env("AUTO_AGENT_ADMIN_ADDR", admin_addr.to_string())
+        .env("AUTO_AGENT_LOG", "info");
+    let sensor = Process::spawn(cmd, dir.join("sensor.log")).unwrap();
+    poll_until("sensor ready", TIMEOUT, || async move {
+        Ok(http_get(admin_addr, "/ready").await?.0 == 200)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", sensor.output()));
+
+    // The same workloads on the sensor's node and on another node.
+    let mut pods = BTreeMap::new();
+    for (prefix, node) in [("t", TARGET), ("o", OTHER)] {
+        for what in ["crash", "oom", "pull", "cfg", "evict"] {
+            let name = format!("{prefix}-{what}");
+            pods.insert(name.clone(), pod_on(&admin, &ns.name, &name, node).await);
+        }
+    }
+    let previous = [
+        "connecting to db",
+        "FATAL: password authentication failed",
+        "\x1b[31mexit\x1b[0m",
+    ];
+    scenario::seed_logs(
+        &cluster,
+        &ns.name,
+        &pods["t-crash"],
+        "app",
+        3,
+        &previous,
+        &["now"],
+    )
+    .await
+    .unwrap();
+
+    let started = Instant::now();
+    for prefix in ["t", "o"] {
+        let p = |w: &str| pods[&format!("{prefix}-{w}")].clone();
+        scenario::crash_loop(&admin, &ns.name, &p("crash"), None, 3, 1)
+            .await
+            .unwrap();
+        scenario::oom_killed(&admin, &ns.name, &p("oom"), None, 1)
+            .await
+            .unwrap();
+        scenario::start_failure(
+            &admin,
+            &ns.name,
+            &p("pull"),
+            None,
+            StartFailure::ErrImagePull,
+        )
+        .await
+        .unwrap();
+        scenario::start_failure(
+            &admin,
+            &ns.name,
+            &p("cfg"),
+            None,
+            StartFailure::CreateContainerConfigError,
+        )
+        .await
+        .unwrap();
+        scenario::evicted(&admin, &ns.name, &p("evict"))
+            .await
+            .unwrap();
+    }
+    scenario::node_pressure(&admin, TARGET, NodePressure::Memory, true)
+        .await
+        .unwrap();
+    scenario::node_pressure(&admin, OTHER, NodePressure::Memory, true)
+        .await
+        .unwrap();
+
+    let expected = [
+        (FindingKind::CrashLoopBackOff, pods["t-crash"].clone()),
+        (FindingKind::OomKilled, pods["t-oom"].clone()),
+        (FindingKind::ImagePullBackOff, pods["t-pull"].clone()),
+        (
+            FindingKind::CreateContainerConfigError,
+            pods["t-cfg"].clone(),
+        ),
+        (FindingKind::PodEvicted, pods["t-evict"].clone()),
+        (FindingKind::NodeMemoryPressure, TARGET.to_owned()),
+    ];
+    let exp = expected.clone();
+    wait_for(&recorder, "every scenario on the sensor's node", move |r| {
+        let seen = by_target(r);
+        exp.iter()
+            .all(|(k, t)| seen.contains_key(&(*k, t.clone(), Transition::Started)))
+    })
+    .await;
+    println!(
+        "all six findings received {:?} after the scenarios were set",
+        started.elapsed()
+    );
+
+    let received = recorder.snapshot();
+    for r in &received {
+        assert_eq!(
+            r.finding.node, TARGET,
+            "a finding about another node: {:?}",
+            r.finding
+        );
+        if let Some(pod) = &r.finding.pod {
+            assert!(
+                pod.name.starts_with("t-"),
+                "a finding about a pod on another node: {pod:?}"
+            );
+        }
+    }
+    let crash = received
+        .iter()
+        .find(|r| r.finding.kind == FindingKind::CrashLoopBackOff)
+        .unwrap();
+    assert_eq!(
+        crash.finding.log_lines,
+        vec![
+            "connecting to db",
+            "FATAL: password authentication failed",
+            "\\u{1b}[31mexit\\u{1b}[0m"
+        ],
+        "the seeded previous log, control characters escaped"
+    );
+    assert_eq!(
+        (crash.finding.restart_count, crash.finding.exit_code),
+        (3, Some(1))
+    );
+    assert_eq!(
+        crash.finding.owner.as_ref().map(|o| o.name.as_str()),
+        Some("t-crash")
+    );
+    let oom = received
+        .iter()
+        .find(|r| r.finding.kind == FindingKind::OomKilled)
+        .unwrap();
+    assert_eq!(oom.finding.exit_code, Some(137));
+    let hellos = recorder.hellos.lock().unwrap().clone();
+    assert_eq!(hellos[0].node_name, TARGET);
+
+    // Kill the ingest server with a finding sent but not acknowledged, fail more while it is down.
+    recorder.ack.store(false, Ordering::SeqCst);
+    scenario::crash_loop(&admin, &ns.name, &pods["t-crash"], None, 4, 1)
+        .await
+        .unwrap();
+    wait_for(&recorder, "restart 4 received (unacked)", |r| {
+        r.snapshot()
+            .iter()
+            .any(|x| x.finding.id.ends_with("/CrashLoopBackOff/4"))
+    })
+    .await;
+    server.kill();
+    scenario::crash_loop(&admin, &ns.name, &pods["t-crash"], None, 5, 2)
+        .await
+        .unwrap();
+    scenario::oom_killed(&admin, &ns.name, &pods["t-oom"], None, 2)
+        .await
+        .unwrap();
+    scenario::node_pressure(&admin, TARGET, NodePressure::Memory, false)
+        .await
+        .unwrap();
+    recorder.ack.store(true, Ordering::SeqCst);
+    let _server = IngestServer::start(ingest_addr, recorder.clone()).unwrap();
+
+    wait_for(&recorder, "findings made while the server was down", |r| {
+        let ids: Vec<String> = r.snapshot().iter().map(|x| x.finding.id.clone()).collect();
+        let crash4 = ids
+            .iter()
+            .filter(|id| id.ends_with("/CrashLoopBackOff/4"))
+            .count();
+        ids.iter().any(|id| id.ends_with("/CrashLoopBackOff/5"))
+            && ids.iter().any(|id| id.ends_with("/OOMKilled/2"))
+            && ids
+                .iter()
+                .any(|id| id.starts_with(&format!("{TARGET}/MemoryPressure/Cleared/")))
+            && crash4 >= 2
+    })
+    .await;
+
+    // Resends carry the same id and sequence; nothing else is duplicated under another id.
+    let all = recorder.snapshot();
+    let mut seq_of: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+    for r in &all {
+        seq_of
+            .entry(r.finding.id.clone())
+            .or_default()
+            .insert(r.sequence);
+    }
+    for (id, seqs) in &seq_of {
+        assert_eq!(
+            seqs.len(),
+            1,
+            "{id} was sent with different sequences {seqs:?}"
+        );
+    }
+    let targets = by_target(&recorder);
+    let crash_ids = &targets[&(
+        FindingKind::CrashLoopBackOff,
+        pods["t-crash"].clone(),
+        Transition::Started,
+    )];
+    assert_eq!(crash_ids.len(), 3, "one id per restart: {crash_ids:?}");
+
+    let (_, metrics) = http_get(admin_addr, "/metrics").await.unwrap();
+    assert!(
+        metric_sum(&metrics, "auto_agent_sensor_stream_reconnects_total") >= 1.0,
+        "{metrics}"
+    );
+    assert!(metric_sum(&metrics, "auto_agent_sensor_findings_total") >= 9.0);
+    assert!(metric_sum(&metrics, "auto_agent_sensor_log_reads_total") >= 1.0);
+    assert_eq!(metric_sum(&metrics, "auto_agent_sensor_dropped_total"), 0.0);
+    // Pods of other tests may share the node; ours are five.
+    assert!(
+        metric_sum(&metrics, "auto_agent_sensor_watched_pods") >= 5.0,
+        "{metrics}"
+    );
+
+    scenario::node_pressure(&admin, OTHER, NodePressure::Memory, false)
+        .await
+        .unwrap();
+    drop(sensor);
+    Api::<ClusterRoleBinding>::all(admin.clone())
+        .delete(&role, &DeleteParams::default())
+        .await
+        .unwrap();
+    Api::<ClusterRole>::all(admin)
+        .delete(&role, &DeleteParams::default())
+        .await
+        .unwrap();
+}

@@ -28,6 +28,8 @@ pub struct Recorder {
     pub hellos: Arc<Mutex<Vec<pb::Hello>>>,
     /// Streams refused for lack of a bearer token.
     pub unauthenticated: Arc<Mutex<u32>>,
+    /// A digest of the bearer token of each accepted stream (to see rotation; never the token).
+    pub token_digests: Arc<Mutex<Vec<u64>>>,
     /// When false the server records findings but never acknowledges them.
     pub ack: Arc<AtomicBool>,
 }
@@ -62,15 +64,26 @@ impl SensorIngest for Service {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|t| !t.is_empty());
-        if !bearer {
+            .filter(|t| !t.is_empty());
+        let Some(token) = bearer else {
             *self
                 .0
                 .unauthenticated
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()) += 1;
             return Err(Status::unauthenticated("a bearer token is required"));
-        }
+        };
+        let digest = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            token.hash(&mut h);
+            h.finish()
+        };
+        self.0
+            .token_digests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(digest);
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(256);
         let welcome = pb::ControllerMessage {
@@ -131,8 +144,29 @@ pub struct IngestServer {
 }
 
 impl IngestServer {
-    /// Serves on `addr` (port 0 picks one) until killed.
+    /// Serves plaintext on `addr` (port 0 picks one) until killed.
     pub fn start(addr: SocketAddr, recorder: Recorder) -> anyhow::Result<Self> {
+        Self::start_with(addr, recorder, None)
+    }
+
+    /// Serves TLS with the given PEM certificate and key.
+    pub fn start_tls(
+        addr: SocketAddr,
+        recorder: Recorder,
+        pki: &crate::pki::TestPki,
+    ) -> anyhow::Result<Self> {
+        let identity = tonic::transport::Identity::from_pem(
+            std::fs::read(&pki.cert_file)?,
+            std::fs::read(&pki.key_file)?,
+        );
+        Self::start_with(addr, recorder, Some(identity))
+    }
+
+    fn start_with(
+        addr: SocketAddr,
+        recorder: Recorder,
+        tls: Option<tonic::transport::Identity>,
+    ) -> anyhow::Result<Self> {
         let listener = std::net::TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -148,7 +182,16 @@ impl IngestServer {
                 let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
                     return;
                 };
-                let server = tonic::transport::Server::builder()
+                let mut builder = tonic::transport::Server::builder();
+                if let Some(identity) = tls {
+                    match builder
+                        .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                    {
+                        Ok(b) => builder = b,
+                        Err(_) => return,
+                    }
+                }
+                let server = builder
                     .add_service(SensorIngestServer::new(Service(recorder)))
                     .serve_with_incoming(TcpListenerStream::new(listener));
                 tokio::select! {

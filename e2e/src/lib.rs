@@ -7,9 +7,11 @@
 
 #![allow(clippy::expect_used)]
 
+pub mod agents;
 pub mod cluster;
 pub mod ingest;
 pub mod namespace;
+pub mod pki;
 pub mod process;
 pub mod scenario;
 pub mod wait;

@@ -8,33 +8,37 @@ use anyhow::{Context, bail};
 
 use crate::cluster::repo_root;
 
-static BUILT: Mutex<bool> = Mutex::new(false);
+/// Which profiles were built in this process: [debug, release].
+static BUILT: Mutex<[bool; 2]> = Mutex::new([false, false]);
 
-/// Path of a workspace binary, building the agent binaries first (once per test process).
-pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
+/// Path of a workspace binary, building the agent binaries first (once per test process and
+/// profile). Benchmarks use `release`.
+pub fn binary(name: &str, release: bool) -> anyhow::Result<PathBuf> {
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if !*built {
+    if !built[usize::from(release)] {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .current_dir(repo_root())
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "auto-agent-sensor",
-                "-p",
-                "auto-agent-controller",
-            ])
-            .status()
-            .context("running cargo build")?;
-        if !status.success() {
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(repo_root()).args([
+            "build",
+            "--quiet",
+            "-p",
+            "auto-agent-sensor",
+            "-p",
+            "auto-agent-controller",
+        ]);
+        if release {
+            cmd.arg("--release");
+        }
+        if !cmd.status().context("running cargo build")?.success() {
             bail!("building the agent binaries failed");
         }
-        *built = true;
+        built[usize::from(release)] = true;
     }
     let target = std::env::var("CARGO_TARGET_DIR")
         .map_or_else(|_| repo_root().join("target"), PathBuf::from);
-    Ok(target.join("debug").join(name))
+    Ok(target
+        .join(if release { "release" } else { "debug" })
+        .join(name))
 }
 
 /// A child process that is killed when dropped. Its output goes to a log file for post-mortems.

@@ -6,61 +6,26 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use auto_agent_e2e::agents::{Sensor, SensorIdentity, SensorOptions};
 use auto_agent_e2e::ingest::{IngestServer, Recorder};
-use auto_agent_e2e::process::{Process, binary, free_port, http_get, metric_sum};
+use auto_agent_e2e::pki::TestPki;
+use auto_agent_e2e::process::{free_port, metric_sum};
 use auto_agent_e2e::scenario::{self, NodePressure, StartFailure};
 use auto_agent_e2e::wait::poll_until;
 use auto_agent_e2e::{Cluster, TestNamespace};
 use auto_agent_engine::{FindingKind, Transition};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-use kube::api::{DeleteParams, ListParams, PostParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 
 const TARGET: &str = "kwok-node-1";
 const OTHER: &str = "kwok-node-2";
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-async fn read_only_identity(client: &Client, ns: &str) -> String {
-    let role_name = format!("e2e-sensor-{ns}");
-    Api::<ServiceAccount>::namespaced(client.clone(), ns)
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": "sensor"}})).unwrap(),
-        )
-        .await
-        .unwrap();
-    let role: ClusterRole = serde_json::from_value(json!({
-        "metadata": {"name": role_name},
-        "rules": [
-            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
-            {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
-            {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]},
-        ],
-    }))
-    .unwrap();
-    Api::<ClusterRole>::all(client.clone())
-        .create(&PostParams::default(), &role)
-        .await
-        .unwrap();
-    let binding: ClusterRoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": role_name},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role_name},
-        "subjects": [{"kind": "ServiceAccount", "name": "sensor", "namespace": ns}],
-    }))
-    .unwrap();
-    Api::<ClusterRoleBinding>::all(client.clone())
-        .create(&PostParams::default(), &binding)
-        .await
-        .unwrap();
-    role_name
-}
 
 async fn pod_on(client: &Client, ns: &str, name: &str, node: &str) -> String {
     let d: Deployment = serde_json::from_value(json!({
@@ -145,7 +110,7 @@ async fn sensor_detects_its_node_and_loses_nothing_across_ingest_restarts() {
     let cluster = Cluster::get().unwrap();
     let admin = cluster.admin().await.unwrap();
     let ns = TestNamespace::create(&cluster, "sensor").await.unwrap();
-    let role = read_only_identity(&admin, &ns.name).await;
+    let identity = SensorIdentity::create(&cluster, &ns.name).await.unwrap();
     // A failed earlier run may have left pressure (and its NoSchedule taint) behind.
     for node in [TARGET, OTHER] {
         scenario::node_pressure(&admin, node, NodePressure::Memory, false)
@@ -153,49 +118,17 @@ async fn sensor_detects_its_node_and_loses_nothing_across_ingest_restarts() {
             .unwrap();
     }
 
-    // Two tokens, as in the DaemonSet: one for the Kubernetes API, one with the agent's audience.
-    let dir = std::env::temp_dir().join(format!("e2e-sensor-{}", ns.name));
-    std::fs::create_dir_all(&dir).unwrap();
-    let api_token = cluster
-        .service_account_token(&ns.name, "sensor", &[], 3600)
-        .await
-        .unwrap();
-    cluster
-        .write_token_kubeconfig(&dir.join("kubeconfig"), &api_token)
-        .unwrap();
-    let agent_token = cluster
-        .service_account_token(&ns.name, "sensor", &["auto-agent"], 3600)
-        .await
-        .unwrap();
-    std::fs::write(dir.join("token"), &agent_token).unwrap();
-
     let recorder = Recorder::new();
     let ingest_addr: SocketAddr = format!("127.0.0.1:{}", free_port().unwrap())
         .parse()
         .unwrap();
     let server = IngestServer::start(ingest_addr, recorder.clone()).unwrap();
-
-    let admin_addr: SocketAddr = format!("127.0.0.1:{}", free_port().unwrap())
-        .parse()
-        .unwrap();
-    let mut cmd = Command::new(binary("auto-agent-sensor").unwrap());
-    cmd.env("NODE_NAME", TARGET)
-        .env("KUBECONFIG", dir.join("kubeconfig"))
-        .env("AUTO_AGENT_CONTROLLER", format!("http://{ingest_addr}"))
-        .env("AUTO_AGENT_INSECURE_PLAINTEXT", "true")
-        .env("AUTO_AGENT_TOKEN_FILE", dir.join("token"))
-        .env(
-            "AUTO_AGENT_POD_LOG_DIR",
-            cluster.state_dir().join("pod-logs"),
-        )
-        .env("AUTO_AGENT_ADMIN_ADDR", admin_addr.to_string())
-        .env("AUTO_AGENT_LOG", "info");
-    let sensor = Process::spawn(cmd, dir.join("sensor.log")).unwrap();
-    poll_until("sensor ready", TIMEOUT, || async move {
-        Ok(http_get(admin_addr, "/ready").await?.0 == 200)
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", sensor.output()));
+    let options = SensorOptions {
+        node: TARGET.into(),
+        controller: format!("http://{ingest_addr}"),
+        ..SensorOptions::default()
+    };
+    let sensor = Sensor::start(&cluster, &identity, &options).await.unwrap();
 
     // The same workloads on the sensor's node and on another node.
     let mut pods = BTreeMap::new();
@@ -389,7 +322,7 @@ async fn sensor_detects_its_node_and_loses_nothing_across_ingest_restarts() {
     )];
     assert_eq!(crash_ids.len(), 3, "one id per restart: {crash_ids:?}");
 
-    let (_, metrics) = http_get(admin_addr, "/metrics").await.unwrap();
+    let metrics = sensor.metrics().await.unwrap();
     assert!(
         metric_sum(&metrics, "auto_agent_sensor_stream_reconnects_total") >= 1.0,
         "{metrics}"
@@ -407,12 +340,78 @@ async fn sensor_detects_its_node_and_loses_nothing_across_ingest_restarts() {
         .await
         .unwrap();
     drop(sensor);
-    Api::<ClusterRoleBinding>::all(admin.clone())
-        .delete(&role, &DeleteParams::default())
-        .await
+    identity.delete().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sensor_verifies_tls_and_reopens_the_stream_with_a_rotated_token() {
+    let cluster = Cluster::get().unwrap();
+    let ns = TestNamespace::create(&cluster, "sensor-tls").await.unwrap();
+    let identity = SensorIdentity::create(&cluster, &ns.name).await.unwrap();
+    const NAME: &str = "auto-agent-controller.auto-agent.svc";
+    let pki = TestPki::create(&identity.dir.join("pki"), &[NAME]).unwrap();
+    let other_pki = TestPki::create(&identity.dir.join("other-pki"), &[NAME]).unwrap();
+
+    let recorder = Recorder::new();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port().unwrap())
+        .parse()
         .unwrap();
-    Api::<ClusterRole>::all(admin)
-        .delete(&role, &DeleteParams::default())
-        .await
-        .unwrap();
+    let _server = IngestServer::start_tls(addr, recorder.clone(), &pki).unwrap();
+
+    // A sensor that trusts another CA never gets a stream.
+    let untrusting = Sensor::start(
+        &cluster,
+        &identity,
+        &SensorOptions {
+            node: "kwok-node-0".into(),
+            controller: format!("https://{addr}"),
+            ca_file: Some(other_pki.ca_file.clone()),
+            tls_server_name: Some(NAME.into()),
+            ..SensorOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    poll_until("failed TLS handshakes", TIMEOUT, || {
+        let metrics = untrusting.metrics();
+        async move {
+            Ok(metric_sum(&metrics.await?, "auto_agent_sensor_stream_reconnects_total") >= 2.0)
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        recorder.hellos.lock().unwrap().is_empty(),
+        "a sensor with the wrong CA reached the server"
+    );
+    drop(untrusting);
+
+    let sensor = Sensor::start(
+        &cluster,
+        &identity,
+        &SensorOptions {
+            node: "kwok-node-0".into(),
+            controller: format!("https://{addr}"),
+            ca_file: Some(pki.ca_file.clone()),
+            tls_server_name: Some(NAME.into()),
+            token_check_seconds: Some(1),
+            ..SensorOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    wait_for(&recorder, "a stream over TLS", |r| {
+        !r.hellos.lock().unwrap().is_empty()
+    })
+    .await;
+    identity.refresh_agent_token().await.unwrap();
+    wait_for(&recorder, "a stream with the rotated token", |r| {
+        let digests: BTreeSet<u64> = r.token_digests.lock().unwrap().iter().copied().collect();
+        digests.len() >= 2
+    })
+    .await;
+    let output = sensor.process.output();
+    assert!(output.contains("Token rotated"), "{output}");
+    drop(sensor);
+    identity.delete().await.unwrap();
 }

@@ -84,6 +84,10 @@ struct Args {
     #[arg(long, env = "AUTO_AGENT_QUEUE_CAPACITY", default_value_t = 4096)]
     queue_capacity: usize,
 
+    /// Seconds between checks of the token file for a rotated token (the stream reopens with it).
+    #[arg(long, env = "AUTO_AGENT_TOKEN_CHECK_SECONDS", default_value_t = 30)]
+    token_check_seconds: u64,
+
     /// Page size of the initial pod list.
     #[arg(long, env = "AUTO_AGENT_WATCH_PAGE_SIZE", default_value_t = 500)]
     watch_page_size: u32,
@@ -180,7 +184,7 @@ async fn main() -> anyhow::Result<()> {
             node: args.node_name.clone(),
             instance_id: instance_id(),
             window: 128,
-            token_check: Duration::from_secs(30),
+            token_check: Duration::from_secs(args.token_check_seconds.max(1)),
         },
         queue,
         notify,

@@ -1,0 +1,163 @@
+//! Agent processes under test, with the identities a real install gives them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::Api;
+use kube::api::{DeleteParams, PostParams};
+use serde_json::json;
+
+use crate::Cluster;
+use crate::process::{Process, binary, free_port, http_get};
+use crate::wait::poll_until;
+
+/// A read-only sensor identity: ServiceAccount, ClusterRole (pods, pods/log, nodes: read verbs
+/// only) and binding, a kubeconfig with its API token, and a token file with the agent audience.
+#[derive(Debug)]
+pub struct SensorIdentity {
+    pub namespace: String,
+    pub role: String,
+    pub dir: PathBuf,
+    cluster: Cluster,
+}
+
+impl SensorIdentity {
+    pub async fn create(cluster: &Cluster, namespace: &str) -> anyhow::Result<Self> {
+        let client = cluster.admin().await?;
+        let role = format!("e2e-sensor-{namespace}");
+        Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": "sensor"}}))?,
+            )
+            .await?;
+        let cluster_role: ClusterRole = serde_json::from_value(json!({
+            "metadata": {"name": role},
+            "rules": [
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+                {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]},
+            ],
+        }))?;
+        Api::<ClusterRole>::all(client.clone())
+            .create(&PostParams::default(), &cluster_role)
+            .await?;
+        let binding: ClusterRoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": role},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": "sensor", "namespace": namespace}],
+        }))?;
+        Api::<ClusterRoleBinding>::all(client)
+            .create(&PostParams::default(), &binding)
+            .await?;
+
+        let dir = std::env::temp_dir().join(format!("e2e-sensor-{namespace}"));
+        std::fs::create_dir_all(&dir)?;
+        let api_token = cluster
+            .service_account_token(namespace, "sensor", &[], 3600)
+            .await?;
+        cluster.write_token_kubeconfig(&dir.join("kubeconfig"), &api_token)?;
+        let identity = Self {
+            namespace: namespace.to_owned(),
+            role,
+            dir,
+            cluster: cluster.clone(),
+        };
+        identity.refresh_agent_token().await?;
+        Ok(identity)
+    }
+
+    /// Writes a new token with the agent audience, as the kubelet does when it rotates one.
+    pub async fn refresh_agent_token(&self) -> anyhow::Result<()> {
+        let token = self
+            .cluster
+            .service_account_token(&self.namespace, "sensor", &["auto-agent"], 3600)
+            .await?;
+        let tmp = self.dir.join("token.tmp");
+        std::fs::write(&tmp, token)?;
+        std::fs::rename(tmp, self.dir.join("token"))?;
+        Ok(())
+    }
+
+    pub async fn delete(&self) -> anyhow::Result<()> {
+        let client = self.cluster.admin().await?;
+        Api::<ClusterRoleBinding>::all(client.clone())
+            .delete(&self.role, &DeleteParams::default())
+            .await?;
+        Api::<ClusterRole>::all(client)
+            .delete(&self.role, &DeleteParams::default())
+            .await?;
+        Ok(())
+    }
+}
+
+/// How to run a sensor.
+#[derive(Clone, Debug, Default)]
+pub struct SensorOptions {
+    pub node: String,
+    /// `http://` (plaintext) or `https://` controller URL.
+    pub controller: String,
+    pub ca_file: Option<PathBuf>,
+    pub tls_server_name: Option<String>,
+    pub release: bool,
+    pub token_check_seconds: Option<u64>,
+}
+
+/// A running sensor process and its admin address.
+#[derive(Debug)]
+pub struct Sensor {
+    pub process: Process,
+    pub admin: SocketAddr,
+}
+
+impl Sensor {
+    pub async fn start(
+        cluster: &Cluster,
+        identity: &SensorIdentity,
+        options: &SensorOptions,
+    ) -> anyhow::Result<Self> {
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        let mut cmd = Command::new(binary("auto-agent-sensor", options.release)?);
+        cmd.env("NODE_NAME", &options.node)
+            .env("KUBECONFIG", identity.dir.join("kubeconfig"))
+            .env("AUTO_AGENT_CONTROLLER", &options.controller)
+            .env("AUTO_AGENT_TOKEN_FILE", identity.dir.join("token"))
+            .env(
+                "AUTO_AGENT_POD_LOG_DIR",
+                cluster.state_dir().join("pod-logs"),
+            )
+            .env("AUTO_AGENT_ADMIN_ADDR", admin.to_string())
+            .env("AUTO_AGENT_LOG", "info");
+        match &options.ca_file {
+            Some(ca) => {
+                cmd.env("AUTO_AGENT_CA_FILE", ca);
+            }
+            None => {
+                cmd.env("AUTO_AGENT_INSECURE_PLAINTEXT", "true");
+            }
+        }
+        if let Some(name) = &options.tls_server_name {
+            cmd.env("AUTO_AGENT_TLS_SERVER_NAME", name);
+        }
+        if let Some(s) = options.token_check_seconds {
+            cmd.env("AUTO_AGENT_TOKEN_CHECK_SECONDS", s.to_string());
+        }
+        let log = identity.dir.join(format!("sensor-{}.log", options.node));
+        let process = Process::spawn(cmd, log)?;
+        let sensor = Self { process, admin };
+        poll_until("sensor ready", Duration::from_secs(60), || async move {
+            Ok(http_get(admin, "/ready").await?.0 == 200)
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", sensor.process.output()))?;
+        Ok(sensor)
+    }
+
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        Ok(http_get(self.admin, "/metrics").await?.1)
+    }
+}

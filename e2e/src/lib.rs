@@ -8,6 +8,7 @@
 #![allow(clippy::expect_used)]
 
 pub mod agents;
+pub mod bench;
 pub mod cluster;
 pub mod ingest;
 pub mod namespace;

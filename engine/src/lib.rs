@@ -7,8 +7,12 @@
 pub mod detect;
 pub mod finding;
 pub mod incident;
+pub mod incident_book;
+pub mod selector;
 pub mod view;
 
 pub use finding::{Finding, FindingKind, PodRef, Transition, WorkloadRef};
 pub use incident::{IncidentKey, IncidentKeyError};
+pub use incident_book::{Incident, IncidentBook, IncidentState, Observed};
+pub use selector::{Selector, SelectorError};
 pub use view::{ContainerState, ContainerView, NodeConditionView, NodeView, PodView, Terminated};

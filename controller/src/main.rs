@@ -1,13 +1,44 @@
-//! auto-agent-controller: the leader-elected half of auto-agent (Deployment).
+//! auto-agent-controller: the leader-elected half of auto-agent (Deployment, 2+ replicas).
 //!
-//! What runs today: the runtime frame (logging, admin server with `/live`, `/ready`, `/metrics`,
-//! graceful shutdown). Leader election, ingest, policies, decisions and actions come next (see the
-//! README's status table); nothing here pretends to remediate yet.
+//! Every replica serves the sensors' gRPC ingest and watches policies; the Lease holder records
+//! findings into incidents, matches them to AutoRemediationPolicies, and reports (Events, policy
+//! status, metrics). Deciding and acting are the remediation engine's next step: nothing here
+//! changes workloads yet.
 
 #![forbid(unsafe_code)]
 
-use auto_agent_shared::runtime::{AdminArgs, AdminServer, LogArgs, Readiness, Shutdown, metrics};
+mod auth;
+mod ingest;
+mod leader;
+mod metrics;
+mod pipeline;
+mod policies;
+mod report;
+mod status;
+mod workloads;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use auto_agent_shared::proto::v1::sensor_ingest_server::SensorIngestServer;
+use auto_agent_shared::runtime::{
+    AdminArgs, AdminServer, LogArgs, Readiness, Shutdown, metrics as runtime_metrics,
+};
 use clap::Parser;
+use kube::runtime::events::{Recorder, Reporter as EventReporter};
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::ingest::{Ingest, IngestLimits};
+use crate::leader::LeaderConfig;
+use crate::metrics::ControllerMetrics;
+use crate::policies::PolicyIndex;
+use crate::report::Reporter;
+use crate::workloads::WorkloadCache;
 
 /// Ingests sensor findings, decides within AutoRemediationPolicy rules and safety limits, acts and
 /// reports.
@@ -18,6 +49,79 @@ struct Args {
     #[arg(long, env = "POD_NAME", default_value = "auto-agent-controller")]
     identity: String,
 
+    /// Namespace of the Lease (the controller's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "auto-agent")]
+    namespace: String,
+
+    /// Name of the Lease used for leader election.
+    #[arg(
+        long,
+        env = "AUTO_AGENT_LEASE_NAME",
+        default_value = "auto-agent-controller"
+    )]
+    lease_name: String,
+
+    /// Lease duration in seconds; failover takes at most this plus one renew period.
+    #[arg(long, env = "AUTO_AGENT_LEASE_SECONDS", default_value_t = 15)]
+    lease_seconds: u64,
+
+    /// Seconds between lease renewals.
+    #[arg(long, env = "AUTO_AGENT_RENEW_SECONDS", default_value_t = 5)]
+    renew_seconds: u64,
+
+    /// Writes stop this many seconds before the lease would run out.
+    #[arg(long, env = "AUTO_AGENT_FENCE_MARGIN_SECONDS", default_value_t = 5)]
+    fence_margin_seconds: u64,
+
+    /// Address the gRPC ingest listens on.
+    #[arg(long, env = "AUTO_AGENT_GRPC_ADDR", default_value = "0.0.0.0:9443")]
+    grpc_addr: SocketAddr,
+
+    /// host:port sensors can reach this replica at, published on the Lease while it leads
+    /// (in a pod: $(POD_IP):9443).
+    #[arg(long, env = "AUTO_AGENT_GRPC_ADVERTISE")]
+    grpc_advertise: String,
+
+    /// TLS certificate (PEM) of the gRPC ingest.
+    #[arg(long, env = "AUTO_AGENT_TLS_CERT_FILE")]
+    tls_cert_file: Option<PathBuf>,
+
+    /// TLS private key (PEM) of the gRPC ingest.
+    #[arg(long, env = "AUTO_AGENT_TLS_KEY_FILE")]
+    tls_key_file: Option<PathBuf>,
+
+    /// Development only: serve the gRPC ingest without TLS.
+    #[arg(long, env = "AUTO_AGENT_INSECURE_PLAINTEXT")]
+    insecure_plaintext: bool,
+
+    /// The sensor ServiceAccount as `namespace/name`; only its tokens may stream.
+    #[arg(
+        long,
+        env = "AUTO_AGENT_SENSOR_SERVICE_ACCOUNT",
+        default_value = "auto-agent/auto-agent-sensor"
+    )]
+    sensor_service_account: String,
+
+    /// Audience sensor tokens must carry.
+    #[arg(long, env = "AUTO_AGENT_TOKEN_AUDIENCE", default_value = auto_agent_shared::keys::SENSOR_TOKEN_AUDIENCE)]
+    token_audience: String,
+
+    /// Sensor streams open at once, at most.
+    #[arg(long, env = "AUTO_AGENT_MAX_STREAMS", default_value_t = 5000)]
+    max_streams: usize,
+
+    /// Largest sensor message accepted, in bytes.
+    #[arg(long, env = "AUTO_AGENT_MAX_MESSAGE_BYTES", default_value_t = 256 * 1024)]
+    max_message_bytes: usize,
+
+    /// Findings per second one stream may send, sustained (bursts up to 10x).
+    #[arg(long, env = "AUTO_AGENT_STREAM_RATE", default_value_t = 200.0)]
+    stream_rate: f64,
+
+    /// Kubeconfig file; in a pod the in-cluster configuration is used.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+
     #[command(flatten)]
     log: LogArgs,
 
@@ -25,31 +129,178 @@ struct Args {
     admin: AdminArgs,
 }
 
+async fn kube_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+fn sensor_user(sa: &str) -> anyhow::Result<String> {
+    match sa.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() => {
+            Ok(format!("system:serviceaccount:{ns}:{name}"))
+        }
+        _ => bail!("--sensor-service-account must be namespace/name, got {sa:?}"),
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     args.log.init()?;
-    let registry = metrics::registry()?;
-    let info = prometheus::IntGaugeVec::new(
-        prometheus::Opts::new(
-            "auto_agent_controller_info",
-            "Controller build and identity",
-        ),
-        &["version", "identity"],
-    )?;
-    registry.register(Box::new(info.clone()))?;
-    info.with_label_values(&[auto_agent_shared::VERSION, &args.identity])
-        .set(1);
-
+    let registry = runtime_metrics::registry()?;
+    let metrics = ControllerMetrics::register(&registry)?;
+    let client = kube_client(args.kubeconfig.as_ref()).await?;
     let shutdown = Shutdown::new();
     shutdown.spawn_signal_handler()?;
     let readiness = Readiness::new();
-    // No watches exist yet, so there is nothing to wait for before reporting ready.
-    readiness.set(true);
+
+    let tls = match (
+        &args.tls_cert_file,
+        &args.tls_key_file,
+        args.insecure_plaintext,
+    ) {
+        (_, _, true) => {
+            tracing::warn!("Plaintext gRPC (--insecure-plaintext): for development only");
+            None
+        }
+        (Some(cert), Some(key), false) => Some(tonic::transport::Identity::from_pem(
+            std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?,
+            std::fs::read(key).with_context(|| format!("reading {}", key.display()))?,
+        )),
+        _ => bail!(
+            "--tls-cert-file and --tls-key-file are required unless --insecure-plaintext is set"
+        ),
+    };
+
+    let leader_config = LeaderConfig {
+        namespace: args.namespace.clone(),
+        lease_name: args.lease_name.clone(),
+        identity: args.identity.clone(),
+        advertise: args.grpc_advertise.clone(),
+        ttl: Duration::from_secs(args.lease_seconds),
+        renew_every: Duration::from_secs(args.renew_seconds),
+        margin: Duration::from_secs(args.fence_margin_seconds),
+    };
+    let (leader_tx, leadership) = leader::channel(&leader_config, metrics.clone());
+    let stop = shutdown.token();
+    let release = CancellationToken::new();
+    let election = tokio::spawn(leader::run(
+        client.clone(),
+        leader_config,
+        leader_tx,
+        metrics.clone(),
+        stop.clone(),
+        release.clone(),
+    ));
+
+    let index = PolicyIndex::default();
+    let synced = Arc::new(Notify::new());
+    let changed = Arc::new(Notify::new());
+    let policy_watch = tokio::spawn(policies::watch(
+        client.clone(),
+        index.clone(),
+        metrics.clone(),
+        synced.clone(),
+        changed.clone(),
+        stop.clone(),
+    ));
+    let status_writer = tokio::spawn(status::run(
+        client.clone(),
+        index.clone(),
+        leadership.clone(),
+        metrics.clone(),
+        changed,
+        stop.clone(),
+    ));
+
+    // The pipeline and reporter keep running through the drain; they stop when `work_stop` fires.
+    let work_stop = CancellationToken::new();
+    let (changes_tx, changes_rx) = mpsc::channel(1024);
+    let (pipeline, pipeline_task) = pipeline::start(metrics.clone(), changes_tx, work_stop.clone());
+    let reporter = Reporter {
+        recorder: Recorder::new(
+            client.clone(),
+            EventReporter {
+                controller: "auto-agent".into(),
+                instance: Some(args.identity.clone()),
+            },
+        ),
+        policies: index,
+        workloads: Arc::new(WorkloadCache::new(client.clone(), Duration::from_secs(30))),
+        leadership: leadership.clone(),
+        metrics: metrics.clone(),
+    };
+    let report_task = tokio::spawn(reporter.run(changes_rx, work_stop.clone()));
+
+    let ingest = Ingest {
+        auth: Arc::new(auth::Authenticator::new(
+            client.clone(),
+            args.token_audience.clone(),
+            sensor_user(&args.sensor_service_account)?,
+        )),
+        leadership: leadership.clone(),
+        pipeline,
+        streams: Arc::new(Semaphore::new(args.max_streams)),
+        limits: IngestLimits {
+            max_message_bytes: args.max_message_bytes,
+            rate_per_second: args.stream_rate,
+            burst: args.stream_rate * 10.0,
+        },
+        metrics: metrics.clone(),
+        identity: args.identity.clone(),
+    };
+    let service = SensorIngestServer::new(ingest).max_decoding_message_size(args.max_message_bytes);
+    let mut server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
+    if let Some(identity) = tls {
+        server = server.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+    }
+    let listener = tokio::net::TcpListener::bind(args.grpc_addr)
+        .await
+        .with_context(|| format!("binding {}", args.grpc_addr))?;
+    tracing::info!(addr = %listener.local_addr()?, advertise = %args.grpc_advertise, "gRPC ingest listening");
+    let grpc_stop = stop.clone();
+    let grpc = tokio::spawn(
+        server
+            .add_service(service)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                grpc_stop.cancelled().await
+            }),
+    );
+
+    let ready = readiness.clone();
+    tokio::spawn(async move {
+        synced.notified().await;
+        ready.set(true);
+        tracing::info!("Policy watch synced; ready");
+    });
     tracing::info!(identity = %args.identity, version = auto_agent_shared::VERSION, "Controller started");
     AdminServer::new(readiness, registry)
-        .serve(args.admin.admin_addr, shutdown)
+        .serve(args.admin.admin_addr, shutdown.clone())
         .await?;
+
+    // Drain: the election loop marks this replica non-leader (streams get NotLeader), queued
+    // findings are recorded and reported, then the lease is released for the next leader.
+    shutdown.trigger();
+    let _ = tokio::time::timeout(Duration::from_secs(10), grpc).await;
+    work_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        let _ = pipeline_task.await;
+        let _ = report_task.await;
+    })
+    .await;
+    release.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), election).await;
+    let _ = tokio::join!(policy_watch, status_writer);
     tracing::info!("Controller stopped");
     Ok(())
 }
@@ -73,5 +324,15 @@ mod tests {
             }
             assert!(arg.get_env().is_some(), "--{id} has no env name");
         }
+    }
+
+    #[test]
+    fn sensor_service_account_becomes_a_username() {
+        assert_eq!(
+            sensor_user("auto-agent/auto-agent-sensor").unwrap(),
+            "system:serviceaccount:auto-agent:auto-agent-sensor"
+        );
+        assert!(sensor_user("nope").is_err());
+        assert!(sensor_user("/x").is_err());
     }
 }

@@ -1,0 +1,103 @@
+//! The controller's metrics. The seed's names are kept: `auto_agent_actions_total{type,namespace,workload}`
+//! and `auto_agent_incidents_total{reason,namespace,workload}`. Labels never carry pod names or uids.
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+
+#[derive(Clone, Debug)]
+pub struct ControllerMetrics {
+    pub actions: IntCounterVec,
+    pub incidents: IntCounterVec,
+    pub findings: IntCounterVec,
+    pub streams_refused: IntCounterVec,
+    pub streams_open: IntGauge,
+    pub decision_latency: HistogramVec,
+    pub action_errors: IntCounterVec,
+    pub leader: IntGauge,
+    pub fenced_writes: IntCounterVec,
+    pub policies: IntGauge,
+    pub policies_invalid: IntGauge,
+    pub open_incidents: IntGauge,
+}
+
+impl ControllerMetrics {
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let m = Self {
+            actions: IntCounterVec::new(
+                Opts::new(
+                    "auto_agent_actions_total",
+                    "Actions taken, planned (dry-run) or refused",
+                ),
+                &["type", "namespace", "workload"],
+            )?,
+            incidents: IntCounterVec::new(
+                Opts::new("auto_agent_incidents_total", "Incidents opened or reopened"),
+                &["reason", "namespace", "workload"],
+            )?,
+            findings: IntCounterVec::new(
+                Opts::new(
+                    "auto_agent_findings_received_total",
+                    "Findings received from sensors, by outcome",
+                ),
+                &["outcome"],
+            )?,
+            streams_refused: IntCounterVec::new(
+                Opts::new(
+                    "auto_agent_streams_refused_total",
+                    "Sensor streams refused, by cause",
+                ),
+                &["cause"],
+            )?,
+            streams_open: IntGauge::new(
+                "auto_agent_streams_open",
+                "Sensor streams open on this replica",
+            )?,
+            decision_latency: HistogramVec::new(
+                HistogramOpts::new(
+                    "auto_agent_decision_latency_seconds",
+                    "From a finding's arrival to its decision (or report)",
+                )
+                .buckets(vec![
+                    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ]),
+                &["kind"],
+            )?,
+            action_errors: IntCounterVec::new(
+                Opts::new(
+                    "auto_agent_action_errors_total",
+                    "Failed writes, by what was written",
+                ),
+                &["what"],
+            )?,
+            leader: IntGauge::new("auto_agent_leader", "1 while this replica holds the lease")?,
+            fenced_writes: IntCounterVec::new(
+                Opts::new(
+                    "auto_agent_fenced_writes_total",
+                    "Writes dropped because this replica did not hold the lease",
+                ),
+                &["what"],
+            )?,
+            policies: IntGauge::new("auto_agent_policies", "AutoRemediationPolicies known")?,
+            policies_invalid: IntGauge::new(
+                "auto_agent_policies_invalid",
+                "AutoRemediationPolicies that cannot be used",
+            )?,
+            open_incidents: IntGauge::new(
+                "auto_agent_open_incidents",
+                "Incidents not yet resolved",
+            )?,
+        };
+        registry.register(Box::new(m.actions.clone()))?;
+        registry.register(Box::new(m.incidents.clone()))?;
+        registry.register(Box::new(m.findings.clone()))?;
+        registry.register(Box::new(m.streams_refused.clone()))?;
+        registry.register(Box::new(m.streams_open.clone()))?;
+        registry.register(Box::new(m.decision_latency.clone()))?;
+        registry.register(Box::new(m.action_errors.clone()))?;
+        registry.register(Box::new(m.leader.clone()))?;
+        registry.register(Box::new(m.fenced_writes.clone()))?;
+        registry.register(Box::new(m.policies.clone()))?;
+        registry.register(Box::new(m.policies_invalid.clone()))?;
+        registry.register(Box::new(m.open_incidents.clone()))?;
+        Ok(m)
+    }
+}

@@ -1,0 +1,109 @@
+//! The incident pipeline: findings accepted from sensors enter the incident book in arrival order;
+//! the ingest acknowledges a finding only after this step. New and changed incidents go on to the
+//! report stage (gather -> match policy -> decide boundary -> report).
+
+use std::time::Instant;
+
+use auto_agent_engine::{Finding, IncidentBook, IncidentKeyError, Observed};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::ControllerMetrics;
+
+/// A finding to record, with the reply the ingest waits for before acknowledging.
+#[derive(Debug)]
+pub struct Submission {
+    pub finding: Finding,
+    pub reply: oneshot::Sender<Result<Observed, IncidentKeyError>>,
+}
+
+/// A change worth reporting.
+#[derive(Debug)]
+pub struct Change {
+    pub finding: Finding,
+    pub observed: Observed,
+    pub received: Instant,
+}
+
+/// The ingest side of the pipeline.
+#[derive(Clone, Debug)]
+pub struct Pipeline {
+    tx: mpsc::Sender<Submission>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("the incident pipeline is shut down")]
+    Closed,
+    #[error(transparent)]
+    Key(#[from] IncidentKeyError),
+}
+
+impl Pipeline {
+    pub async fn submit(&self, finding: Finding) -> Result<Observed, PipelineError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Submission { finding, reply })
+            .await
+            .map_err(|_| PipelineError::Closed)?;
+        Ok(rx.await.map_err(|_| PipelineError::Closed)??)
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// How long a finding id is remembered for dedupe, and a resolved incident kept.
+const ID_TTL_MS: i64 = 30 * 60 * 1000;
+const RESOLVED_KEEP_MS: i64 = 60 * 60 * 1000;
+
+pub fn start(
+    metrics: ControllerMetrics,
+    changes: mpsc::Sender<Change>,
+    stop: CancellationToken,
+) -> (Pipeline, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<Submission>(1024);
+    let task = tokio::spawn(async move {
+        let mut book = IncidentBook::new(ID_TTL_MS);
+        let mut prune = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            let submission = tokio::select! {
+                s = rx.recv() => s,
+                _ = prune.tick() => {
+                    book.prune(now_ms(), RESOLVED_KEEP_MS);
+                    continue;
+                }
+                () = stop.cancelled() => None,
+            };
+            let Some(Submission { finding, reply }) = submission else {
+                return;
+            };
+            let received = Instant::now();
+            let result = book.observe(&finding, now_ms());
+            let outcome = match &result {
+                Ok(Observed::Duplicate) => "duplicate",
+                Ok(_) => "accepted",
+                Err(_) => "malformed",
+            };
+            metrics.findings.with_label_values(&[outcome]).inc();
+            metrics.open_incidents.set(book.open_count() as i64);
+            if let Ok(observed) = &result
+                && *observed != Observed::Duplicate
+            {
+                let _ = changes
+                    .send(Change {
+                        finding,
+                        observed: observed.clone(),
+                        received,
+                    })
+                    .await;
+            }
+            let _ = reply.send(result);
+        }
+    });
+    (Pipeline { tx }, task)
+}

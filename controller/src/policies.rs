@@ -1,0 +1,271 @@
+//! The AutoRemediationPolicy index: a guarded watch (one malformed object is recorded as a problem
+//! and the others keep working) feeding a synchronous per-namespace index that decisions read.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use auto_agent_engine::{Selector, SelectorError};
+use auto_agent_shared::crd::{AutoRemediationPolicy, AutoRemediationPolicySpec};
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::core::DeserializeGuard;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::{WatchStreamExt, watcher as watch_stream};
+use kube::{Api, Client};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::ControllerMetrics;
+
+/// Why a policy cannot be used; becomes its Degraded condition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// PascalCase reason.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct PolicyEntry {
+    pub namespace: String,
+    pub name: String,
+    pub generation: Option<i64>,
+    pub spec: Option<AutoRemediationPolicySpec>,
+    pub target: Option<Selector>,
+    pub exclude: Option<Selector>,
+    pub problem: Option<Problem>,
+}
+
+impl PolicyEntry {
+    /// Whether this usable policy selects pods with these labels.
+    pub fn selects(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.problem.is_none()
+            && self.target.as_ref().is_some_and(|t| t.matches(labels))
+            && !self.exclude.as_ref().is_some_and(|e| e.matches(labels))
+    }
+}
+
+pub fn selector_of(ls: &LabelSelector) -> Result<Selector, SelectorError> {
+    let labels = ls.match_labels.clone().unwrap_or_default();
+    let exprs: Vec<(String, String, Vec<String>)> = ls
+        .match_expressions
+        .iter()
+        .flatten()
+        .map(|e| {
+            (
+                e.key.clone(),
+                e.operator.clone(),
+                e.values.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    Selector::new(labels, &exprs)
+}
+
+fn entry(guarded: DeserializeGuard<AutoRemediationPolicy>) -> PolicyEntry {
+    match guarded.0 {
+        Ok(policy) => {
+            let meta = &policy.metadata;
+            let mut entry = PolicyEntry {
+                namespace: meta.namespace.clone().unwrap_or_default(),
+                name: meta.name.clone().unwrap_or_default(),
+                generation: meta.generation,
+                target: None,
+                exclude: None,
+                problem: None,
+                spec: None,
+            };
+            let target = selector_of(&policy.spec.target_selector);
+            let exclude = policy
+                .spec
+                .exclude_selector
+                .as_ref()
+                .map(selector_of)
+                .transpose();
+            match (target, exclude) {
+                (Ok(t), Ok(e)) => {
+                    entry.target = Some(t);
+                    entry.exclude = e;
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    entry.problem = Some(Problem {
+                        reason: "InvalidSelector",
+                        message: e.to_string(),
+                    });
+                }
+            }
+            entry.spec = Some(policy.spec);
+            entry
+        }
+        Err(invalid) => PolicyEntry {
+            namespace: invalid.metadata.namespace.clone().unwrap_or_default(),
+            name: invalid.metadata.name.clone().unwrap_or_default(),
+            generation: invalid.metadata.generation,
+            spec: None,
+            target: None,
+            exclude: None,
+            problem: Some(Problem {
+                reason: "Malformed",
+                message: format!("the policy cannot be read: {}", invalid.error),
+            }),
+        },
+    }
+}
+
+type Key = (String, String);
+
+/// Shared, synchronously readable index of policies.
+#[derive(Clone, Debug, Default)]
+pub struct PolicyIndex(Arc<RwLock<HashMap<Key, PolicyEntry>>>);
+
+impl PolicyIndex {
+    pub fn in_namespace(&self, namespace: &str) -> Vec<PolicyEntry> {
+        let map = self.0.read().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<_> = map
+            .values()
+            .filter(|p| p.namespace == namespace)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    pub fn all(&self) -> Vec<PolicyEntry> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    fn apply(&self, e: PolicyEntry) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((e.namespace.clone(), e.name.clone()), e);
+    }
+
+    fn remove(&self, key: &Key) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+
+    fn replace(&self, entries: HashMap<Key, PolicyEntry>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = entries;
+    }
+}
+
+/// Keeps `index` in sync with the cluster until `stop`. `synced` fires once after the first list;
+/// `changed` after every change (the status writer listens).
+pub async fn watch(
+    client: Client,
+    index: PolicyIndex,
+    metrics: ControllerMetrics,
+    synced: Arc<Notify>,
+    changed: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    let api: Api<DeserializeGuard<AutoRemediationPolicy>> = Api::all(client);
+    let mut events = watch_stream(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .boxed();
+    let mut relist: HashMap<Key, PolicyEntry> = HashMap::new();
+    let mut first = true;
+    loop {
+        let event = tokio::select! {
+            e = events.next() => e,
+            () = stop.cancelled() => return,
+        };
+        match event {
+            Some(Ok(Event::Init)) => relist.clear(),
+            Some(Ok(Event::InitApply(obj))) => {
+                let e = entry(obj);
+                relist.insert((e.namespace.clone(), e.name.clone()), e);
+            }
+            Some(Ok(Event::InitDone)) => {
+                index.replace(std::mem::take(&mut relist));
+                if std::mem::take(&mut first) {
+                    synced.notify_one();
+                }
+            }
+            Some(Ok(Event::Apply(obj))) => {
+                let e = entry(obj);
+                if let Some(p) = &e.problem {
+                    tracing::warn!(policy = %format!("{}/{}", e.namespace, e.name), reason = p.reason, message = %p.message, "Policy cannot be used");
+                }
+                index.apply(e);
+            }
+            Some(Ok(Event::Delete(obj))) => {
+                let e = entry(obj);
+                index.remove(&(e.namespace, e.name));
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "Policy watch failed; restarting with backoff")
+            }
+            None => return,
+        }
+        let all = index.all();
+        metrics.policies.set(all.len() as i64);
+        metrics
+            .policies_invalid
+            .set(all.iter().filter(|p| p.problem.is_some()).count() as i64);
+        changed.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn guarded(v: serde_json::Value) -> DeserializeGuard<AutoRemediationPolicy> {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn a_good_policy_selects_and_excludes() {
+        let e = entry(guarded(json!({
+            "apiVersion": "autoagent.io/v1alpha1", "kind": "AutoRemediationPolicy",
+            "metadata": {"name": "p", "namespace": "prod", "generation": 2},
+            "spec": {"targetSelector": {"matchLabels": {"app": "api"}},
+                     "excludeSelector": {"matchLabels": {"canary": "true"}}},
+        })));
+        assert!(e.problem.is_none());
+        let labels = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        assert!(e.selects(&labels(&[("app", "api")])));
+        assert!(!e.selects(&labels(&[("app", "api"), ("canary", "true")])));
+        assert!(!e.selects(&labels(&[("app", "web")])));
+        assert_eq!(e.generation, Some(2));
+    }
+
+    #[test]
+    fn malformed_and_invalid_policies_become_problems() {
+        let malformed = entry(guarded(json!({
+            "apiVersion": "autoagent.io/v1alpha1", "kind": "AutoRemediationPolicy",
+            "metadata": {"name": "bad", "namespace": "prod"},
+            "spec": {"targetSelector": "not-a-selector"},
+        })));
+        assert_eq!(malformed.problem.as_ref().unwrap().reason, "Malformed");
+        assert_eq!(
+            (malformed.namespace.as_str(), malformed.name.as_str()),
+            ("prod", "bad")
+        );
+        assert!(!malformed.selects(&BTreeMap::new()));
+
+        let invalid = entry(guarded(json!({
+            "apiVersion": "autoagent.io/v1alpha1", "kind": "AutoRemediationPolicy",
+            "metadata": {"name": "op", "namespace": "prod"},
+            "spec": {"targetSelector": {"matchExpressions": [{"key": "app", "operator": "Like", "values": ["a"]}]}},
+        })));
+        assert_eq!(invalid.problem.as_ref().unwrap().reason, "InvalidSelector");
+        assert!(invalid.problem.unwrap().message.contains("Like"));
+    }
+}

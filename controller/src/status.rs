@@ -1,0 +1,152 @@
+//! Writes AutoRemediationPolicy status (leader only, fenced): `Ready` and `Degraded` conditions with
+//! reasons, `observedGeneration`, and `matchedTargets` (workloads in the namespace whose pod template
+//! the policy selects; Deployments, StatefulSets and DaemonSets are listed, never pods). A status is
+//! written only when it changes; a new leader rewrites them all.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use auto_agent_shared::crd::{AutoRemediationPolicy, CONDITION_DEGRADED, CONDITION_READY};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::{Api, Client};
+use serde_json::json;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::leader::Leadership;
+use crate::metrics::ControllerMetrics;
+use crate::policies::{PolicyEntry, PolicyIndex};
+
+/// The parts of a status that decide whether it must be written again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Desired {
+    generation: Option<i64>,
+    matched: Option<i32>,
+    problem: Option<(&'static str, String)>,
+}
+
+async fn count_matched(client: &Client, p: &PolicyEntry) -> Result<i32, kube::Error> {
+    let lp = ListParams::default();
+    let labels_of = |t: Option<&k8s_openapi::api::core::v1::PodTemplateSpec>| {
+        t.and_then(|t| t.metadata.as_ref())
+            .and_then(|m| m.labels.clone())
+            .unwrap_or_default()
+    };
+    let mut n = 0;
+    for d in Api::<Deployment>::namespaced(client.clone(), &p.namespace)
+        .list(&lp)
+        .await?
+    {
+        n += i32::from(p.selects(&labels_of(d.spec.as_ref().map(|s| &s.template))));
+    }
+    for s in Api::<StatefulSet>::namespaced(client.clone(), &p.namespace)
+        .list(&lp)
+        .await?
+    {
+        n += i32::from(p.selects(&labels_of(s.spec.as_ref().map(|s| &s.template))));
+    }
+    for d in Api::<DaemonSet>::namespaced(client.clone(), &p.namespace)
+        .list(&lp)
+        .await?
+    {
+        n += i32::from(p.selects(&labels_of(d.spec.as_ref().map(|s| &s.template))));
+    }
+    Ok(n)
+}
+
+fn conditions(d: &Desired, now: &serde_json::Value) -> serde_json::Value {
+    match &d.problem {
+        None => json!([
+            {"type": CONDITION_READY, "status": "True", "reason": "Active",
+             "message": "The policy is valid and in force", "lastTransitionTime": now, "observedGeneration": d.generation},
+            {"type": CONDITION_DEGRADED, "status": "False", "reason": "AsExpected",
+             "message": "", "lastTransitionTime": now, "observedGeneration": d.generation},
+        ]),
+        Some((reason, message)) => json!([
+            {"type": CONDITION_READY, "status": "False", "reason": reason,
+             "message": message, "lastTransitionTime": now, "observedGeneration": d.generation},
+            {"type": CONDITION_DEGRADED, "status": "True", "reason": reason,
+             "message": message, "lastTransitionTime": now, "observedGeneration": d.generation},
+        ]),
+    }
+}
+
+pub async fn run(
+    client: Client,
+    index: PolicyIndex,
+    mut leadership: Leadership,
+    metrics: ControllerMetrics,
+    changed: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    let mut written: HashMap<(String, String), Desired> = HashMap::new();
+    loop {
+        tokio::select! {
+            () = changed.notified() => {}
+            () = tokio::time::sleep(Duration::from_secs(30)) => {}
+            () = leadership.changed() => {}
+            () = stop.cancelled() => return,
+        }
+        if !leadership.is_leader() {
+            written.clear();
+            continue;
+        }
+        for p in index.all() {
+            let matched = if p.problem.is_none() {
+                match count_matched(&client, &p).await {
+                    Ok(n) => Some(n),
+                    Err(e) => {
+                        tracing::warn!(error = %e, policy = %p.name, "Counting matched workloads failed");
+                        None
+                    }
+                }
+            } else {
+                Some(0)
+            };
+            let desired = Desired {
+                generation: p.generation,
+                matched,
+                problem: p.problem.as_ref().map(|pr| (pr.reason, pr.message.clone())),
+            };
+            let key = (p.namespace.clone(), p.name.clone());
+            if written.get(&key) == Some(&desired) {
+                continue;
+            }
+            if leadership.fence("policy_status").is_err() {
+                break;
+            }
+            let now = serde_json::to_value(Time(Timestamp::now())).unwrap_or_default();
+            let mut status = json!({"conditions": conditions(&desired, &now), "observedGeneration": desired.generation});
+            if let Some(m) = desired.matched {
+                status["matchedTargets"] = json!(m);
+            }
+            let api: Api<DeserializeGuard<AutoRemediationPolicy>> =
+                Api::namespaced(client.clone(), &p.namespace);
+            match api
+                .patch_status(
+                    &p.name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"status": status})),
+                )
+                .await
+            {
+                Ok(_) => {
+                    written.insert(key, desired);
+                }
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => {
+                    metrics
+                        .action_errors
+                        .with_label_values(&["policy_status"])
+                        .inc();
+                    tracing::warn!(error = %e, policy = %p.name, "Writing policy status failed");
+                }
+            }
+        }
+    }
+}

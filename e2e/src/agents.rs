@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::ServiceAccount;
+use anyhow::Context;
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
@@ -22,6 +23,8 @@ pub struct SensorIdentity {
     pub namespace: String,
     pub role: String,
     pub dir: PathBuf,
+    /// The pod the agent token is bound to, once bound.
+    pub bound_pod: Option<(String, String)>,
     cluster: Cluster,
 }
 
@@ -65,18 +68,46 @@ impl SensorIdentity {
             namespace: namespace.to_owned(),
             role,
             dir,
+            bound_pod: None,
             cluster: cluster.clone(),
         };
         identity.refresh_agent_token().await?;
         Ok(identity)
     }
 
+    /// Binds the agent token to a pod of the sensor ServiceAccount on `node` (as the DaemonSet's
+    /// projected token is), and writes it. Returns the pod name.
+    pub async fn bind_to_node(&mut self, node: &str) -> anyhow::Result<String> {
+        let client = self.cluster.admin().await?;
+        let name = format!("sensor-{node}");
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {"app": "auto-agent-sensor"}},
+            "spec": {"serviceAccountName": "sensor", "nodeName": node, "automountServiceAccountToken": false,
+                     "containers": [{"name": "sensor", "image": "auto-agent-sensor:e2e"}]},
+        }))?;
+        let created = Api::<Pod>::namespaced(client, &self.namespace)
+            .create(&PostParams::default(), &pod)
+            .await?;
+        let uid = created.metadata.uid.context("pod has no uid")?;
+        self.bound_pod = Some((name.clone(), uid));
+        self.refresh_agent_token().await?;
+        Ok(name)
+    }
+
     /// Writes a new token with the agent audience, as the kubelet does when it rotates one.
     pub async fn refresh_agent_token(&self) -> anyhow::Result<()> {
-        let token = self
-            .cluster
-            .service_account_token(&self.namespace, "sensor", &["auto-agent"], 3600)
-            .await?;
+        let token = match &self.bound_pod {
+            Some((name, uid)) => {
+                self.cluster
+                    .bound_token(&self.namespace, "sensor", &["auto-agent"], (name, uid))
+                    .await?
+            }
+            None => {
+                self.cluster
+                    .service_account_token(&self.namespace, "sensor", &["auto-agent"], 3600)
+                    .await?
+            }
+        };
         let tmp = self.dir.join("token.tmp");
         std::fs::write(&tmp, token)?;
         std::fs::rename(tmp, self.dir.join("token"))?;
@@ -159,5 +190,180 @@ impl Sensor {
 
     pub async fn metrics(&self) -> anyhow::Result<String> {
         Ok(http_get(self.admin, "/metrics").await?.1)
+    }
+}
+
+/// The controller's identity: ServiceAccount, a ClusterRole with exactly what the controller uses
+/// today (TokenReview, reading pods and workloads, policies and their status, Events) and a Role for
+/// its Lease in its own namespace.
+#[derive(Debug)]
+pub struct ControllerIdentity {
+    pub namespace: String,
+    pub role: String,
+    pub dir: PathBuf,
+    cluster: Cluster,
+}
+
+impl ControllerIdentity {
+    pub async fn create(cluster: &Cluster, namespace: &str) -> anyhow::Result<Self> {
+        use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+        let client = cluster.admin().await?;
+        let role = format!("e2e-controller-{namespace}");
+        Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": "controller"}}))?,
+            )
+            .await?;
+        let cluster_role: ClusterRole = serde_json::from_value(json!({
+            "metadata": {"name": role},
+            "rules": [
+                {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
+                {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets", "daemonsets", "replicasets"],
+                 "verbs": ["get", "list"]},
+                {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get"]},
+                {"apiGroups": ["autoagent.io"], "resources": ["autoremediationpolicies"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": ["autoagent.io"], "resources": ["autoremediationpolicies/status"], "verbs": ["get", "patch", "update"]},
+                {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+            ],
+        }))?;
+        Api::<ClusterRole>::all(client.clone())
+            .create(&PostParams::default(), &cluster_role)
+            .await?;
+        let binding: ClusterRoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": role},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": "controller", "namespace": namespace}],
+        }))?;
+        Api::<ClusterRoleBinding>::all(client.clone())
+            .create(&PostParams::default(), &binding)
+            .await?;
+        let lease_role: Role = serde_json::from_value(json!({
+            "metadata": {"name": "controller-lease"},
+            "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                       "verbs": ["get", "create", "update", "patch"]}],
+        }))?;
+        Api::<Role>::namespaced(client.clone(), namespace)
+            .create(&PostParams::default(), &lease_role)
+            .await?;
+        let lease_binding: RoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": "controller-lease"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "controller-lease"},
+            "subjects": [{"kind": "ServiceAccount", "name": "controller", "namespace": namespace}],
+        }))?;
+        Api::<RoleBinding>::namespaced(client, namespace)
+            .create(&PostParams::default(), &lease_binding)
+            .await?;
+
+        let dir = std::env::temp_dir().join(format!("e2e-controller-{namespace}"));
+        std::fs::create_dir_all(&dir)?;
+        let token = cluster
+            .service_account_token(namespace, "controller", &[], 3600)
+            .await?;
+        cluster.write_token_kubeconfig(&dir.join("kubeconfig"), &token)?;
+        Ok(Self {
+            namespace: namespace.to_owned(),
+            role,
+            dir,
+            cluster: cluster.clone(),
+        })
+    }
+
+    pub async fn delete(&self) -> anyhow::Result<()> {
+        let client = self.cluster.admin().await?;
+        Api::<ClusterRoleBinding>::all(client.clone())
+            .delete(&self.role, &DeleteParams::default())
+            .await?;
+        Api::<ClusterRole>::all(client)
+            .delete(&self.role, &DeleteParams::default())
+            .await?;
+        Ok(())
+    }
+}
+
+/// How to run one controller replica.
+#[derive(Clone, Debug)]
+pub struct ControllerOptions {
+    pub name: String,
+    /// `namespace/name` of the sensor ServiceAccount.
+    pub sensor_service_account: String,
+    pub tls: Option<crate::pki::TestPki>,
+    pub lease_seconds: u64,
+    pub renew_seconds: u64,
+    pub fence_margin_seconds: u64,
+}
+
+/// A running controller replica.
+#[derive(Debug)]
+pub struct Controller {
+    pub name: String,
+    pub process: Process,
+    pub admin: SocketAddr,
+    pub grpc: SocketAddr,
+}
+
+impl Controller {
+    pub async fn start(
+        identity: &ControllerIdentity,
+        options: &ControllerOptions,
+    ) -> anyhow::Result<Self> {
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        let mut cmd = Command::new(binary("auto-agent-controller", false)?);
+        cmd.env("POD_NAME", &options.name)
+            .env("POD_NAMESPACE", &identity.namespace)
+            .env("KUBECONFIG", identity.dir.join("kubeconfig"))
+            .env("AUTO_AGENT_GRPC_ADDR", grpc.to_string())
+            .env("AUTO_AGENT_GRPC_ADVERTISE", grpc.to_string())
+            .env(
+                "AUTO_AGENT_SENSOR_SERVICE_ACCOUNT",
+                &options.sensor_service_account,
+            )
+            .env(
+                "AUTO_AGENT_LEASE_SECONDS",
+                options.lease_seconds.to_string(),
+            )
+            .env(
+                "AUTO_AGENT_RENEW_SECONDS",
+                options.renew_seconds.to_string(),
+            )
+            .env(
+                "AUTO_AGENT_FENCE_MARGIN_SECONDS",
+                options.fence_margin_seconds.to_string(),
+            )
+            .env("AUTO_AGENT_ADMIN_ADDR", admin.to_string())
+            .env("AUTO_AGENT_LOG", "info");
+        match &options.tls {
+            Some(pki) => {
+                cmd.env("AUTO_AGENT_TLS_CERT_FILE", &pki.cert_file)
+                    .env("AUTO_AGENT_TLS_KEY_FILE", &pki.key_file);
+            }
+            None => {
+                cmd.env("AUTO_AGENT_INSECURE_PLAINTEXT", "true");
+            }
+        }
+        let process = Process::spawn(cmd, identity.dir.join(format!("{}.log", options.name)))?;
+        let controller = Self {
+            name: options.name.clone(),
+            process,
+            admin,
+            grpc,
+        };
+        poll_until("controller ready", Duration::from_secs(60), || async move {
+            Ok(http_get(admin, "/ready").await?.0 == 200)
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", controller.process.output()))?;
+        Ok(controller)
+    }
+
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        Ok(http_get(self.admin, "/metrics").await?.1)
+    }
+
+    /// SIGKILL: no drain, no lease release (the harshest failover).
+    pub fn kill(&mut self) {
+        self.process.kill();
     }
 }

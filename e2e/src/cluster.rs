@@ -111,6 +111,63 @@ impl Cluster {
             .context("TokenRequest returned no token")
     }
 
+    /// Applies `crds/` with kubectl and waits until both CRDs are established.
+    pub async fn install_crds(&self) -> anyhow::Result<()> {
+        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+        let crds_dir = repo_root().join("crds");
+        let (ok, _, err) = self.kubectl(&["apply", "-f", &crds_dir.to_string_lossy()], None)?;
+        if !ok {
+            bail!("applying crds/ failed: {err}");
+        }
+        let api: Api<CustomResourceDefinition> = Api::all(self.admin().await?);
+        for name in [
+            "autoremediationpolicies.autoagent.io",
+            "noderemediationpolicies.autoagent.io",
+        ] {
+            crate::wait::until(
+                api.clone(),
+                name,
+                std::time::Duration::from_secs(60),
+                kube::runtime::wait::conditions::is_crd_established(),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// A token bound to a pod (as a projected volume in that pod gets): its TokenReview names the
+    /// pod and, on Kubernetes 1.30+, the pod's node.
+    pub async fn bound_token(
+        &self,
+        namespace: &str,
+        name: &str,
+        audiences: &[&str],
+        pod: (&str, &str),
+    ) -> anyhow::Result<String> {
+        use k8s_openapi::api::authentication::v1::BoundObjectReference;
+        let api: Api<ServiceAccount> = Api::namespaced(self.admin().await?, namespace);
+        let request = TokenRequest {
+            spec: Some(TokenRequestSpec {
+                audiences: Some(audiences.iter().map(|a| (*a).to_owned()).collect()),
+                expiration_seconds: Some(3600),
+                bound_object_ref: Some(BoundObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Pod".into()),
+                    name: Some(pod.0.to_owned()),
+                    uid: Some(pod.1.to_owned()),
+                }),
+            }),
+            ..Default::default()
+        };
+        let response = api
+            .create_token_request(name, &PostParams::default(), &request)
+            .await?;
+        response
+            .status
+            .and_then(|s| s.token)
+            .context("TokenRequest returned no token")
+    }
+
     /// Writes a kubeconfig that authenticates with `token` (for agent processes under test).
     pub fn write_token_kubeconfig(&self, path: &Path, token: &str) -> anyhow::Result<()> {
         let admin = Kubeconfig::read_from(&self.kubeconfig)?;

@@ -14,6 +14,7 @@ pub mod ingest;
 pub mod namespace;
 pub mod pki;
 pub mod process;
+pub mod proxy;
 pub mod scenario;
 pub mod wait;
 

@@ -1,0 +1,384 @@
+//! The controller runtime on the real cluster: two controller processes and one sensor, each with
+//! the token of its own ServiceAccount. One leader; killing it moves leadership and the sensor's
+//! stream follows without losing a finding; refused streams are counted; a policy the controller
+//! cannot use is Degraded while the others work.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use auto_agent_e2e::agents::{
+    Controller, ControllerIdentity, ControllerOptions, Sensor, SensorIdentity, SensorOptions,
+};
+use auto_agent_e2e::pki::TestPki;
+use auto_agent_e2e::process::metric_sum;
+use auto_agent_e2e::proxy::ServiceProxy;
+use auto_agent_e2e::scenario;
+use auto_agent_e2e::wait::poll_until;
+use auto_agent_e2e::{Cluster, TestNamespace};
+use auto_agent_shared::crd::AutoRemediationPolicy;
+use auto_agent_shared::proto::v1::sensor_ingest_client::SensorIngestClient;
+use auto_agent_shared::proto::v1::{self as pb, sensor_message};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+
+const TARGET: &str = "kwok-node-1";
+const OTHER: &str = "kwok-node-2";
+const NAME: &str = "auto-agent-controller.auto-agent.svc";
+const TIMEOUT: Duration = Duration::from_secs(90);
+
+async fn metric(c: &Controller, name: &str) -> f64 {
+    c.metrics()
+        .await
+        .map(|m| metric_sum(&m, name))
+        .unwrap_or(-1.0)
+}
+
+async fn deployment_on(client: &Client, ns: &str, name: &str) -> String {
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name, "tier": "backend"}},
+                              "spec": {"nodeSelector": {"kubernetes.io/hostname": TARGET},
+                                       "containers": [{"name": "app", "image": "registry.example.com/app:1"}]}}},
+    }))
+    .unwrap();
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let lp = ListParams::default().labels(&format!("app={name}"));
+    poll_until("pod running", TIMEOUT, || {
+        let (pods, lp) = (pods.clone(), lp.clone());
+        async move {
+            Ok(pods
+                .list(&lp)
+                .await?
+                .items
+                .iter()
+                .any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")))
+        }
+    })
+    .await
+    .unwrap();
+    pods.list(&lp).await.unwrap().items[0]
+        .metadata
+        .name
+        .clone()
+        .unwrap()
+}
+
+/// Opens a raw stream against one replica and returns the first answer.
+async fn raw_stream(
+    addr: std::net::SocketAddr,
+    pki: &TestPki,
+    token: Option<&str>,
+    node: &str,
+) -> Result<pb::ControllerMessage, tonic::Status> {
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(std::fs::read(&pki.ca_file).unwrap()))
+        .domain_name(NAME);
+    let channel = Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = SensorIngestClient::new(channel);
+    let hello = pb::SensorMessage {
+        message: Some(sensor_message::Message::Hello(pb::Hello {
+            node_name: node.into(),
+            instance_id: "raw".into(),
+            version: "test".into(),
+        })),
+    };
+    let mut request = tonic::Request::new(tokio_stream::iter(vec![hello]));
+    if let Some(t) = token {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    let mut inbound = client.stream(request).await?.into_inner();
+    inbound
+        .message()
+        .await?
+        .ok_or_else(|| tonic::Status::unknown("stream ended without a message"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_failover_loses_no_finding_and_bad_streams_are_refused() {
+    let cluster = Cluster::get().unwrap();
+    cluster.install_crds().await.unwrap();
+    let admin = cluster.admin().await.unwrap();
+    let agents = TestNamespace::create(&cluster, "agents").await.unwrap();
+    let apps = TestNamespace::create(&cluster, "apps").await.unwrap();
+    let controller_id = ControllerIdentity::create(&cluster, &agents.name)
+        .await
+        .unwrap();
+    let mut sensor_id = SensorIdentity::create(&cluster, &agents.name)
+        .await
+        .unwrap();
+    sensor_id.bind_to_node(TARGET).await.unwrap();
+    let pki = TestPki::create(&controller_id.dir.join("pki"), &[NAME]).unwrap();
+
+    let options = |name: &str| ControllerOptions {
+        name: name.into(),
+        sensor_service_account: format!("{}/sensor", agents.name),
+        tls: Some(pki.clone()),
+        lease_seconds: 6,
+        renew_seconds: 2,
+        fence_margin_seconds: 2,
+    };
+    let mut replicas = vec![
+        Controller::start(&controller_id, &options("c1"))
+            .await
+            .unwrap(),
+        Controller::start(&controller_id, &options("c2"))
+            .await
+            .unwrap(),
+    ];
+    let leader_index = |rs: &[Controller]| {
+        let rs: Vec<_> = rs.iter().map(|c| (c.admin, c.name.clone())).collect();
+        async move {
+            let mut leaders = Vec::new();
+            for (i, (addr, _)) in rs.iter().enumerate() {
+                let m = auto_agent_e2e::process::http_get(*addr, "/metrics")
+                    .await
+                    .map(|(_, b)| metric_sum(&b, "auto_agent_leader"));
+                if m.is_ok_and(|v| v == 1.0) {
+                    leaders.push(i);
+                }
+            }
+            leaders
+        }
+    };
+    poll_until("exactly one leader", TIMEOUT, || {
+        let f = leader_index(&replicas);
+        async move { Ok(f.await.len() == 1) }
+    })
+    .await
+    .unwrap();
+    let first_leader = leader_index(&replicas).await[0];
+    println!("leader elected: {}", replicas[first_leader].name);
+
+    let service = ServiceProxy::start(replicas.iter().map(|c| c.grpc).collect())
+        .await
+        .unwrap();
+    let _sensor = Sensor::start(
+        &cluster,
+        &sensor_id,
+        &SensorOptions {
+            node: TARGET.into(),
+            controller: format!("https://{}", service.addr),
+            ca_file: Some(pki.ca_file.clone()),
+            tls_server_name: Some(NAME.into()),
+            ..SensorOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+
+    // One usable policy, one the controller cannot use (the apiserver accepts any operator string).
+    let policy = |name: &str, selector: serde_json::Value| {
+        format!(
+            "{}",
+            json!({"apiVersion": "autoagent.io/v1alpha1", "kind": "AutoRemediationPolicy",
+                   "metadata": {"name": name, "namespace": apps.name},
+                   "spec": {"targetSelector": selector, "actions": {"restartStuckPods": true}}})
+        )
+    };
+    for (name, selector) in [
+        ("backend", json!({"matchLabels": {"tier": "backend"}})),
+        (
+            "broken",
+            json!({"matchExpressions": [{"key": "tier", "operator": "Like", "values": ["back*"]}]}),
+        ),
+    ] {
+        let (ok, _, err) = cluster
+            .kubectl(&["apply", "-f", "-"], Some(&policy(name, selector)))
+            .unwrap();
+        assert!(ok, "{err}");
+    }
+
+    let mut pods = Vec::new();
+    for i in 0..5 {
+        pods.push(deployment_on(&admin, &apps.name, &format!("w-{i}")).await);
+    }
+    let arp: Api<AutoRemediationPolicy> = Api::namespaced(admin.clone(), &apps.name);
+    let condition = |p: &AutoRemediationPolicy, t: &str| {
+        p.status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == t)
+            .map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    poll_until("policy statuses", TIMEOUT, || {
+        let arp = arp.clone();
+        async move {
+            let good = arp.get("backend").await?;
+            let bad = arp.get("broken").await?;
+            Ok(
+                condition(&good, "Ready") == Some(("True".into(), "Active".into()))
+                    && good.status.as_ref().and_then(|s| s.matched_targets) == Some(5)
+                    && condition(&bad, "Degraded")
+                        == Some(("True".into(), "InvalidSelector".into())),
+            )
+        }
+    })
+    .await
+    .unwrap();
+
+    // Three failures with the first leader.
+    for pod in &pods[..3] {
+        scenario::crash_loop(&admin, &apps.name, pod, None, 2, 1)
+            .await
+            .unwrap();
+    }
+    let leader = &replicas[first_leader];
+    poll_until(
+        "three incidents at the first leader",
+        TIMEOUT,
+        || async move { Ok(metric(leader, "auto_agent_incidents_total").await == 3.0) },
+    )
+    .await
+    .unwrap();
+
+    // Kill the leader outright (no lease release) and fail twice more while nobody leads.
+    let killed = replicas.remove(first_leader);
+    let killed_incidents = metric(&killed, "auto_agent_incidents_total").await;
+    let mut killed = killed;
+    killed.kill();
+    let t0 = Instant::now();
+    for pod in &pods[3..] {
+        scenario::crash_loop(&admin, &apps.name, pod, None, 2, 1)
+            .await
+            .unwrap();
+    }
+    let survivor = &replicas[0];
+    poll_until("the survivor leads", TIMEOUT, || async move {
+        Ok(metric(survivor, "auto_agent_leader").await == 1.0)
+    })
+    .await
+    .unwrap();
+    println!(
+        "leadership moved after {:?} (lease 6 s, renew 2 s)",
+        t0.elapsed()
+    );
+    poll_until("two incidents at the new leader", TIMEOUT, || async move {
+        Ok(metric(survivor, "auto_agent_incidents_total").await == 2.0)
+    })
+    .await
+    .unwrap();
+    println!(
+        "sensor stream followed; last finding recorded {:?} after the kill",
+        t0.elapsed()
+    );
+    assert_eq!(
+        killed_incidents + metric(survivor, "auto_agent_incidents_total").await,
+        5.0,
+        "incidents == injected failures"
+    );
+
+    // One Event per workload, naming the policy.
+    let events: Api<Event> = Api::namespaced(admin.clone(), &apps.name);
+    poll_until("five IncidentMatched events", TIMEOUT, || {
+        let events = events.clone();
+        async move {
+            let list = events.list(&ListParams::default()).await?;
+            let targets: BTreeSet<String> = list
+                .items
+                .iter()
+                .filter(|e| e.reason.as_deref() == Some("IncidentMatched"))
+                .filter(|e| {
+                    e.note
+                        .as_deref()
+                        .is_some_and(|n| n.contains("AutoRemediationPolicy backend"))
+                })
+                .filter_map(|e| e.regarding.as_ref()?.name.clone())
+                .collect();
+            Ok(targets.len() == 5)
+        }
+    })
+    .await
+    .unwrap();
+
+    // Streams the leader must refuse: no token, the wrong audience, a token bound to another node.
+    let addr = survivor.grpc;
+    let no_token = raw_stream(addr, &pki, None, TARGET).await.unwrap_err();
+    assert_eq!(
+        no_token.code(),
+        tonic::Code::Unauthenticated,
+        "{no_token:?}"
+    );
+    let api_audience = cluster
+        .service_account_token(&agents.name, "sensor", &[], 600)
+        .await
+        .unwrap();
+    let wrong_audience = raw_stream(addr, &pki, Some(&api_audience), TARGET)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        wrong_audience.code(),
+        tonic::Code::Unauthenticated,
+        "{wrong_audience:?}"
+    );
+    let other_pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "sensor-other"},
+        "spec": {"serviceAccountName": "sensor", "nodeName": OTHER, "automountServiceAccountToken": false,
+                 "containers": [{"name": "sensor", "image": "auto-agent-sensor:e2e"}]},
+    }))
+    .unwrap();
+    let other_pod = Api::<Pod>::namespaced(admin.clone(), &agents.name)
+        .create(&PostParams::default(), &other_pod)
+        .await
+        .unwrap();
+    let other_token = cluster
+        .bound_token(
+            &agents.name,
+            "sensor",
+            &["auto-agent"],
+            ("sensor-other", other_pod.metadata.uid.as_deref().unwrap()),
+        )
+        .await
+        .unwrap();
+    let wrong_node = raw_stream(addr, &pki, Some(&other_token), TARGET)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        wrong_node.code(),
+        tonic::Code::PermissionDenied,
+        "{wrong_node:?}"
+    );
+    // The same token for its own node is welcome.
+    let welcome = raw_stream(addr, &pki, Some(&other_token), OTHER)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            welcome.message,
+            Some(pb::controller_message::Message::Welcome(_))
+        ),
+        "{welcome:?}"
+    );
+
+    let metrics = survivor.metrics().await.unwrap();
+    for cause in ["missing_token", "wrong_audience", "wrong_node"] {
+        assert!(
+            metrics.contains(&format!(
+                "auto_agent_streams_refused_total{{cause=\"{cause}\"}} 1"
+            )),
+            "refusal {cause} not counted:\n{metrics}"
+        );
+    }
+    controller_id.delete().await.unwrap();
+    sensor_id.delete().await.unwrap();
+}

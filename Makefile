@@ -2,11 +2,18 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: setup test lint unit e2e cluster-build cluster-up cluster-down crdgen clean
+.PHONY: setup demo demo-down test lint unit e2e cluster-build cluster-up cluster-down crdgen clean
 
 ## setup: install what the build needs (Debian packages, cargo components); idempotent
 setup:
 	scripts/setup.sh
+
+## demo: the main job: a real local control plane with the agent reporting a crash-looping pod
+demo: setup
+	$(CARGO) run --quiet -p auto-agent-e2e --bin demo
+
+## demo-down: stop the local control plane the demo started
+demo-down: cluster-down
 
 ## test: what CI runs: formatting, clippy, unit tests, then e2e tests on the real local control plane
 test: setup lint unit e2e

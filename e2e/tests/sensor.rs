@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use auto_agent_e2e::agents::{Sensor, SensorIdentity, SensorOptions};
-use auto_agent_e2e::ingest::{IngestServer, Recorder};
+use auto_agent_e2e::ingest::{IngestServer, Received, Recorder};
 use auto_agent_e2e::pki::TestPki;
 use auto_agent_e2e::process::{free_port, metric_sum};
 use auto_agent_e2e::scenario::{self, NodePressure, StartFailure};
@@ -223,15 +223,23 @@ async fn sensor_detects_its_node_and_loses_nothing_across_ingest_restarts() {
             "a finding about another node: {:?}",
             r.finding
         );
-        if let Some(pod) = &r.finding.pod {
+        // Pods of other tests may fail on this node too; ours on the other node must not appear.
+        if let Some(pod) = r.finding.pod.as_ref().filter(|p| p.namespace == ns.name) {
             assert!(
                 pod.name.starts_with("t-"),
                 "a finding about a pod on another node: {pod:?}"
             );
         }
     }
+    let ours = |r: &&Received| {
+        r.finding
+            .pod
+            .as_ref()
+            .is_some_and(|p| p.namespace == ns.name)
+    };
     let crash = received
         .iter()
+        .filter(ours)
         .find(|r| r.finding.kind == FindingKind::CrashLoopBackOff)
         .unwrap();
     assert_eq!(
@@ -253,6 +261,7 @@ async fn sensor_detects_its_node_and_loses_nothing_across_ingest_restarts() {
     );
     let oom = received
         .iter()
+        .filter(ours)
         .find(|r| r.finding.kind == FindingKind::OomKilled)
         .unwrap();
     assert_eq!(oom.finding.exit_code, Some(137));
@@ -264,10 +273,11 @@ async fn sensor_detects_its_node_and_loses_nothing_across_ingest_restarts() {
     scenario::crash_loop(&admin, &ns.name, &pods["t-crash"], None, 4, 1)
         .await
         .unwrap();
+    let crash_uid = crash.finding.pod.as_ref().unwrap().uid.clone();
+    let oom_uid = oom.finding.pod.as_ref().unwrap().uid.clone();
+    let crash_id = |n: u32| format!("{crash_uid}/app/CrashLoopBackOff/{n}");
     wait_for(&recorder, "restart 4 received (unacked)", |r| {
-        r.snapshot()
-            .iter()
-            .any(|x| x.finding.id.ends_with("/CrashLoopBackOff/4"))
+        r.snapshot().iter().any(|x| x.finding.id == crash_id(4))
     })
     .await;
     server.kill();
@@ -285,12 +295,9 @@ async fn sensor_detects_its_node_and_loses_nothing_across_ingest_restarts() {
 
     wait_for(&recorder, "findings made while the server was down", |r| {
         let ids: Vec<String> = r.snapshot().iter().map(|x| x.finding.id.clone()).collect();
-        let crash4 = ids
-            .iter()
-            .filter(|id| id.ends_with("/CrashLoopBackOff/4"))
-            .count();
-        ids.iter().any(|id| id.ends_with("/CrashLoopBackOff/5"))
-            && ids.iter().any(|id| id.ends_with("/OOMKilled/2"))
+        let crash4 = ids.iter().filter(|id| **id == crash_id(4)).count();
+        ids.contains(&crash_id(5))
+            && ids.contains(&format!("{oom_uid}/app/OOMKilled/2"))
             && ids
                 .iter()
                 .any(|id| id.starts_with(&format!("{TARGET}/MemoryPressure/Cleared/")))

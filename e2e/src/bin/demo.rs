@@ -179,7 +179,7 @@ async fn main() -> anyhow::Result<()> {
     step("What the agent did");
     let (_, out, _) = cluster.kubectl(
         &["get", "events", "-n", "prod", "--field-selector", "reason=IncidentMatched", "-o",
-          "custom-columns=OBJECT:.regarding.kind,NAME:.regarding.name,REASON:.reason,BY:.reportingController,NOTE:.note"],
+          "custom-columns=OBJECT:.involvedObject.kind,NAME:.involvedObject.name,REASON:.reason,BY:.reportingComponent,MESSAGE:.message"],
         None,
     )?;
     print!("{out}");

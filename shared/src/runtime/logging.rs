@@ -40,7 +40,13 @@ impl LogArgs {
             })?;
         let registry = tracing_subscriber::registry().with(filter);
         match self.log_format {
-            LogFormat::Plain => registry.with(fmt::layer().with_target(true)).try_init()?,
+            LogFormat::Plain => {
+                // Colours only on a terminal; log files and pipelines get plain text.
+                let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+                registry
+                    .with(fmt::layer().with_target(true).with_ansi(ansi))
+                    .try_init()?
+            }
             LogFormat::Json => registry
                 .with(
                     fmt::layer()

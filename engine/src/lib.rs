@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod decide;
 pub mod detect;
 pub mod finding;
 pub mod incident;

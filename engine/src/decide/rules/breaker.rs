@@ -1,0 +1,65 @@
+//! The disruption breaker: when too large a share of a workload's pods is unhealthy at once, the
+//! signal is suspect (a bad rollout, a dependency down): report instead of taking pods away.
+
+use crate::decide::{Input, PlannedAction, PolicyView, Refusal, RefusalReason};
+
+pub fn check(
+    input: &Input<'_>,
+    policy: &PolicyView,
+    action: &PlannedAction,
+) -> Result<(), Refusal> {
+    let f = input.facts;
+    if !action.kind.is_disruptive() || f.desired_replicas == 0 {
+        return Ok(());
+    }
+    let unhealthy = f.desired_replicas.saturating_sub(f.ready_replicas);
+    let percent = unhealthy * 100 / f.desired_replicas;
+    if percent > policy.max_unhealthy_percent {
+        return Err(Refusal {
+            reason: RefusalReason::DisruptionBreaker,
+            message: format!(
+                "{unhealthy} of {} pods unhealthy ({percent}% > {}%): suspecting the signal, not disrupting",
+                f.desired_replicas, policy.max_unhealthy_percent
+            ),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use crate::decide::{ActionKind, Facts, History, PlannedAction, PolicyView, RefusalReason};
+
+    #[test]
+    fn breaker_table() {
+        let bump = PlannedAction {
+            kind: ActionKind::BumpMemory,
+            ..restart()
+        };
+        let cases = [
+            (10, 9, 50, restart(), Ok(())),
+            (10, 5, 50, restart(), Ok(())),
+            (10, 4, 50, restart(), Err(RefusalReason::DisruptionBreaker)),
+            (50, 0, 100, restart(), Ok(())),
+            (10, 0, 50, bump, Ok(())),
+            (0, 0, 50, restart(), Ok(())),
+        ];
+        for (desired, ready, max, action, want) in cases {
+            let f = Facts {
+                desired_replicas: desired,
+                ready_replicas: ready,
+                ..facts()
+            };
+            let p = PolicyView {
+                max_unhealthy_percent: max,
+                ..policy()
+            };
+            assert_eq!(
+                run(super::check, &f, &History::default(), &p, &action, 0),
+                want,
+                "{ready}/{desired} max {max}"
+            );
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Budgets: per target, per policy and cluster-wide, per action type. Never exceeded.
+
+use crate::decide::budget::{BudgetScope, effective_budgets};
+use crate::decide::{Input, PlannedAction, PolicyView, Refusal, RefusalReason, workload_target};
+
+pub fn check(
+    input: &Input<'_>,
+    policy: &PolicyView,
+    action: &PlannedAction,
+) -> Result<(), Refusal> {
+    let target = workload_target(input.finding);
+    let policy_id = format!("{}/{}", policy.namespace, policy.name);
+    let limits = effective_budgets(&policy.budgets)
+        .into_iter()
+        .chain(input.cluster_budgets.iter().copied());
+    for limit in limits.filter(|l| l.action == action.kind) {
+        let used = input
+            .history
+            .used(&limit, &target, &policy_id, input.now_ms);
+        if used >= limit.max {
+            let scope = match limit.scope {
+                BudgetScope::Target => "this workload",
+                BudgetScope::Policy => "this policy",
+                BudgetScope::Cluster => "the cluster",
+            };
+            return Err(Refusal {
+                reason: RefusalReason::BudgetExhausted,
+                message: format!(
+                    "{} budget for {scope} used up: {used} of {} in {} s",
+                    action.kind.as_str(),
+                    limit.max,
+                    limit.window_ms / 1000
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use crate::decide::budget::{BudgetLimit, BudgetScope};
+    use crate::decide::{ActionKind, ActionRecord, History, PolicyView, RefusalReason};
+
+    fn rec(at: i64, target: &str, policy: &str) -> ActionRecord {
+        ActionRecord {
+            at_ms: at,
+            action: ActionKind::RestartPod,
+            target: target.into(),
+            policy: policy.into(),
+            incident: format!("i-{at}"),
+        }
+    }
+
+    #[test]
+    fn default_target_budget_is_three_per_hour() {
+        let mut h = History::default();
+        let p = policy();
+        for at in [0, 1_000, 2_000] {
+            assert_eq!(run(super::check, &facts(), &h, &p, &restart(), at), Ok(()));
+            h.record(rec(at, "Deployment/prod/api", "prod/api-prod"));
+        }
+        assert_eq!(
+            run(super::check, &facts(), &h, &p, &restart(), 3_000),
+            Err(RefusalReason::BudgetExhausted)
+        );
+        // The first token returns an hour after it was spent.
+        assert_eq!(
+            run(super::check, &facts(), &h, &p, &restart(), 3_600_000),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn policy_budgets_override_defaults_and_scopes_count_separately() {
+        let p = PolicyView {
+            budgets: vec![
+                BudgetLimit {
+                    action: ActionKind::RestartPod,
+                    scope: BudgetScope::Target,
+                    max: 10,
+                    window_ms: 3_600_000,
+                },
+                BudgetLimit {
+                    action: ActionKind::RestartPod,
+                    scope: BudgetScope::Policy,
+                    max: 2,
+                    window_ms: 60_000,
+                },
+            ],
+            ..policy()
+        };
+        let mut h = History::default();
+        h.record(rec(0, "Deployment/prod/other", "prod/api-prod"));
+        assert_eq!(run(super::check, &facts(), &h, &p, &restart(), 10), Ok(()));
+        h.record(rec(5, "Deployment/prod/third", "prod/api-prod"));
+        assert_eq!(
+            run(super::check, &facts(), &h, &p, &restart(), 10),
+            Err(RefusalReason::BudgetExhausted)
+        );
+        // Another policy's actions do not count against this one.
+        let mut other = History::default();
+        other.record(rec(0, "Deployment/x/y", "x/other"));
+        other.record(rec(1, "Deployment/x/z", "x/other"));
+        assert_eq!(
+            run(super::check, &facts(), &other, &p, &restart(), 10),
+            Ok(())
+        );
+        // The policy window is a minute.
+        assert_eq!(
+            run(super::check, &facts(), &h, &p, &restart(), 60_001),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_zero_budget_forbids_the_action() {
+        let p = PolicyView {
+            budgets: vec![BudgetLimit {
+                action: ActionKind::RestartPod,
+                scope: BudgetScope::Target,
+                max: 0,
+                window_ms: 60_000,
+            }],
+            ..policy()
+        };
+        assert_eq!(
+            run(
+                super::check,
+                &facts(),
+                &History::default(),
+                &p,
+                &restart(),
+                0
+            ),
+            Err(RefusalReason::BudgetExhausted)
+        );
+    }
+}

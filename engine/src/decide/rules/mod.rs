@@ -1,0 +1,156 @@
+//! The safety chain: small rules in a fixed order, each refusing with a typed reason. The first
+//! refusal wins. Each rule lives in its own file with its own tests.
+
+mod breaker;
+mod budget;
+mod condition;
+mod cooldown;
+mod daemonset;
+mod gitops;
+mod loops;
+mod min_ready;
+mod mirror_pod;
+mod opt_out;
+mod system_namespace;
+
+use super::{Input, PlannedAction, PolicyView, Refusal};
+
+/// A rule: `Ok(())` lets the action through.
+pub type Rule = fn(&Input<'_>, &PolicyView, &PlannedAction) -> Result<(), Refusal>;
+
+/// The chain, in order: cheap, certain refusals first; budgets last so a refused action never
+/// spends one.
+pub const CHAIN: &[(&str, Rule)] = &[
+    ("condition", condition::check),
+    ("system_namespace", system_namespace::check),
+    ("mirror_pod", mirror_pod::check),
+    ("daemonset", daemonset::check),
+    ("opt_out", opt_out::check),
+    ("gitops", gitops::check),
+    ("min_ready", min_ready::check),
+    ("breaker", breaker::check),
+    ("cooldown", cooldown::check),
+    ("loops", loops::check),
+    ("budget", budget::check),
+];
+
+pub fn chain(
+    input: &Input<'_>,
+    policy: &PolicyView,
+    action: &PlannedAction,
+) -> Result<(), Refusal> {
+    for (_, rule) in CHAIN {
+        rule(input, policy, action)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Shared fixtures for the rule tests.
+    use std::collections::BTreeMap;
+
+    use crate::decide::{ActionKind, Facts, History, PlannedAction, PolicyView};
+    use crate::finding::{Finding, FindingKind, PodRef, Transition, WorkloadRef};
+    use crate::incident::IncidentKey;
+
+    pub fn finding(kind: FindingKind) -> Finding {
+        Finding {
+            id: "id".into(),
+            node: "node-a".into(),
+            kind,
+            transition: Transition::Started,
+            pod: Some(PodRef {
+                namespace: "prod".into(),
+                name: "api-1".into(),
+                uid: "u1".into(),
+            }),
+            owner: Some(WorkloadRef {
+                kind: "Deployment".into(),
+                name: "api".into(),
+            }),
+            container: Some("app".into()),
+            reason: kind.as_str().into(),
+            message: String::new(),
+            restart_count: 3,
+            exit_code: Some(1),
+            image: None,
+            observed_at_ms: 0,
+            log_lines: vec![],
+            log_truncated: false,
+        }
+    }
+
+    pub fn policy() -> PolicyView {
+        PolicyView {
+            namespace: "prod".into(),
+            name: "api-prod".into(),
+            dry_run: false,
+            restart_stuck_pods: true,
+            bump_memory_percent: Some(20),
+            memory_min_increase_bytes: 100 << 20,
+            memory_max_limit_bytes: Some(1 << 30),
+            image_mirror: None,
+            min_ready_replicas: 2,
+            cooldown_ms: 300_000,
+            max_repeats: 3,
+            max_unhealthy_percent: 50,
+            budgets: vec![],
+        }
+    }
+
+    pub fn facts() -> Facts {
+        Facts {
+            condition_holds: true,
+            desired_replicas: 3,
+            ready_replicas: 2,
+            memory_limit_bytes: Some(256 << 20),
+            ..Facts::default()
+        }
+    }
+
+    pub fn restart() -> PlannedAction {
+        PlannedAction {
+            kind: ActionKind::RestartPod,
+            target: "Pod/prod/api-1".into(),
+            reason: String::new(),
+            new_memory_limit_bytes: None,
+            new_memory_request_bytes: None,
+        }
+    }
+
+    pub fn key() -> IncidentKey {
+        IncidentKey::for_finding(&finding(FindingKind::CrashLoopBackOff))
+            .unwrap_or_else(|_| unreachable!())
+    }
+
+    pub fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
+    }
+
+    /// Runs `check` with the defaults overridden by `f`.
+    pub fn run(
+        check: super::Rule,
+        facts: &Facts,
+        history: &History,
+        policy: &PolicyView,
+        action: &PlannedAction,
+        now_ms: i64,
+    ) -> Result<(), crate::decide::RefusalReason> {
+        let f = finding(FindingKind::CrashLoopBackOff);
+        let k = key();
+        let input = crate::decide::Input {
+            incident: &k,
+            finding: &f,
+            policy: Some(policy),
+            facts,
+            history,
+            cluster_budgets: &[],
+            now_ms,
+        };
+        check(&input, policy, action).map_err(|r| r.reason)
+    }
+}

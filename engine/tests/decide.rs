@@ -1,0 +1,503 @@
+//! The decision table: each finding kind with and without each rule firing, the chain's order, and
+//! dry-run producing the same plan as live.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+
+use auto_agent_engine::decide::budget::{BudgetLimit, BudgetScope};
+use auto_agent_engine::decide::{
+    ActionKind, ActionRecord, Decision, Facts, History, Input, PolicyView, RefusalReason, bumped,
+    decide, rules,
+};
+use auto_agent_engine::{Finding, FindingKind, IncidentKey, PodRef, Transition, WorkloadRef};
+
+const MI: u64 = 1 << 20;
+
+fn finding(kind: FindingKind) -> Finding {
+    Finding {
+        id: "id".into(),
+        node: "node-a".into(),
+        kind,
+        transition: Transition::Started,
+        pod: Some(PodRef {
+            namespace: "prod".into(),
+            name: "api-1".into(),
+            uid: "u1".into(),
+        }),
+        owner: Some(WorkloadRef {
+            kind: "Deployment".into(),
+            name: "api".into(),
+        }),
+        container: Some("app".into()),
+        reason: kind.as_str().into(),
+        message: String::new(),
+        restart_count: 3,
+        exit_code: Some(1),
+        image: Some("registry.example.com/api:1".into()),
+        observed_at_ms: 0,
+        log_lines: vec![],
+        log_truncated: false,
+    }
+}
+
+fn policy() -> PolicyView {
+    PolicyView {
+        namespace: "prod".into(),
+        name: "api-prod".into(),
+        dry_run: false,
+        restart_stuck_pods: true,
+        bump_memory_percent: Some(20),
+        memory_min_increase_bytes: 100 * MI,
+        memory_max_limit_bytes: Some(1024 * MI),
+        image_mirror: None,
+        min_ready_replicas: 2,
+        cooldown_ms: 300_000,
+        max_repeats: 3,
+        max_unhealthy_percent: 50,
+        budgets: vec![],
+    }
+}
+
+fn facts() -> Facts {
+    Facts {
+        condition_holds: true,
+        desired_replicas: 3,
+        ready_replicas: 2,
+        memory_limit_bytes: Some(256 * MI),
+        ..Facts::default()
+    }
+}
+
+fn run(
+    f: &Finding,
+    p: Option<&PolicyView>,
+    facts: &Facts,
+    history: &History,
+    cluster: &[BudgetLimit],
+    now: i64,
+) -> Decision {
+    let key = IncidentKey::for_finding(f).unwrap();
+    decide(&Input {
+        incident: &key,
+        finding: f,
+        policy: p,
+        facts,
+        history,
+        cluster_budgets: cluster,
+        now_ms: now,
+    })
+}
+
+fn outcome(d: &Decision) -> Result<Vec<ActionKind>, RefusalReason> {
+    match d {
+        Decision::Act(plan) => Ok(plan.actions.iter().map(|a| a.kind).collect()),
+        Decision::Refuse(r) => Err(r.reason),
+    }
+}
+
+fn restarts(n: usize, incident: &str) -> History {
+    let mut h = History::default();
+    for i in 0..n {
+        h.record(ActionRecord {
+            at_ms: i as i64 * 1000,
+            action: ActionKind::RestartPod,
+            target: "Deployment/prod/api".into(),
+            policy: "prod/api-prod".into(),
+            incident: incident.into(),
+        });
+    }
+    h
+}
+
+#[test]
+fn decision_table() {
+    let crash = finding(FindingKind::CrashLoopBackOff);
+    let oom = finding(FindingKind::OomKilled);
+    let pull = finding(FindingKind::ImagePullBackOff);
+    let evicted = finding(FindingKind::PodEvicted);
+    let crash_key = IncidentKey::for_finding(&crash)
+        .unwrap()
+        .as_str()
+        .to_owned();
+    let p = policy();
+    let annotated = |k: &str, v: &str| Facts {
+        pod_annotations: BTreeMap::from([(k.to_owned(), v.to_owned())]),
+        ..facts()
+    };
+    let far = 10_000_000;
+    type Case<'a> = (
+        &'a str,
+        &'a Finding,
+        Option<PolicyView>,
+        Facts,
+        History,
+        i64,
+        Result<Vec<ActionKind>, RefusalReason>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "crash loop, all clear",
+            &crash,
+            Some(p.clone()),
+            facts(),
+            History::default(),
+            far,
+            Ok(vec![ActionKind::RestartPod]),
+        ),
+        (
+            "no policy",
+            &crash,
+            None,
+            facts(),
+            History::default(),
+            far,
+            Err(RefusalReason::NoPolicy),
+        ),
+        (
+            "restart not enabled",
+            &crash,
+            Some(PolicyView {
+                restart_stuck_pods: false,
+                ..p.clone()
+            }),
+            facts(),
+            History::default(),
+            far,
+            Err(RefusalReason::ActionNotEnabled),
+        ),
+        (
+            "condition cleared",
+            &crash,
+            Some(p.clone()),
+            Facts {
+                condition_holds: false,
+                ..facts()
+            },
+            History::default(),
+            far,
+            Err(RefusalReason::ConditionCleared),
+        ),
+        (
+            "opted out",
+            &crash,
+            Some(p.clone()),
+            annotated("autoagent.io/ignore", "true"),
+            History::default(),
+            far,
+            Err(RefusalReason::OptedOut),
+        ),
+        (
+            "safe-to-evict false",
+            &crash,
+            Some(p.clone()),
+            annotated("cluster-autoscaler.kubernetes.io/safe-to-evict", "false"),
+            History::default(),
+            far,
+            Err(RefusalReason::OptedOut),
+        ),
+        (
+            "mirror pod",
+            &crash,
+            Some(p.clone()),
+            Facts {
+                is_mirror_pod: true,
+                ..facts()
+            },
+            History::default(),
+            far,
+            Err(RefusalReason::MirrorPod),
+        ),
+        (
+            "one ready replica",
+            &crash,
+            Some(p.clone()),
+            Facts {
+                ready_replicas: 1,
+                desired_replicas: 2,
+                ..facts()
+            },
+            History::default(),
+            far,
+            Err(RefusalReason::TooFewReadyReplicas),
+        ),
+        (
+            "breaker",
+            &crash,
+            Some(p.clone()),
+            Facts {
+                ready_replicas: 2,
+                desired_replicas: 10,
+                ..facts()
+            },
+            History::default(),
+            far,
+            Err(RefusalReason::DisruptionBreaker),
+        ),
+        (
+            "cooldown",
+            &crash,
+            Some(p.clone()),
+            facts(),
+            restarts(1, &crash_key),
+            60_000,
+            Err(RefusalReason::Cooldown),
+        ),
+        (
+            "loop",
+            &crash,
+            Some(PolicyView {
+                cooldown_ms: 0,
+                ..p.clone()
+            }),
+            facts(),
+            restarts(3, &crash_key),
+            600_000,
+            Err(RefusalReason::LoopDetected),
+        ),
+        (
+            "budget",
+            &crash,
+            Some(PolicyView {
+                cooldown_ms: 0,
+                ..p.clone()
+            }),
+            facts(),
+            restarts(3, "other-incidents"),
+            600_000,
+            Err(RefusalReason::BudgetExhausted),
+        ),
+        (
+            "oom bump",
+            &oom,
+            Some(p.clone()),
+            facts(),
+            History::default(),
+            far,
+            Ok(vec![ActionKind::BumpMemory]),
+        ),
+        (
+            "oom without bump",
+            &oom,
+            Some(PolicyView {
+                bump_memory_percent: None,
+                ..p.clone()
+            }),
+            facts(),
+            History::default(),
+            far,
+            Err(RefusalReason::ActionNotEnabled),
+        ),
+        (
+            "oom at the cap",
+            &oom,
+            Some(p.clone()),
+            Facts {
+                memory_limit_bytes: Some(1024 * MI),
+                ..facts()
+            },
+            History::default(),
+            far,
+            Err(RefusalReason::AtMemoryCap),
+        ),
+        (
+            "oom gitops",
+            &oom,
+            Some(p.clone()),
+            Facts {
+                gitops_managed: true,
+                ..facts()
+            },
+            History::default(),
+            far,
+            Err(RefusalReason::GitOpsManaged),
+        ),
+        // Memory bumps do not take pods away: neither min-ready nor the breaker apply.
+        (
+            "oom single replica",
+            &oom,
+            Some(p.clone()),
+            Facts {
+                ready_replicas: 0,
+                desired_replicas: 1,
+                ..facts()
+            },
+            History::default(),
+            far,
+            Ok(vec![ActionKind::BumpMemory]),
+        ),
+        (
+            "image pull without mirror",
+            &pull,
+            Some(p.clone()),
+            facts(),
+            History::default(),
+            far,
+            Err(RefusalReason::ActionNotEnabled),
+        ),
+        (
+            "evicted pods are reported",
+            &evicted,
+            Some(p.clone()),
+            facts(),
+            History::default(),
+            far,
+            Err(RefusalReason::NotSupported),
+        ),
+    ];
+    for (name, f, policy, facts, history, now, want) in cases {
+        let d = run(f, policy.as_ref(), &facts, &history, &[], now);
+        assert_eq!(outcome(&d), want, "case: {name}");
+    }
+}
+
+#[test]
+fn cluster_budgets_apply_across_policies() {
+    let crash = finding(FindingKind::CrashLoopBackOff);
+    let mut h = History::default();
+    for i in 0..5 {
+        h.record(ActionRecord {
+            at_ms: i,
+            action: ActionKind::RestartPod,
+            target: format!("Deployment/ns{i}/w"),
+            policy: format!("ns{i}/p"),
+            incident: format!("i{i}"),
+        });
+    }
+    let cluster = [BudgetLimit {
+        action: ActionKind::RestartPod,
+        scope: BudgetScope::Cluster,
+        max: 5,
+        window_ms: 3_600_000,
+    }];
+    assert_eq!(
+        outcome(&run(&crash, Some(&policy()), &facts(), &h, &cluster, 1_000)),
+        Err(RefusalReason::BudgetExhausted)
+    );
+    assert_eq!(
+        outcome(&run(&crash, Some(&policy()), &facts(), &h, &[], 1_000)),
+        Ok(vec![ActionKind::RestartPod])
+    );
+}
+
+#[test]
+fn dry_run_produces_the_same_plan() {
+    let crash = finding(FindingKind::CrashLoopBackOff);
+    let live = run(
+        &crash,
+        Some(&policy()),
+        &facts(),
+        &History::default(),
+        &[],
+        0,
+    );
+    let dry = run(
+        &crash,
+        Some(&PolicyView {
+            dry_run: true,
+            ..policy()
+        }),
+        &facts(),
+        &History::default(),
+        &[],
+        0,
+    );
+    match (live, dry) {
+        (Decision::Act(l), Decision::Act(d)) => {
+            assert!(!l.dry_run && d.dry_run);
+            assert_eq!(l.actions, d.actions);
+            assert_eq!(l.incident, d.incident);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Safety rules refuse in dry-run exactly as live.
+    let one_ready = Facts {
+        ready_replicas: 1,
+        ..facts()
+    };
+    let dry = run(
+        &crash,
+        Some(&PolicyView {
+            dry_run: true,
+            ..policy()
+        }),
+        &one_ready,
+        &History::default(),
+        &[],
+        0,
+    );
+    assert_eq!(outcome(&dry), Err(RefusalReason::TooFewReadyReplicas));
+}
+
+#[test]
+fn the_chain_runs_in_the_documented_order() {
+    let names: Vec<&str> = rules::CHAIN.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        names,
+        [
+            "condition",
+            "system_namespace",
+            "mirror_pod",
+            "daemonset",
+            "opt_out",
+            "gitops",
+            "min_ready",
+            "breaker",
+            "cooldown",
+            "loops",
+            "budget"
+        ]
+    );
+    // With every rule firing, the first one in the chain decides the reason.
+    let crash = finding(FindingKind::CrashLoopBackOff);
+    let everything = Facts {
+        condition_holds: false,
+        is_mirror_pod: true,
+        ready_replicas: 0,
+        pod_annotations: BTreeMap::from([("autoagent.io/ignore".to_owned(), "true".to_owned())]),
+        ..facts()
+    };
+    assert_eq!(
+        outcome(&run(
+            &crash,
+            Some(&policy()),
+            &everything,
+            &History::default(),
+            &[],
+            0
+        )),
+        Err(RefusalReason::ConditionCleared)
+    );
+    let next = Facts {
+        condition_holds: true,
+        ..everything
+    };
+    assert_eq!(
+        outcome(&run(
+            &crash,
+            Some(&policy()),
+            &next,
+            &History::default(),
+            &[],
+            0
+        )),
+        Err(RefusalReason::MirrorPod)
+    );
+}
+
+#[test]
+fn memory_bump_arithmetic() {
+    // 20% of 256Mi is 51.2Mi, below the 100Mi floor.
+    assert_eq!(bumped(256 * MI, 20, 100 * MI, None), 356 * MI);
+    // 20% of 1Gi is above the floor.
+    assert_eq!(
+        bumped(1024 * MI, 20, 100 * MI, None),
+        1024 * MI + 1024 * MI / 5
+    );
+    // Never above the cap; already at the cap stays.
+    assert_eq!(bumped(900 * MI, 20, 100 * MI, Some(1024 * MI)), 1024 * MI);
+    assert_eq!(bumped(1024 * MI, 20, 100 * MI, Some(1024 * MI)), 1024 * MI);
+    // Above the cap the result is not higher than the limit, so the decision refuses (AtMemoryCap)
+    // instead of lowering anything.
+    assert!(bumped(2048 * MI, 20, 100 * MI, Some(1024 * MI)) <= 2048 * MI);
+}

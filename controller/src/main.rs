@@ -7,12 +7,17 @@
 
 #![forbid(unsafe_code)]
 
+mod act;
 mod auth;
+mod bundle;
+mod gather;
 mod ingest;
 mod leader;
+mod ledger;
 mod metrics;
 mod pipeline;
 mod policies;
+mod recent;
 mod report;
 mod status;
 mod workloads;
@@ -118,6 +123,32 @@ struct Args {
     #[arg(long, env = "AUTO_AGENT_STREAM_RATE", default_value_t = 200.0)]
     stream_rate: f64,
 
+    /// Name of the ConfigMap (in --namespace) that keeps the action ledger: budgets, cooldowns and
+    /// loop state that survive leader failover.
+    #[arg(
+        long,
+        env = "AUTO_AGENT_LEDGER_NAME",
+        default_value = "auto-agent-ledger"
+    )]
+    ledger_name: String,
+
+    /// Directory of the filesystem evidence store (an EFS or other mounted volume); a policy's
+    /// logBundle.filesystem.path is not yet honoured per policy.
+    #[arg(
+        long,
+        env = "AUTO_AGENT_BUNDLE_DIR",
+        default_value = "/var/lib/auto-agent/bundles"
+    )]
+    bundle_dir: PathBuf,
+
+    /// Pod restarts per hour across the whole cluster, at most.
+    #[arg(
+        long,
+        env = "AUTO_AGENT_CLUSTER_RESTARTS_PER_HOUR",
+        default_value_t = 50
+    )]
+    cluster_restarts_per_hour: u32,
+
     /// Kubeconfig file; in a pod the in-cluster configuration is used.
     #[arg(long, env = "KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
@@ -212,11 +243,13 @@ async fn main() -> anyhow::Result<()> {
         changed.clone(),
         stop.clone(),
     ));
+    let recent = recent::RecentActions::new(changed.clone());
     let status_writer = tokio::spawn(status::run(
         client.clone(),
         index.clone(),
         leadership.clone(),
         metrics.clone(),
+        recent.clone(),
         changed,
         stop.clone(),
     ));
@@ -237,6 +270,27 @@ async fn main() -> anyhow::Result<()> {
         workloads: Arc::new(WorkloadCache::new(client.clone(), Duration::from_secs(30))),
         leadership: leadership.clone(),
         metrics: metrics.clone(),
+        client: client.clone(),
+        ledger: ledger::Ledger::new(
+            client.clone(),
+            &args.namespace,
+            &args.ledger_name,
+            leadership.clone(),
+        ),
+        executor: act::Executor {
+            client: client.clone(),
+            leadership: leadership.clone(),
+            bundles: bundle::FilesystemStore {
+                root: args.bundle_dir.clone(),
+            },
+        },
+        recent,
+        cluster_budgets: vec![auto_agent_engine::decide::BudgetLimit {
+            action: auto_agent_engine::decide::ActionKind::RestartPod,
+            scope: auto_agent_engine::decide::BudgetScope::Cluster,
+            max: args.cluster_restarts_per_hour,
+            window_ms: 3_600_000,
+        }],
     };
     let report_task = tokio::spawn(reporter.run(changes_rx, work_stop.clone()));
 

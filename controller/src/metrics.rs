@@ -6,6 +6,7 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Reg
 #[derive(Clone, Debug)]
 pub struct ControllerMetrics {
     pub actions: IntCounterVec,
+    pub decisions: IntCounterVec,
     pub incidents: IntCounterVec,
     pub findings: IntCounterVec,
     pub streams_refused: IntCounterVec,
@@ -28,6 +29,13 @@ impl ControllerMetrics {
                     "Actions taken, planned (dry-run) or refused",
                 ),
                 &["type", "namespace", "workload"],
+            )?,
+            decisions: IntCounterVec::new(
+                Opts::new(
+                    "auto_agent_decisions_total",
+                    "Decisions by outcome (executed, dry_run, refused, failed) and reason",
+                ),
+                &["outcome", "reason"],
             )?,
             incidents: IntCounterVec::new(
                 Opts::new("auto_agent_incidents_total", "Incidents opened or reopened"),
@@ -87,6 +95,7 @@ impl ControllerMetrics {
             )?,
         };
         registry.register(Box::new(m.actions.clone()))?;
+        registry.register(Box::new(m.decisions.clone()))?;
         registry.register(Box::new(m.incidents.clone()))?;
         registry.register(Box::new(m.findings.clone()))?;
         registry.register(Box::new(m.streams_refused.clone()))?;

@@ -216,6 +216,66 @@ pub async fn watch(
     }
 }
 
+/// The decision engine's view of a usable policy.
+pub fn policy_view(entry: &PolicyEntry) -> Option<auto_agent_engine::decide::PolicyView> {
+    use auto_agent_engine::decide::budget::{BudgetLimit, BudgetScope};
+    use auto_agent_engine::decide::{ActionKind, PolicyView};
+    use auto_agent_engine::quantity::parse_bytes;
+    use auto_agent_shared::crd::{ActionType, BudgetScope as CrdScope};
+    if entry.problem.is_some() {
+        return None;
+    }
+    let spec = entry.spec.as_ref()?;
+    let safety = spec.safety.clone().unwrap_or_default();
+    let bump = spec.actions.memory_bump.as_ref();
+    let budgets = spec
+        .budgets
+        .iter()
+        .filter_map(|b| {
+            let action = match b.action {
+                ActionType::RestartPod => ActionKind::RestartPod,
+                ActionType::BumpMemory => ActionKind::BumpMemory,
+                ActionType::MirrorImage => ActionKind::MirrorImage,
+                ActionType::EvictPod => ActionKind::EvictPod,
+                ActionType::CordonNode => ActionKind::CordonNode,
+                ActionType::UncordonNode => ActionKind::UncordonNode,
+                ActionType::ScaleUp | ActionType::ScaleDown => return None,
+            };
+            let scope = match b.scope {
+                CrdScope::Target => BudgetScope::Target,
+                CrdScope::Policy => BudgetScope::Policy,
+            };
+            Some(BudgetLimit {
+                action,
+                scope,
+                max: b.max.max(0) as u32,
+                window_ms: i64::from(b.window_seconds) * 1000,
+            })
+        })
+        .collect();
+    Some(PolicyView {
+        namespace: entry.namespace.clone(),
+        name: entry.name.clone(),
+        dry_run: spec.dry_run,
+        restart_stuck_pods: spec.actions.restart_stuck_pods,
+        bump_memory_percent: spec.actions.bump_memory_percent.map(|p| p.max(0) as u32),
+        memory_min_increase_bytes: bump
+            .and_then(|b| parse_bytes(&b.min_increase))
+            .unwrap_or(100 << 20),
+        memory_max_limit_bytes: bump.and_then(|b| parse_bytes(&b.max_limit)),
+        image_mirror: spec
+            .actions
+            .image_mirror
+            .as_ref()
+            .map(|m| m.registry.clone()),
+        min_ready_replicas: safety.min_ready_replicas.max(0) as u32,
+        cooldown_ms: i64::from(safety.cooldown_seconds) * 1000,
+        max_repeats: safety.max_repeats.max(1) as u32,
+        max_unhealthy_percent: safety.max_unhealthy_percent.clamp(1, 100) as u32,
+        budgets,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

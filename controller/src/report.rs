@@ -1,28 +1,42 @@
-//! The report stage: gather the workload, match the namespace's policies, stop at the decide
-//! boundary, and report: an Event on the target for every incident, `auto_agent_incidents_total`,
-//! and the decision latency. Deciding and acting come with the remediation engine; until then a
-//! matched incident is reported as such and nothing is changed.
+//! The reconcile stage for one incident change, as named steps:
+//! gather (workload, policy, fresh facts, the ledger) -> decide (pure, engine) -> act (fenced,
+//! after reserving the budget in the ledger) -> report (an Event on the target for every action and
+//! refusal, metrics, policy status). Dry-run runs the same steps and stops before acting.
 
 use std::sync::Arc;
 
-use auto_agent_engine::{Finding, Observed};
+use auto_agent_engine::decide::{
+    self, ActionKind, ActionRecord, Decision, Input, Plan, Refusal, workload_target,
+};
+use auto_agent_engine::{Finding, IncidentKey, Observed};
+use auto_agent_shared::crd::{ActionOutcome, ActionType, RecentAction};
 use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::act::Executor;
+use crate::gather;
 use crate::leader::Leadership;
+use crate::ledger::Ledger;
 use crate::metrics::ControllerMetrics;
 use crate::pipeline::Change;
-use crate::policies::PolicyIndex;
+use crate::policies::{PolicyEntry, PolicyIndex, policy_view};
+use crate::recent::RecentActions;
 use crate::workloads::WorkloadCache;
 
 pub struct Reporter {
+    pub client: Client,
     pub recorder: Recorder,
     pub policies: PolicyIndex,
     pub workloads: Arc<WorkloadCache>,
     pub leadership: Leadership,
     pub metrics: ControllerMetrics,
+    pub ledger: Ledger,
+    pub executor: Executor,
+    pub recent: RecentActions,
+    pub cluster_budgets: Vec<decide::BudgetLimit>,
 }
 
 fn pod_ref(f: &Finding) -> Option<ObjectReference> {
@@ -46,6 +60,42 @@ fn node_ref(node: &str) -> ObjectReference {
     }
 }
 
+fn action_type(kind: ActionKind) -> ActionType {
+    match kind {
+        ActionKind::RestartPod => ActionType::RestartPod,
+        ActionKind::BumpMemory => ActionType::BumpMemory,
+        ActionKind::MirrorImage => ActionType::MirrorImage,
+        ActionKind::EvictPod => ActionType::EvictPod,
+        ActionKind::CordonNode => ActionType::CordonNode,
+        ActionKind::UncordonNode => ActionType::UncordonNode,
+    }
+}
+
+/// The Event reason of an executed action.
+fn done_reason(kind: ActionKind) -> &'static str {
+    match kind {
+        ActionKind::RestartPod => "RestartedPod",
+        ActionKind::BumpMemory => "BumpedMemory",
+        ActionKind::MirrorImage => "MirroredImage",
+        ActionKind::EvictPod => "EvictedPod",
+        ActionKind::CordonNode => "CordonedNode",
+        ActionKind::UncordonNode => "UncordonedNode",
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+fn now_rfc3339() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
 impl Reporter {
     pub async fn run(self, mut changes: mpsc::Receiver<Change>, stop: CancellationToken) {
         loop {
@@ -55,6 +105,26 @@ impl Reporter {
             };
             let Some(change) = change else { return };
             self.handle(change).await;
+        }
+    }
+
+    async fn event(&self, target: &ObjectReference, type_: EventType, reason: &str, note: String) {
+        if self.leadership.fence("event").is_err() {
+            return;
+        }
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Remediate".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, target).await {
+            self.metrics
+                .action_errors
+                .with_label_values(&["event"])
+                .inc();
+            tracing::warn!(error = %e, "Publishing an Event failed");
         }
     }
 
@@ -70,77 +140,73 @@ impl Reporter {
             (Some(p), None) => (p.namespace.clone(), p.name.clone()),
             (None, _) => (String::new(), finding.node.clone()),
         };
-        let (reason, note, target) = match &observed {
+        let key = match &observed {
             Observed::Opened(key) | Observed::Reopened(key) => {
                 self.metrics
                     .incidents
                     .with_label_values(&[kind, &namespace, &workload])
                     .inc();
-                let (target, policy) = self.gather(&finding).await;
-                let (reason, note) = match policy {
-                    Some(p) => (
-                        "IncidentMatched",
-                        format!(
-                            "{kind} incident {key} matches AutoRemediationPolicy {p}; reported only: this version has no decision step yet"
-                        ),
-                    ),
-                    None => (
-                        "NoPolicy",
-                        format!(
-                            "{kind} incident {key}: no AutoRemediationPolicy selects this workload; reported only"
-                        ),
-                    ),
-                };
-                (reason, note, target)
+                key.clone()
             }
-            Observed::Resolved(key) => (
-                "IncidentResolved",
-                format!("{kind} cleared; incident {key} resolved"),
-                Some(node_ref(&finding.node)),
-            ),
-            Observed::Repeated(_) | Observed::ClearedUnknown(_) | Observed::Duplicate => {
-                self.metrics
-                    .decision_latency
-                    .with_label_values(&[kind])
-                    .observe(received.elapsed().as_secs_f64());
+            Observed::Repeated(key) => key.clone(),
+            Observed::Resolved(key) => {
+                let note = format!("{kind} cleared; incident {key} resolved");
+                self.event(
+                    &node_ref(&finding.node),
+                    EventType::Normal,
+                    "IncidentResolved",
+                    note,
+                )
+                .await;
                 return;
             }
+            Observed::ClearedUnknown(_) | Observed::Duplicate => return,
         };
-        self.metrics
-            .decision_latency
-            .with_label_values(&[kind])
-            .observe(received.elapsed().as_secs_f64());
-        tracing::info!(kind, namespace = %namespace, workload = %workload, reason, "{note}");
-        let Some(target) = target else { return };
-        if self.leadership.fence("event").is_err() {
+        let first = matches!(observed, Observed::Opened(_) | Observed::Reopened(_));
+        if finding.kind.is_node() {
+            if first {
+                let note = format!(
+                    "{kind} on node {}: incident {key}; node remediation is not built yet, reported only",
+                    finding.node
+                );
+                self.event(
+                    &node_ref(&finding.node),
+                    EventType::Warning,
+                    "NodeIncident",
+                    note,
+                )
+                .await;
+            }
             return;
         }
-        let event = Event {
-            type_: EventType::Normal,
-            reason: reason.into(),
-            note: Some(note),
-            action: "Report".into(),
-            secondary: None,
+        let (target, policy) = self.gather_policy(&finding).await;
+        let Some(target) = target else { return };
+        let Some(entry) = policy else {
+            if first {
+                self.metrics
+                    .decisions
+                    .with_label_values(&["refused", "NoPolicy"])
+                    .inc();
+                let note = format!(
+                    "{kind} incident {key}: no AutoRemediationPolicy selects this workload; reported only"
+                );
+                self.event(&target, EventType::Normal, "NoPolicy", note)
+                    .await;
+            }
+            return;
         };
-        if let Err(e) = self.recorder.publish(&event, &target).await {
-            self.metrics
-                .action_errors
-                .with_label_values(&["event"])
-                .inc();
-            tracing::warn!(error = %e, "Publishing an Event failed");
-        }
+        self.decide_and_act(&finding, &key, &entry, &target, received)
+            .await;
     }
 
-    /// The object to report on (the workload, else the pod, else the node) and the name of the
-    /// first usable policy that selects the workload's pods.
-    async fn gather(&self, f: &Finding) -> (Option<ObjectReference>, Option<String>) {
+    /// The object to report on (workload, else pod) and the first usable policy selecting it.
+    async fn gather_policy(&self, f: &Finding) -> (Option<ObjectReference>, Option<PolicyEntry>) {
         let Some(pod) = &f.pod else {
-            return (Some(node_ref(&f.node)), None);
+            return (None, None);
         };
-        let (kind, name) = match &f.owner {
-            Some(o) => (o.kind.as_str(), o.name.as_str()),
-            None => ("Pod", pod.name.as_str()),
-        };
+        let (kind, name) = f.owner.as_ref().map_or(("Pod", pod.name.as_str()), |o| {
+            (o.kind.as_str(), o.name.as_str())
+        });
         let workload = match self.workloads.get(&pod.namespace, kind, name).await {
             Ok(w) => w,
             Err(e) => {
@@ -155,8 +221,248 @@ impl Reporter {
             .policies
             .in_namespace(&pod.namespace)
             .into_iter()
-            .find(|p| p.selects(&workload.pod_labels))
-            .map(|p| p.name);
+            .find(|p| p.selects(&workload.pod_labels));
         (Some(workload.reference), policy)
+    }
+
+    fn remember(
+        &self,
+        entry: &PolicyEntry,
+        kind: ActionKind,
+        outcome: ActionOutcome,
+        target: &str,
+        reason: &str,
+        message: &str,
+    ) {
+        self.recent.push(
+            &entry.namespace,
+            &entry.name,
+            RecentAction {
+                time: now_rfc3339(),
+                action: action_type(kind),
+                outcome,
+                target: target.to_owned(),
+                reason: reason.to_owned(),
+                message: message.to_owned(),
+            },
+        );
+    }
+
+    async fn decide_and_act(
+        &self,
+        f: &Finding,
+        key: &IncidentKey,
+        entry: &PolicyEntry,
+        target: &ObjectReference,
+        received: std::time::Instant,
+    ) {
+        let Some(view) = policy_view(entry) else {
+            return;
+        };
+        let policy_id = format!("{}/{}", entry.namespace, entry.name);
+        let workload = workload_target(f);
+        let (namespace, workload_name) = (
+            f.pod
+                .as_ref()
+                .map(|p| p.namespace.clone())
+                .unwrap_or_default(),
+            f.owner.as_ref().map_or_else(
+                || f.pod.as_ref().map(|p| p.name.clone()).unwrap_or_default(),
+                |o| o.name.clone(),
+            ),
+        );
+        for _attempt in 0..3 {
+            let (facts, _) = match gather::facts(&self.client, f).await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Gathering facts failed; no decision");
+                    return;
+                }
+            };
+            let (history, version) = match self.ledger.load().await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Reading the action ledger failed; no decision");
+                    return;
+                }
+            };
+            let now = now_ms();
+            let decision = decide::decide(&Input {
+                incident: key,
+                finding: f,
+                policy: Some(&view),
+                facts: &facts,
+                history: &history,
+                cluster_budgets: &self.cluster_budgets,
+                now_ms: now,
+            });
+            self.metrics
+                .decision_latency
+                .with_label_values(&[f.kind.as_str()])
+                .observe(received.elapsed().as_secs_f64());
+            let plan = match decision {
+                Decision::Refuse(refusal) => {
+                    return self
+                        .refused(f, key, entry, target, &workload, refusal)
+                        .await;
+                }
+                Decision::Act(plan) => plan,
+            };
+            if plan.dry_run {
+                return self.dry_run(entry, target, &workload, &plan).await;
+            }
+            let Some(action) = plan.actions.first() else {
+                return;
+            };
+            let record = ActionRecord {
+                at_ms: now,
+                action: action.kind,
+                target: workload.clone(),
+                policy: policy_id.clone(),
+                incident: key.as_str().to_owned(),
+            };
+            match self.ledger.reserve(history, version, record, now).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Reserving the action in the ledger failed; not acting");
+                    self.metrics
+                        .action_errors
+                        .with_label_values(&["ledger"])
+                        .inc();
+                    return;
+                }
+            }
+            match self.executor.execute(&plan, action, f).await {
+                Ok(done) => {
+                    self.metrics
+                        .actions
+                        .with_label_values(&[action.kind.as_str(), &namespace, &workload_name])
+                        .inc();
+                    self.metrics
+                        .decisions
+                        .with_label_values(&["executed", action.kind.as_str()])
+                        .inc();
+                    let note = format!("{} (policy {})", done.note, entry.name);
+                    tracing::info!(incident = %key, action = action.kind.as_str(), policy = %entry.name, "{note}");
+                    self.remember(
+                        entry,
+                        action.kind,
+                        ActionOutcome::Executed,
+                        &action.target,
+                        done_reason(action.kind),
+                        &note,
+                    );
+                    self.event(target, EventType::Normal, done_reason(action.kind), note)
+                        .await;
+                }
+                Err(e) => {
+                    self.metrics
+                        .action_errors
+                        .with_label_values(&[e.category()])
+                        .inc();
+                    self.metrics
+                        .decisions
+                        .with_label_values(&["failed", e.category()])
+                        .inc();
+                    let note = format!(
+                        "{} failed: {e} (policy {})",
+                        action.kind.as_str(),
+                        entry.name
+                    );
+                    tracing::warn!(incident = %key, "{note}");
+                    self.remember(
+                        entry,
+                        action.kind,
+                        ActionOutcome::Failed,
+                        &action.target,
+                        "ActionFailed",
+                        &note,
+                    );
+                    self.event(target, EventType::Warning, "ActionFailed", note)
+                        .await;
+                }
+            }
+            return;
+        }
+        tracing::warn!(incident = %key, "The ledger kept changing; giving up on this finding");
+    }
+
+    async fn refused(
+        &self,
+        f: &Finding,
+        key: &IncidentKey,
+        entry: &PolicyEntry,
+        target: &ObjectReference,
+        workload: &str,
+        refusal: Refusal,
+    ) {
+        let reason = refusal.reason.as_str();
+        self.metrics
+            .decisions
+            .with_label_values(&["refused", reason])
+            .inc();
+        let escalates = refusal.reason.escalates();
+        let note = format!(
+            "{} incident {key}: not acting ({reason}): {}; policy {}{}",
+            f.kind.as_str(),
+            refusal.message,
+            entry.name,
+            if escalates {
+                "; escalating for a human"
+            } else {
+                ""
+            }
+        );
+        tracing::info!(incident = %key, reason, policy = %entry.name, "{note}");
+        let kind = match f.kind {
+            auto_agent_engine::FindingKind::OomKilled => ActionKind::BumpMemory,
+            _ => ActionKind::RestartPod,
+        };
+        self.remember(entry, kind, ActionOutcome::Refused, workload, reason, &note);
+        self.event(
+            target,
+            if escalates {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason,
+            note,
+        )
+        .await;
+    }
+
+    async fn dry_run(
+        &self,
+        entry: &PolicyEntry,
+        target: &ObjectReference,
+        workload: &str,
+        plan: &Plan,
+    ) {
+        for action in &plan.actions {
+            self.metrics
+                .decisions
+                .with_label_values(&["dry_run", action.kind.as_str()])
+                .inc();
+            let note = format!(
+                "dry-run: would {} {} because {} (incident {}, policy {}); nothing changed",
+                action.kind.as_str(),
+                action.target,
+                action.reason,
+                plan.incident,
+                entry.name
+            );
+            tracing::info!(policy = %entry.name, "{note}");
+            self.remember(
+                entry,
+                action.kind,
+                ActionOutcome::DryRun,
+                workload,
+                "DryRun",
+                &note,
+            );
+            self.event(target, EventType::Normal, "DryRun", note).await;
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Writes AutoRemediationPolicy status (leader only, fenced): `Ready` and `Degraded` conditions with
 //! reasons, `observedGeneration`, and `matchedTargets` (workloads in the namespace whose pod template
-//! the policy selects; Deployments, StatefulSets and DaemonSets are listed, never pods). A status is
+//! the policy selects; Deployments, StatefulSets and DaemonSets are listed, never pods), and the
+//! recent actions and refusals (`lastAction`, `recentActions`). A status is
 //! written only when it changes; a new leader rewrites them all.
 
 use std::collections::HashMap;
@@ -23,11 +24,12 @@ use crate::metrics::ControllerMetrics;
 use crate::policies::{PolicyEntry, PolicyIndex};
 
 /// The parts of a status that decide whether it must be written again.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 struct Desired {
     generation: Option<i64>,
     matched: Option<i32>,
     problem: Option<(&'static str, String)>,
+    recent: Vec<auto_agent_shared::crd::RecentAction>,
 }
 
 async fn count_matched(client: &Client, p: &PolicyEntry) -> Result<i32, kube::Error> {
@@ -81,6 +83,7 @@ pub async fn run(
     index: PolicyIndex,
     mut leadership: Leadership,
     metrics: ControllerMetrics,
+    recent: crate::recent::RecentActions,
     changed: Arc<Notify>,
     stop: CancellationToken,
 ) {
@@ -112,6 +115,7 @@ pub async fn run(
                 generation: p.generation,
                 matched,
                 problem: p.problem.as_ref().map(|pr| (pr.reason, pr.message.clone())),
+                recent: recent.get(&p.namespace, &p.name),
             };
             let key = (p.namespace.clone(), p.name.clone());
             if written.get(&key) == Some(&desired) {
@@ -124,6 +128,10 @@ pub async fn run(
             let mut status = json!({"conditions": conditions(&desired, &now), "observedGeneration": desired.generation});
             if let Some(m) = desired.matched {
                 status["matchedTargets"] = json!(m);
+            }
+            if let Some(last) = desired.recent.first() {
+                status["lastAction"] = serde_json::to_value(last).unwrap_or_default();
+                status["recentActions"] = serde_json::to_value(&desired.recent).unwrap_or_default();
             }
             let api: Api<DeserializeGuard<AutoRemediationPolicy>> =
                 Api::namespaced(client.clone(), &p.namespace);

@@ -219,9 +219,10 @@ impl ControllerIdentity {
             "metadata": {"name": role},
             "rules": [
                 {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
-                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
-                {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets", "daemonsets", "replicasets"],
-                 "verbs": ["get", "list"]},
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "delete"]},
+                {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets", "daemonsets"],
+                 "verbs": ["get", "list", "patch"]},
+                {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["get"]},
                 {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get"]},
                 {"apiGroups": ["autoagent.io"], "resources": ["autoremediationpolicies"], "verbs": ["get", "list", "watch"]},
                 {"apiGroups": ["autoagent.io"], "resources": ["autoremediationpolicies/status"], "verbs": ["get", "patch", "update"]},
@@ -241,8 +242,10 @@ impl ControllerIdentity {
             .await?;
         let lease_role: Role = serde_json::from_value(json!({
             "metadata": {"name": "controller-lease"},
-            "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-                       "verbs": ["get", "create", "update", "patch"]}],
+            "rules": [
+                {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update", "patch"]},
+                {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update"]},
+            ],
         }))?;
         Api::<Role>::namespaced(client.clone(), namespace)
             .create(&PostParams::default(), &lease_role)
@@ -292,6 +295,8 @@ pub struct ControllerOptions {
     pub lease_seconds: u64,
     pub renew_seconds: u64,
     pub fence_margin_seconds: u64,
+    /// The filesystem evidence store.
+    pub bundle_dir: PathBuf,
 }
 
 /// A running controller replica.
@@ -333,6 +338,7 @@ impl Controller {
                 options.fence_margin_seconds.to_string(),
             )
             .env("AUTO_AGENT_ADMIN_ADDR", admin.to_string())
+            .env("AUTO_AGENT_BUNDLE_DIR", &options.bundle_dir)
             .env("AUTO_AGENT_LOG", "info");
         match &options.tls {
             Some(pki) => {
@@ -365,5 +371,135 @@ impl Controller {
     /// SIGKILL: no drain, no lease release (the harshest failover).
     pub fn kill(&mut self) {
         self.process.kill();
+    }
+
+    pub fn process_alive(&self) -> bool {
+        std::path::Path::new(&format!("/proc/{}", self.process.pid())).exists()
+            && !self.process.exited()
+    }
+}
+
+/// The TLS server name the test certificates carry (the chart's Service name).
+pub const CONTROLLER_TLS_NAME: &str = "auto-agent-controller.auto-agent.svc";
+
+/// A whole agent: controller replicas behind a Service stand-in and one sensor, each with its own
+/// least-privilege identity, TLS between them.
+#[derive(Debug)]
+pub struct AgentStack {
+    pub namespace: crate::TestNamespace,
+    pub controller_id: ControllerIdentity,
+    pub sensor_id: SensorIdentity,
+    pub controllers: Vec<Controller>,
+    pub sensor: Sensor,
+    pub service: crate::proxy::ServiceProxy,
+    pub pki: crate::pki::TestPki,
+    pub bundle_dir: PathBuf,
+}
+
+impl AgentStack {
+    /// Starts `replicas` controllers (lease 6 s, renew 2 s) and a sensor for `node`, and waits for a
+    /// leader.
+    pub async fn start(cluster: &Cluster, node: &str, replicas: usize) -> anyhow::Result<Self> {
+        let namespace = crate::TestNamespace::create(cluster, "agents").await?;
+        let controller_id = ControllerIdentity::create(cluster, &namespace.name).await?;
+        let mut sensor_id = SensorIdentity::create(cluster, &namespace.name).await?;
+        sensor_id.bind_to_node(node).await?;
+        let pki =
+            crate::pki::TestPki::create(&controller_id.dir.join("pki"), &[CONTROLLER_TLS_NAME])?;
+        let bundle_dir = controller_id.dir.join("bundles");
+        let mut controllers = Vec::new();
+        for i in 0..replicas {
+            let options = ControllerOptions {
+                name: format!("controller-{i}"),
+                sensor_service_account: format!("{}/sensor", namespace.name),
+                tls: Some(pki.clone()),
+                lease_seconds: 6,
+                renew_seconds: 2,
+                fence_margin_seconds: 2,
+                bundle_dir: bundle_dir.clone(),
+            };
+            controllers.push(Controller::start(&controller_id, &options).await?);
+        }
+        let service =
+            crate::proxy::ServiceProxy::start(controllers.iter().map(|c| c.grpc).collect()).await?;
+        let sensor = Sensor::start(
+            cluster,
+            &sensor_id,
+            &SensorOptions {
+                node: node.to_owned(),
+                controller: format!("https://{}", service.addr),
+                ca_file: Some(pki.ca_file.clone()),
+                tls_server_name: Some(CONTROLLER_TLS_NAME.into()),
+                ..SensorOptions::default()
+            },
+        )
+        .await?;
+        let stack = Self {
+            namespace,
+            controller_id,
+            sensor_id,
+            controllers,
+            sensor,
+            service,
+            pki,
+            bundle_dir,
+        };
+        poll_until("a leader", Duration::from_secs(60), || {
+            let leader = stack.leader();
+            async move { Ok(leader.await.is_some()) }
+        })
+        .await?;
+        Ok(stack)
+    }
+
+    /// The index of the replica that leads, if exactly one does.
+    pub async fn leader(&self) -> Option<usize> {
+        let mut leaders = Vec::new();
+        for (i, c) in self.controllers.iter().enumerate() {
+            if c.process_alive()
+                && c.metrics()
+                    .await
+                    .is_ok_and(|m| crate::process::metric_sum(&m, "auto_agent_leader") == 1.0)
+            {
+                leaders.push(i);
+            }
+        }
+        (leaders.len() == 1).then(|| leaders[0])
+    }
+
+    /// A metric summed over every live replica.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let mut sum = 0.0;
+        for c in self.controllers.iter().filter(|c| c.process_alive()) {
+            if let Ok(m) = c.metrics().await {
+                sum += crate::process::metric_sum(&m, name);
+            }
+        }
+        sum
+    }
+
+    /// Bundles written so far, as paths relative to the store's root.
+    pub fn bundles(&self) -> Vec<String> {
+        fn walk(dir: &std::path::Path, root: &std::path::Path, out: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let p = entry.path();
+                if p.is_dir() {
+                    walk(&p, root, out);
+                } else if let Ok(rel) = p.strip_prefix(root) {
+                    out.push(rel.to_string_lossy().into_owned());
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.bundle_dir, &self.bundle_dir, &mut out);
+        out.sort();
+        out
+    }
+
+    pub async fn delete(self) -> anyhow::Result<()> {
+        drop(self.sensor);
+        self.controller_id.delete().await?;
+        self.sensor_id.delete().await?;
+        Ok(())
     }
 }

@@ -46,6 +46,7 @@ pub fn binary(name: &str, release: bool) -> anyhow::Result<PathBuf> {
 pub struct Process {
     pub child: Child,
     pub log: PathBuf,
+    killed: bool,
 }
 
 impl Process {
@@ -57,7 +58,11 @@ impl Process {
             .stderr(file)
             .spawn()
             .with_context(|| format!("spawning {command:?}"))?;
-        Ok(Self { child, log })
+        Ok(Self {
+            child,
+            log,
+            killed: false,
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -72,6 +77,11 @@ impl Process {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.killed = true;
+    }
+
+    pub fn exited(&self) -> bool {
+        self.killed
     }
 }
 

@@ -136,6 +136,7 @@ async fn leader_failover_loses_no_finding_and_bad_streams_are_refused() {
         lease_seconds: 6,
         renew_seconds: 2,
         fence_margin_seconds: 2,
+        bundle_dir: controller_id.dir.join("bundles"),
     };
     let mut replicas = vec![
         Controller::start(&controller_id, &options("c1"))
@@ -288,20 +289,21 @@ async fn leader_failover_loses_no_finding_and_bad_streams_are_refused() {
         "incidents == injected failures"
     );
 
-    // One Event per workload, naming the policy.
+    // One Event per workload, naming the policy: single-replica workloads are not restarted
+    // (minReadyReplicas defaults to 2), and the refusal is reported.
     let events: Api<Event> = Api::namespaced(admin.clone(), &apps.name);
-    poll_until("five IncidentMatched events", TIMEOUT, || {
+    poll_until("five TooFewReadyReplicas events", TIMEOUT, || {
         let events = events.clone();
         async move {
             let list = events.list(&ListParams::default()).await?;
             let targets: BTreeSet<String> = list
                 .items
                 .iter()
-                .filter(|e| e.reason.as_deref() == Some("IncidentMatched"))
+                .filter(|e| e.reason.as_deref() == Some("TooFewReadyReplicas"))
                 .filter(|e| {
                     e.note
                         .as_deref()
-                        .is_some_and(|n| n.contains("AutoRemediationPolicy backend"))
+                        .is_some_and(|n| n.contains("policy backend"))
                 })
                 .filter_map(|e| e.regarding.as_ref()?.name.clone())
                 .collect();

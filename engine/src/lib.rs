@@ -9,6 +9,7 @@ pub mod detect;
 pub mod finding;
 pub mod incident;
 pub mod incident_book;
+pub mod quantity;
 pub mod selector;
 pub mod view;
 

@@ -1,0 +1,184 @@
+//! Act: execute one planned action, leader-only through the fence, idempotent, re-reading the target
+//! right before writing. The evidence bundle is written before a pod is deleted.
+
+use auto_agent_engine::Finding;
+use auto_agent_engine::decide::{ActionKind, Plan, PlannedAction};
+use auto_agent_engine::quantity::format_bytes;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::{Api, Client};
+use serde_json::json;
+
+use crate::bundle::{FilesystemStore, bundle_json, bundle_key};
+use crate::gather::condition_holds;
+use crate::leader::Leadership;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActError {
+    #[error("not the leader any more")]
+    Fenced,
+    #[error("the condition cleared before acting")]
+    Cleared,
+    #[error("{0}")]
+    Bundle(#[from] crate::bundle::BundleError),
+    #[error("API call failed: {0}")]
+    Api(#[from] kube::Error),
+    #[error("cannot act on {0}")]
+    Unsupported(String),
+}
+
+impl ActError {
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Fenced => "fenced",
+            Self::Cleared => "condition_cleared",
+            Self::Bundle(_) => "bundle",
+            Self::Api(_) => "api",
+            Self::Unsupported(_) => "unsupported",
+        }
+    }
+}
+
+/// What an executed action did, for the Event.
+#[derive(Debug)]
+pub struct Done {
+    pub note: String,
+}
+
+pub struct Executor {
+    pub client: Client,
+    pub leadership: Leadership,
+    pub bundles: FilesystemStore,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("bundles", &self.bundles)
+            .finish()
+    }
+}
+
+fn today() -> (String, String) {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let date = now.strftime("%Y-%m-%d").to_string();
+    (date, now.to_string())
+}
+
+impl Executor {
+    pub async fn execute(
+        &self,
+        plan: &Plan,
+        action: &PlannedAction,
+        finding: &Finding,
+    ) -> Result<Done, ActError> {
+        match action.kind {
+            ActionKind::RestartPod => self.restart(plan, action, finding).await,
+            ActionKind::BumpMemory => self.bump_memory(action, finding).await,
+            other => Err(ActError::Unsupported(other.as_str().to_owned())),
+        }
+    }
+
+    async fn restart(
+        &self,
+        plan: &Plan,
+        action: &PlannedAction,
+        f: &Finding,
+    ) -> Result<Done, ActError> {
+        let pod_ref = f
+            .pod
+            .as_ref()
+            .ok_or_else(|| ActError::Unsupported("a finding without a pod".into()))?;
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &pod_ref.namespace);
+        // Re-read: the same pod instance, still crash-looping.
+        let pod = pods
+            .get_opt(&pod_ref.name)
+            .await?
+            .filter(|p| p.metadata.uid.as_deref() == Some(pod_ref.uid.as_str()))
+            .ok_or(ActError::Cleared)?;
+        if !condition_holds(&pod, f) {
+            return Err(ActError::Cleared);
+        }
+        let (date, now) = today();
+        let key = bundle_key(f, &date);
+        let doc = bundle_json(
+            f,
+            plan.incident.as_str(),
+            &plan.policy,
+            &serde_json::to_value(plan).unwrap_or_default(),
+            &serde_json::to_value(&pod.status).unwrap_or_default(),
+            &now,
+        );
+        let path = self.bundles.put(&key, &doc)?;
+        self.leadership
+            .fence("delete_pod")
+            .map_err(|_| ActError::Fenced)?;
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: Some(pod_ref.uid.clone()),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match pods.delete(&pod_ref.name, &params).await {
+            Ok(_) => {}
+            // Already gone (or replaced): the goal is met; idempotent.
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(Done {
+            note: format!(
+                "deleted pod {} ({}); evidence bundle {}",
+                pod_ref.name,
+                action.reason,
+                path.display()
+            ),
+        })
+    }
+
+    async fn bump_memory(&self, action: &PlannedAction, f: &Finding) -> Result<Done, ActError> {
+        let (Some(pod_ref), Some(owner), Some(container), Some(limit)) = (
+            f.pod.as_ref(),
+            f.owner.as_ref(),
+            f.container.as_deref(),
+            action.new_memory_limit_bytes,
+        ) else {
+            return Err(ActError::Unsupported(
+                "memory bump without a workload, container or limit".into(),
+            ));
+        };
+        let mut resources = json!({"limits": {"memory": format_bytes(limit)}});
+        if let Some(request) = action.new_memory_request_bytes {
+            resources["requests"] = json!({"memory": format_bytes(request)});
+        }
+        // A strategic merge patch on the one container (merge key: name) keeps every other field.
+        let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": container, "resources": resources}]}}}});
+        let params = PatchParams::default();
+        self.leadership
+            .fence("patch_workload")
+            .map_err(|_| ActError::Fenced)?;
+        let ns = pod_ref.namespace.as_str();
+        match owner.kind.as_str() {
+            "Deployment" => {
+                Api::<Deployment>::namespaced(self.client.clone(), ns)
+                    .patch(&owner.name, &params, &Patch::Strategic(&patch))
+                    .await?;
+            }
+            "StatefulSet" => {
+                Api::<StatefulSet>::namespaced(self.client.clone(), ns)
+                    .patch(&owner.name, &params, &Patch::Strategic(&patch))
+                    .await?;
+            }
+            "DaemonSet" => {
+                Api::<DaemonSet>::namespaced(self.client.clone(), ns)
+                    .patch(&owner.name, &params, &Patch::Strategic(&patch))
+                    .await?;
+            }
+            other => return Err(ActError::Unsupported(format!("memory bump on a {other}"))),
+        }
+        Ok(Done {
+            note: format!("{} {}: {}", owner.kind, owner.name, action.reason),
+        })
+    }
+}

@@ -1,0 +1,193 @@
+//! Gather: re-read the pod and its workload from the API right before deciding, so a decision is
+//! made on current facts, not on the finding (findings are hints).
+
+use std::collections::BTreeMap;
+
+use auto_agent_engine::decide::Facts;
+use auto_agent_engine::quantity::parse_bytes;
+use auto_agent_engine::{Finding, FindingKind};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use kube::{Api, Client};
+
+use auto_agent_shared::keys::MIRROR_POD_ANNOTATION;
+
+/// Labels and annotations by which Argo CD and Flux mark what they manage.
+const GITOPS_ANNOTATIONS: &[&str] = &[
+    "argocd.argoproj.io/tracking-id",
+    "argocd.argoproj.io/managed-by",
+];
+const GITOPS_LABELS: &[&str] = &[
+    "kustomize.toolkit.fluxcd.io/name",
+    "helm.toolkit.fluxcd.io/name",
+    "argocd.argoproj.io/instance",
+];
+
+/// Whether the container is in the state the finding reported.
+pub fn condition_holds(pod: &Pod, f: &Finding) -> bool {
+    let container = f.container.as_deref().unwrap_or_default();
+    let Some(status) = pod.status.as_ref() else {
+        return false;
+    };
+    let statuses = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .chain(status.init_container_statuses.iter().flatten());
+    let Some(cs) = statuses.into_iter().find(|c| c.name == container) else {
+        return false;
+    };
+    let waiting = cs
+        .state
+        .as_ref()
+        .and_then(|s| s.waiting.as_ref())
+        .and_then(|w| w.reason.as_deref());
+    let terminated_oom = |t: Option<&k8s_openapi::api::core::v1::ContainerStateTerminated>| {
+        t.and_then(|t| t.reason.as_deref()) == Some("OOMKilled")
+    };
+    match f.kind {
+        FindingKind::CrashLoopBackOff => waiting == Some("CrashLoopBackOff"),
+        FindingKind::OomKilled => {
+            terminated_oom(cs.state.as_ref().and_then(|s| s.terminated.as_ref()))
+                || terminated_oom(cs.last_state.as_ref().and_then(|s| s.terminated.as_ref()))
+        }
+        FindingKind::ImagePullBackOff => matches!(
+            waiting,
+            Some("ImagePullBackOff" | "ErrImagePull" | "InvalidImageName")
+        ),
+        FindingKind::CreateContainerConfigError => waiting == Some("CreateContainerConfigError"),
+        _ => false,
+    }
+}
+
+/// The current pod (if it still exists with the same uid) and the facts for the decision.
+pub async fn facts(client: &Client, f: &Finding) -> Result<(Facts, Option<Pod>), kube::Error> {
+    let mut facts = Facts::default();
+    let Some(pod_ref) = &f.pod else {
+        return Ok((facts, None));
+    };
+    let pod = Api::<Pod>::namespaced(client.clone(), &pod_ref.namespace)
+        .get_opt(&pod_ref.name)
+        .await?;
+    let pod = pod.filter(|p| p.metadata.uid.as_deref() == Some(pod_ref.uid.as_str()));
+    if let Some(p) = &pod {
+        facts.condition_holds = condition_holds(p, f);
+        facts.pod_annotations = p.metadata.annotations.clone().unwrap_or_default();
+        facts.is_mirror_pod = facts.pod_annotations.contains_key(MIRROR_POD_ANNOTATION);
+        facts.daemonset_pod = p
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.controller == Some(true) && o.kind == "DaemonSet");
+    }
+    let container = f.container.as_deref().unwrap_or_default();
+    let ns = pod_ref.namespace.as_str();
+    let apply_template = |facts: &mut Facts, t: &PodTemplateSpec| {
+        let c = t
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.iter().find(|c| c.name == container));
+        let res = c.and_then(|c| c.resources.as_ref());
+        facts.memory_limit_bytes = res
+            .and_then(|r| r.limits.as_ref()?.get("memory"))
+            .and_then(|q| parse_bytes(&q.0));
+        facts.memory_request_bytes = res
+            .and_then(|r| r.requests.as_ref()?.get("memory"))
+            .and_then(|q| parse_bytes(&q.0));
+    };
+    let meta_facts = |facts: &mut Facts,
+                      annotations: Option<&BTreeMap<String, String>>,
+                      labels: Option<&BTreeMap<String, String>>| {
+        let annotations = annotations.cloned().unwrap_or_default();
+        let labels = labels.cloned().unwrap_or_default();
+        facts.gitops_managed = GITOPS_ANNOTATIONS
+            .iter()
+            .any(|k| annotations.contains_key(*k))
+            || GITOPS_LABELS.iter().any(|k| labels.contains_key(*k));
+        facts.workload_annotations = annotations;
+    };
+    let (kind, name) = f
+        .owner
+        .as_ref()
+        .map_or(("Pod", pod_ref.name.as_str()), |o| {
+            (o.kind.as_str(), o.name.as_str())
+        });
+    match kind {
+        "Deployment" => {
+            if let Some(d) = Api::<Deployment>::namespaced(client.clone(), ns)
+                .get_opt(name)
+                .await?
+            {
+                meta_facts(
+                    &mut facts,
+                    d.metadata.annotations.as_ref(),
+                    d.metadata.labels.as_ref(),
+                );
+                facts.desired_replicas =
+                    d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as u32;
+                facts.ready_replicas = d
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.ready_replicas)
+                    .unwrap_or(0)
+                    .max(0) as u32;
+                if let Some(s) = &d.spec {
+                    apply_template(&mut facts, &s.template);
+                }
+            }
+        }
+        "StatefulSet" => {
+            if let Some(d) = Api::<StatefulSet>::namespaced(client.clone(), ns)
+                .get_opt(name)
+                .await?
+            {
+                meta_facts(
+                    &mut facts,
+                    d.metadata.annotations.as_ref(),
+                    d.metadata.labels.as_ref(),
+                );
+                facts.desired_replicas =
+                    d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as u32;
+                facts.ready_replicas = d
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.ready_replicas)
+                    .unwrap_or(0)
+                    .max(0) as u32;
+                if let Some(s) = &d.spec {
+                    apply_template(&mut facts, &s.template);
+                }
+            }
+        }
+        "DaemonSet" => {
+            if let Some(d) = Api::<DaemonSet>::namespaced(client.clone(), ns)
+                .get_opt(name)
+                .await?
+            {
+                meta_facts(
+                    &mut facts,
+                    d.metadata.annotations.as_ref(),
+                    d.metadata.labels.as_ref(),
+                );
+                let st = d.status.as_ref();
+                facts.desired_replicas =
+                    st.map(|s| s.desired_number_scheduled).unwrap_or(0).max(0) as u32;
+                facts.ready_replicas = st.map(|s| s.number_ready).unwrap_or(0).max(0) as u32;
+                if let Some(s) = &d.spec {
+                    apply_template(&mut facts, &s.template);
+                }
+            }
+        }
+        _ => {
+            // A bare pod (or an owner kind we do not patch): one replica, ready or not.
+            let ready = pod
+                .as_ref()
+                .and_then(|p| p.status.as_ref()?.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            facts.desired_replicas = 1;
+            facts.ready_replicas = u32::from(ready);
+        }
+    }
+    Ok((facts, pod))
+}

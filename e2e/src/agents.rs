@@ -478,6 +478,22 @@ impl AgentStack {
         sum
     }
 
+    /// A labelled metric summed over every live replica, counting only series whose labels contain
+    /// `label` (e.g. `namespace="apps-1"`), so other tests' workloads do not count.
+    pub async fn metric_with(&self, name: &str, label: &str) -> f64 {
+        let mut sum = 0.0;
+        for c in self.controllers.iter().filter(|c| c.process_alive()) {
+            if let Ok(m) = c.metrics().await {
+                sum += m
+                    .lines()
+                    .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum::<f64>();
+            }
+        }
+        sum
+    }
+
     /// Bundles written so far, as paths relative to the store's root.
     pub fn bundles(&self) -> Vec<String> {
         fn walk(dir: &std::path::Path, root: &std::path::Path, out: &mut Vec<String>) {

@@ -1,0 +1,512 @@
+//! Remediation on the real cluster with the real sensor and controller processes: restart after the
+//! evidence bundle, opt-out and no-policy reported without change, dry-run reporting the same plan,
+//! budgets holding across 50 crash-looping pods and a leader kill, and memory bumps stopping at the
+//! cap. The tests share node kwok-node-0 and run one at a time: two agents acting on one node
+//! would be two installations, each with its own budget.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use auto_agent_e2e::agents::AgentStack;
+use auto_agent_e2e::scenario;
+use auto_agent_e2e::wait::poll_until;
+use auto_agent_e2e::{Cluster, TestNamespace};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+
+const NODE: &str = "kwok-node-0";
+const TIMEOUT: Duration = Duration::from_secs(90);
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn deployment(
+    name: &str,
+    replicas: i32,
+    labels: serde_json::Value,
+    annotations: serde_json::Value,
+    memory: Option<&str>,
+) -> Deployment {
+    let mut container = json!({"name": "app", "image": "registry.example.com/app:1"});
+    if let Some(m) = memory {
+        container["resources"] = json!({"limits": {"memory": m}, "requests": {"memory": "128Mi"}});
+    }
+    let mut pod_labels = labels.clone();
+    pod_labels["app"] = json!(name);
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": pod_labels, "annotations": annotations},
+                              "spec": {"nodeSelector": {"kubernetes.io/hostname": NODE}, "containers": [container]}}},
+    }))
+    .unwrap()
+}
+
+async fn ready_pods(client: &Client, ns: &str, app: &str) -> Vec<Pod> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    pods.list(&ListParams::default().labels(&format!("app={app}")))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            p.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .flatten()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            })
+        })
+        .collect()
+}
+
+/// Creates the Deployment and waits until it reports `replicas` ready.
+async fn rollout(client: &Client, ns: &str, d: Deployment) {
+    let name = d.metadata.name.clone().unwrap();
+    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    api.create(&PostParams::default(), &d).await.unwrap();
+    poll_until("deployment ready", TIMEOUT, || {
+        let api = api.clone();
+        let name = name.clone();
+        async move { Ok(api.get(&name).await?.status.and_then(|s| s.ready_replicas) == Some(want)) }
+    })
+    .await
+    .unwrap();
+}
+
+fn apply_policy(cluster: &Cluster, ns: &str, name: &str, spec: serde_json::Value) {
+    let doc = json!({"apiVersion": "autoagent.io/v1alpha1", "kind": "AutoRemediationPolicy",
+                     "metadata": {"name": name, "namespace": ns}, "spec": spec});
+    let (ok, _, err) = cluster
+        .kubectl(&["apply", "-f", "-"], Some(&doc.to_string()))
+        .unwrap();
+    assert!(ok, "{err}");
+}
+
+/// Event reasons per regarded object name.
+async fn events(client: &Client, ns: &str) -> BTreeMap<String, Vec<(String, String)>> {
+    let list = Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for e in list.items {
+        let name = e
+            .regarding
+            .as_ref()
+            .and_then(|r| r.name.clone())
+            .unwrap_or_default();
+        out.entry(name)
+            .or_default()
+            .push((e.reason.unwrap_or_default(), e.note.unwrap_or_default()));
+    }
+    out
+}
+
+async fn wait_event(client: &Client, ns: &str, object: &str, reason: &str) -> String {
+    let mut note = String::new();
+    poll_until(&format!("{reason} event on {object}"), TIMEOUT, || {
+        let client = client.clone();
+        async move {
+            Ok(events(&client, ns)
+                .await
+                .get(object)
+                .is_some_and(|v| v.iter().any(|(r, _)| r == reason)))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    if let Some(v) = events(client, ns).await.get(object) {
+        note = v
+            .iter()
+            .find(|(r, _)| r == reason)
+            .map(|(_, n)| n.clone())
+            .unwrap_or_default();
+    }
+    note
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_after_bundle_and_opt_out_no_policy_dry_run_change_nothing() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::get().unwrap();
+    cluster.install_crds().await.unwrap();
+    let admin = cluster.admin().await.unwrap();
+    let apps = TestNamespace::create(&cluster, "remedy").await.unwrap();
+    let stack = AgentStack::start(&cluster, NODE, 1).await.unwrap();
+
+    apply_policy(
+        &cluster,
+        &apps.name,
+        "live",
+        json!({"targetSelector": {"matchLabels": {"mode": "live"}}, "actions": {"restartStuckPods": true}}),
+    );
+    apply_policy(
+        &cluster,
+        &apps.name,
+        "dry",
+        json!({"targetSelector": {"matchLabels": {"mode": "dry"}}, "actions": {"restartStuckPods": true}, "dryRun": true}),
+    );
+    rollout(
+        &admin,
+        &apps.name,
+        deployment("api", 3, json!({"mode": "live"}), json!({}), None),
+    )
+    .await;
+    rollout(
+        &admin,
+        &apps.name,
+        deployment(
+            "quiet",
+            3,
+            json!({"mode": "live"}),
+            json!({"autoagent.io/ignore": "true"}),
+            None,
+        ),
+    )
+    .await;
+    rollout(
+        &admin,
+        &apps.name,
+        deployment("orphan", 3, json!({"mode": "none"}), json!({}), None),
+    )
+    .await;
+    rollout(
+        &admin,
+        &apps.name,
+        deployment("trial", 3, json!({"mode": "dry"}), json!({}), None),
+    )
+    .await;
+
+    let victim = |app: &str| {
+        let admin = admin.clone();
+        let ns = apps.name.clone();
+        let app = app.to_owned();
+        async move {
+            ready_pods(&admin, &ns, &app)
+                .await
+                .remove(0)
+                .metadata
+                .name
+                .unwrap()
+        }
+    };
+    let (api_pod, quiet_pod, orphan_pod, trial_pod) = (
+        victim("api").await,
+        victim("quiet").await,
+        victim("orphan").await,
+        victim("trial").await,
+    );
+    scenario::seed_logs(
+        &cluster,
+        &apps.name,
+        &api_pod,
+        "app",
+        2,
+        &["boom: index out of range"],
+        &[],
+    )
+    .await
+    .unwrap();
+    for pod in [&api_pod, &quiet_pod, &orphan_pod, &trial_pod] {
+        scenario::crash_loop(&admin, &apps.name, pod, None, 2, 1)
+            .await
+            .unwrap();
+    }
+
+    // Live: the pod goes, after its bundle exists.
+    let note = wait_event(&admin, &apps.name, "api", "RestartedPod").await;
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), &apps.name);
+    assert!(
+        pods.get_opt(&api_pod).await.unwrap().is_none(),
+        "the crash-looping pod was deleted"
+    );
+    let bundles = stack.bundles();
+    let key = format!("{}/api/CrashLoopBackOff/", apps.name);
+    let bundle = bundles
+        .iter()
+        .find(|b| b.starts_with(&key) && b.ends_with(&format!("{api_pod}-2.json")))
+        .unwrap_or_else(|| panic!("{bundles:?}"));
+    assert!(
+        note.contains(bundle.as_str()),
+        "the Event names the bundle: {note}"
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(stack.bundle_dir.join(bundle)).unwrap())
+            .unwrap();
+    assert_eq!(doc["schemaVersion"], 1);
+    assert_eq!(doc["finding"]["log_lines"][0], "boom: index out of range");
+    assert!(doc["podStatus"]["containerStatuses"].is_array());
+
+    // Opted out, no policy, dry-run: reported, nothing changed, no bundle.
+    let opted = wait_event(&admin, &apps.name, "quiet", "OptedOut").await;
+    assert!(opted.contains("autoagent.io/ignore"), "{opted}");
+    wait_event(&admin, &apps.name, "orphan", "NoPolicy").await;
+    let dry = wait_event(&admin, &apps.name, "trial", "DryRun").await;
+    assert!(
+        dry.contains(&format!("would RestartPod Pod/{}/{trial_pod}", apps.name)),
+        "the dry-run plan names the action: {dry}"
+    );
+    for pod in [&quiet_pod, &orphan_pod, &trial_pod] {
+        assert!(
+            pods.get_opt(pod).await.unwrap().is_some(),
+            "{pod} must not be touched"
+        );
+    }
+    let ours: Vec<_> = stack
+        .bundles()
+        .into_iter()
+        .filter(|b| b.starts_with(&format!("{}/", apps.name)))
+        .collect();
+    assert_eq!(
+        ours.len(),
+        1,
+        "only the live restart wrote a bundle: {ours:?}"
+    );
+    let ns_label = format!("namespace=\"{}\"", apps.name);
+    assert_eq!(
+        stack
+            .metric_with("auto_agent_actions_total", &ns_label)
+            .await,
+        1.0
+    );
+    stack.delete().await.unwrap();
+    apps.delete(admin).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budgets_hold_for_fifty_crash_loops_and_survive_a_leader_kill() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::get().unwrap();
+    cluster.install_crds().await.unwrap();
+    let admin = cluster.admin().await.unwrap();
+    let apps = TestNamespace::create(&cluster, "budget").await.unwrap();
+    let mut stack = AgentStack::start(&cluster, NODE, 2).await.unwrap();
+    apply_policy(
+        &cluster,
+        &apps.name,
+        "storm",
+        json!({"targetSelector": {"matchLabels": {"tier": "storm"}}, "actions": {"restartStuckPods": true},
+               "safety": {"minReadyReplicas": 0, "maxUnhealthyPercent": 100},
+               "budgets": [{"action": "RestartPod", "scope": "Policy", "max": 5, "windowSeconds": 3600},
+                           {"action": "RestartPod", "scope": "Target", "max": 50, "windowSeconds": 3600}]}),
+    );
+    let d = deployment("storm", 50, json!({"tier": "storm"}), json!({}), None);
+    rollout(&admin, &apps.name, d).await;
+    let pods = ready_pods(&admin, &apps.name, "storm").await;
+    assert_eq!(pods.len(), 50);
+    // One Deployment, 50 pods: one incident whose findings keep coming; the budget, not the count
+    // of findings, decides how many pods go. The cooldown is per incident, so set it to zero here.
+    apply_policy(
+        &cluster,
+        &apps.name,
+        "storm",
+        json!({"targetSelector": {"matchLabels": {"tier": "storm"}}, "actions": {"restartStuckPods": true},
+               "safety": {"minReadyReplicas": 0, "maxUnhealthyPercent": 100, "cooldownSeconds": 0, "maxRepeats": 100},
+               "budgets": [{"action": "RestartPod", "scope": "Policy", "max": 5, "windowSeconds": 3600},
+                           {"action": "RestartPod", "scope": "Target", "max": 50, "windowSeconds": 3600}]}),
+    );
+    let api: Api<Pod> = Api::namespaced(admin.clone(), &apps.name);
+    for p in &pods {
+        scenario::crash_loop(
+            &admin,
+            &apps.name,
+            p.metadata.name.as_deref().unwrap(),
+            None,
+            2,
+            1,
+        )
+        .await
+        .unwrap();
+    }
+    let deleted = |names: Vec<String>| {
+        let api = api.clone();
+        async move {
+            let mut n = 0;
+            for name in names {
+                if api.get_opt(&name).await.unwrap().is_none() {
+                    n += 1;
+                }
+            }
+            n
+        }
+    };
+    let names: Vec<String> = pods
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    poll_until("budget refusals", TIMEOUT, || {
+        let s = &stack;
+        async move { Ok(s.metric("auto_agent_decisions_total").await >= 50.0) }
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        deleted(names.clone()).await,
+        5,
+        "exactly the budget of 5 pods restarted"
+    );
+    let ns_label = format!("namespace=\"{}\"", apps.name);
+    assert_eq!(
+        stack
+            .metric_with("auto_agent_actions_total", &ns_label)
+            .await,
+        5.0
+    );
+    let ledger: Api<ConfigMap> = Api::namespaced(admin.clone(), &stack.namespace.name);
+    let history = ledger.get("auto-agent-ledger").await.unwrap();
+    assert!(
+        history.data.unwrap()["actions.json"]
+            .matches("RestartPod")
+            .count()
+            == 5
+    );
+
+    // Kill the leader; the new one must respect the old budget.
+    let leader = stack.leader().await.unwrap();
+    stack.controllers[leader].kill();
+    poll_until("a new leader", TIMEOUT, || {
+        let s = &stack;
+        async move { Ok(s.leader().await.is_some()) }
+    })
+    .await
+    .unwrap();
+    let survivors: Vec<String> = {
+        let mut v = Vec::new();
+        for n in &names {
+            if api.get_opt(n).await.unwrap().is_some() {
+                v.push(n.clone());
+            }
+        }
+        v
+    };
+    for n in survivors.iter().take(10) {
+        scenario::crash_loop(&admin, &apps.name, n, None, 3, 1)
+            .await
+            .unwrap();
+    }
+    poll_until("the new leader refuses on budget", TIMEOUT, || {
+        let s = &stack;
+        async move {
+            Ok(s.metric(
+                "auto_agent_decisions_total{outcome=\"refused\",reason=\"BudgetExhausted\"}",
+            )
+            .await
+                >= 1.0
+                || s.metric("auto_agent_decisions_total").await >= 10.0)
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        deleted(names.clone()).await,
+        5,
+        "the new leader restarted nothing over the budget"
+    );
+    let refused = wait_event(&admin, &apps.name, "storm", "BudgetExhausted").await;
+    assert!(refused.contains("5 of 5"), "{refused}");
+    stack.delete().await.unwrap();
+    apps.delete(admin).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_rises_by_the_policy_percent_and_stops_at_the_cap() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::get().unwrap();
+    cluster.install_crds().await.unwrap();
+    let admin = cluster.admin().await.unwrap();
+    let apps = TestNamespace::create(&cluster, "oom").await.unwrap();
+    let stack = AgentStack::start(&cluster, NODE, 1).await.unwrap();
+    apply_policy(
+        &cluster,
+        &apps.name,
+        "mem",
+        json!({"targetSelector": {"matchLabels": {"tier": "mem"}},
+               "actions": {"bumpMemoryPercent": 20, "memoryBump": {"minIncrease": "100Mi", "maxLimit": "400Mi"}},
+               "safety": {"cooldownSeconds": 0}}),
+    );
+    rollout(
+        &admin,
+        &apps.name,
+        deployment("mem", 2, json!({"tier": "mem"}), json!({}), Some("256Mi")),
+    )
+    .await;
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &apps.name);
+    let limit = || {
+        let d = deployments.clone();
+        async move {
+            let d = d.get("mem").await.unwrap();
+            let c = &d.spec.unwrap().template.spec.unwrap().containers[0];
+            let r = c.resources.clone().unwrap();
+            (
+                r.limits.unwrap()["memory"].0.clone(),
+                r.requests.unwrap()["memory"].0.clone(),
+                c.image.clone().unwrap(),
+            )
+        }
+    };
+    let mut expected = vec![("356Mi", "228Mi"), ("400Mi", "328Mi")];
+    expected.reverse();
+    for restart in [1, 2] {
+        let (want_limit, want_request) = expected.pop().unwrap();
+        let pod = ready_pods(&admin, &apps.name, "mem")
+            .await
+            .remove(0)
+            .metadata
+            .name
+            .unwrap();
+        scenario::oom_killed(&admin, &apps.name, &pod, None, restart)
+            .await
+            .unwrap();
+        poll_until(&format!("limit {want_limit}"), TIMEOUT, || {
+            let l = limit();
+            async move { Ok(l.await.0 == want_limit) }
+        })
+        .await
+        .unwrap();
+        let (_, request, image) = limit().await;
+        assert_eq!(
+            request, want_request,
+            "the request rises too, never above the new limit"
+        );
+        assert_eq!(
+            image, "registry.example.com/app:1",
+            "every other field is kept"
+        );
+        poll_until("rollout", TIMEOUT, || {
+            let a = admin.clone();
+            let ns = apps.name.clone();
+            async move { Ok(ready_pods(&a, &ns, "mem").await.len() == 2) }
+        })
+        .await
+        .unwrap();
+    }
+    // At the cap: no further change, and the refusal escalates.
+    let pod = ready_pods(&admin, &apps.name, "mem")
+        .await
+        .remove(0)
+        .metadata
+        .name
+        .unwrap();
+    scenario::oom_killed(&admin, &apps.name, &pod, None, 3)
+        .await
+        .unwrap();
+    let note = wait_event(&admin, &apps.name, "mem", "AtMemoryCap").await;
+    assert!(note.contains("escalating"), "{note}");
+    assert_eq!(limit().await.0, "400Mi");
+    let ns_label = format!("namespace=\"{}\"", apps.name);
+    assert_eq!(
+        stack
+            .metric_with("auto_agent_actions_total", &ns_label)
+            .await,
+        2.0
+    );
+    stack.delete().await.unwrap();
+    apps.delete(admin).await.unwrap();
+}

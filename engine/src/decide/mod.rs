@@ -6,6 +6,7 @@
 //! (`rules::chain`) in order; the first rule that refuses wins.
 
 pub mod budget;
+pub mod node;
 pub mod rules;
 
 use std::collections::BTreeMap;
@@ -123,6 +124,9 @@ pub enum RefusalReason {
     AtMemoryCap,
     GitOpsManaged,
     NotSupported,
+    MaxUnavailable,
+    CriticalPriority,
+    EvictionNotAllowed,
 }
 
 impl RefusalReason {
@@ -143,6 +147,9 @@ impl RefusalReason {
             Self::AtMemoryCap => "AtMemoryCap",
             Self::GitOpsManaged => "GitOpsManaged",
             Self::NotSupported => "NotSupported",
+            Self::MaxUnavailable => "MaxUnavailable",
+            Self::CriticalPriority => "CriticalPriority",
+            Self::EvictionNotAllowed => "EvictionNotAllowed",
         }
     }
 

@@ -15,6 +15,8 @@ mod system_namespace;
 
 use super::{Input, PlannedAction, PolicyView, Refusal};
 
+pub use opt_out::{IGNORE, SAFE_TO_EVICT};
+
 /// A rule: `Ok(())` lets the action through.
 pub type Rule = fn(&Input<'_>, &PolicyView, &PlannedAction) -> Result<(), Refusal>;
 

@@ -179,8 +179,7 @@ pub fn decide_node(
             vec![],
         );
     }
-    if facts.selected_nodes > 0 {
-        let percent = facts.unhealthy_nodes * 100 / facts.selected_nodes;
+    if let Some(percent) = (facts.unhealthy_nodes * 100).checked_div(facts.selected_nodes) {
         if percent > policy.unhealthy_threshold_percent {
             return (
                 refuse(
@@ -472,16 +471,18 @@ mod tests {
         );
     }
 
+    type Case = (
+        &'static str,
+        Option<NodePolicyView>,
+        NodeFacts,
+        &'static str,
+        Result<usize, RefusalReason>,
+    );
+
     #[test]
     fn node_decision_table() {
         let h = History::default();
-        let cases: Vec<(
-            &str,
-            Option<NodePolicyView>,
-            NodeFacts,
-            &str,
-            Result<usize, RefusalReason>,
-        )> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "no policy",
                 None,

@@ -179,21 +179,19 @@ pub fn decide_node(
             vec![],
         );
     }
-    if let Some(percent) = (facts.unhealthy_nodes * 100).checked_div(facts.selected_nodes) {
-        if percent > policy.unhealthy_threshold_percent {
-            return (
-                refuse(
-                    RefusalReason::DisruptionBreaker,
-                    format!(
-                        "{} of {} nodes unhealthy ({percent}% > {}%): suspecting the signal, not disrupting",
-                        facts.unhealthy_nodes,
-                        facts.selected_nodes,
-                        policy.unhealthy_threshold_percent
-                    ),
+    if let Some(percent) = (facts.unhealthy_nodes * 100).checked_div(facts.selected_nodes)
+        && percent > policy.unhealthy_threshold_percent
+    {
+        return (
+            refuse(
+                RefusalReason::DisruptionBreaker,
+                format!(
+                    "{} of {} nodes unhealthy ({percent}% > {}%): suspecting the signal, not disrupting",
+                    facts.unhealthy_nodes, facts.selected_nodes, policy.unhealthy_threshold_percent
                 ),
-                vec![],
-            );
-        }
+            ),
+            vec![],
+        );
     }
     let target = format!("Node//{}", facts.node);
     let mut actions = Vec::new();

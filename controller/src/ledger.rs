@@ -69,12 +69,26 @@ impl Ledger {
     /// decide again).
     pub async fn reserve(
         &self,
-        mut history: History,
+        history: History,
         version: Option<String>,
         record: ActionRecord,
         now_ms: i64,
     ) -> Result<bool, LedgerError> {
-        history.record(record);
+        self.reserve_all(history, version, vec![record], now_ms)
+            .await
+    }
+
+    /// Appends every record of a plan in one write; `Ok(false)` on a conflict.
+    pub async fn reserve_all(
+        &self,
+        mut history: History,
+        version: Option<String>,
+        records: Vec<ActionRecord>,
+        now_ms: i64,
+    ) -> Result<bool, LedgerError> {
+        for record in records {
+            history.record(record);
+        }
         history.prune(now_ms, KEEP_MS);
         if history.records.len() > MAX_RECORDS {
             let excess = history.records.len() - MAX_RECORDS;

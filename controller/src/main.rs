@@ -15,6 +15,8 @@ mod ingest;
 mod leader;
 mod ledger;
 mod metrics;
+mod node_policies;
+mod nodes;
 mod pipeline;
 mod policies;
 mod recent;
@@ -258,25 +260,41 @@ async fn main() -> anyhow::Result<()> {
     let work_stop = CancellationToken::new();
     let (changes_tx, changes_rx) = mpsc::channel(1024);
     let (pipeline, pipeline_task) = pipeline::start(metrics.clone(), changes_tx, work_stop.clone());
+    let node_policies = node_policies::NodePolicyIndex::default();
+    let node_policy_watch = tokio::spawn(node_policies::watch(
+        client.clone(),
+        node_policies.clone(),
+        stop.clone(),
+    ));
+    let event_reporter = EventReporter {
+        controller: "auto-agent".into(),
+        instance: Some(args.identity.clone()),
+    };
+    let ledger = ledger::Ledger::new(
+        client.clone(),
+        &args.namespace,
+        &args.ledger_name,
+        leadership.clone(),
+    );
+    let node_remediator = nodes::NodeRemediator {
+        client: client.clone(),
+        recorder: Recorder::new(client.clone(), event_reporter.clone()),
+        policies: index.clone(),
+        node_policies,
+        ledger: ledger.clone(),
+        leadership: leadership.clone(),
+        metrics: metrics.clone(),
+    };
+    let sweeper = tokio::spawn(node_remediator.clone().run_sweeper(stop.clone()));
     let reporter = Reporter {
-        recorder: Recorder::new(
-            client.clone(),
-            EventReporter {
-                controller: "auto-agent".into(),
-                instance: Some(args.identity.clone()),
-            },
-        ),
+        recorder: Recorder::new(client.clone(), event_reporter),
         policies: index,
         workloads: Arc::new(WorkloadCache::new(client.clone(), Duration::from_secs(30))),
         leadership: leadership.clone(),
         metrics: metrics.clone(),
         client: client.clone(),
-        ledger: ledger::Ledger::new(
-            client.clone(),
-            &args.namespace,
-            &args.ledger_name,
-            leadership.clone(),
-        ),
+        ledger,
+        nodes: node_remediator,
         executor: act::Executor {
             client: client.clone(),
             leadership: leadership.clone(),
@@ -354,7 +372,7 @@ async fn main() -> anyhow::Result<()> {
     .await;
     release.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), election).await;
-    let _ = tokio::join!(policy_watch, status_writer);
+    let _ = tokio::join!(policy_watch, status_writer, node_policy_watch, sweeper);
     tracing::info!("Controller stopped");
     Ok(())
 }

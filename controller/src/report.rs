@@ -37,6 +37,7 @@ pub struct Reporter {
     pub executor: Executor,
     pub recent: RecentActions,
     pub cluster_budgets: Vec<decide::BudgetLimit>,
+    pub nodes: crate::nodes::NodeRemediator,
 }
 
 fn pod_ref(f: &Finding) -> Option<ObjectReference> {
@@ -165,17 +166,7 @@ impl Reporter {
         let first = matches!(observed, Observed::Opened(_) | Observed::Reopened(_));
         if finding.kind.is_node() {
             if first {
-                let note = format!(
-                    "{kind} on node {}: incident {key}; node remediation is not built yet, reported only",
-                    finding.node
-                );
-                self.event(
-                    &node_ref(&finding.node),
-                    EventType::Warning,
-                    "NodeIncident",
-                    note,
-                )
-                .await;
+                self.nodes.handle(&finding, &key).await;
             }
             return;
         }

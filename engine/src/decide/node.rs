@@ -41,6 +41,8 @@ pub struct NodePolicyView {
     pub max_unavailable: MaxUnavailable,
     pub unhealthy_threshold_percent: u32,
     pub uncordon_after_ms: i64,
+    /// How long blocked evictions (PodDisruptionBudget) are retried.
+    pub drain_timeout_ms: i64,
     pub dry_run: bool,
     pub budgets: Vec<BudgetLimit>,
 }
@@ -311,6 +313,7 @@ mod tests {
             max_unavailable: MaxUnavailable::Count(1),
             unhealthy_threshold_percent: 55,
             uncordon_after_ms: 60_000,
+            drain_timeout_ms: 600_000,
             dry_run: false,
             budgets: vec![],
         }

@@ -162,7 +162,7 @@ struct Args {
     admin: AdminArgs,
 }
 
-async fn kube_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
+async fn kube_config(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Config> {
     let config = match kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
@@ -172,7 +172,7 @@ async fn kube_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Clien
         }
         None => kube::Config::infer().await?,
     };
-    Ok(kube::Client::try_from(config)?)
+    Ok(config)
 }
 
 fn sensor_user(sa: &str) -> anyhow::Result<String> {
@@ -190,7 +190,13 @@ async fn main() -> anyhow::Result<()> {
     args.log.init()?;
     let registry = runtime_metrics::registry()?;
     let metrics = ControllerMetrics::register(&registry)?;
-    let client = kube_client(args.kubeconfig.as_ref()).await?;
+    let config = kube_config(args.kubeconfig.as_ref()).await?;
+    let client = kube::Client::try_from(config.clone())?;
+    // Evictions must see a PodDisruptionBudget's 429 at once (and retry on their own schedule),
+    // not have the client retry it for minutes.
+    let mut eviction_config = config;
+    eviction_config.default_retry = false;
+    let eviction_client = kube::Client::try_from(eviction_config)?;
     let shutdown = Shutdown::new();
     shutdown.spawn_signal_handler()?;
     let readiness = Readiness::new();
@@ -277,7 +283,7 @@ async fn main() -> anyhow::Result<()> {
         leadership.clone(),
     );
     let node_remediator = nodes::NodeRemediator {
-        client: client.clone(),
+        client: eviction_client,
         recorder: Recorder::new(client.clone(), event_reporter.clone()),
         policies: index.clone(),
         node_policies,

@@ -257,7 +257,9 @@ impl NodeRemediator {
                     return Ok(());
                 }
             }
+            tracing::info!(node = %f.node, actions = plan.actions.len(), "Executing the node plan");
             for action in &plan.actions {
+                tracing::info!(action = action.kind.as_str(), target = %action.target, "Node action");
                 match action.kind {
                     ActionKind::CordonNode => {
                         self.cordon(
@@ -329,8 +331,10 @@ impl NodeRemediator {
         skipped_note: &str,
     ) -> Result<(), kube::Error> {
         if self.leadership.fence("cordon").is_err() {
+            tracing::warn!(node, "Not the leader any more; cordon dropped");
             return Ok(());
         }
+        tracing::info!(node, policy, "Cordoning");
         let patch = json!({"metadata": {"annotations": {CORDONED_BY: policy}}, "spec": {"unschedulable": true}});
         Api::<Node>::all(self.client.clone())
             .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
@@ -377,10 +381,12 @@ impl NodeRemediator {
             let mut reported_block = false;
             loop {
                 if this.leadership.fence("evict").is_err() {
+                    tracing::warn!(pod = %name, "Not the leader any more; eviction dropped");
                     return;
                 }
                 match pods.evict(&name, &EvictParams::default()).await {
                     Ok(_) => {
+                        tracing::info!(pod = %name, namespace = %namespace, "Evicted");
                         this.metrics
                             .actions
                             .with_label_values(&["EvictPod", &namespace, &name])
@@ -403,6 +409,7 @@ impl NodeRemediator {
                     }
                     Err(kube::Error::Api(e)) if e.code == 404 => return,
                     Err(kube::Error::Api(e)) if e.code == 429 => {
+                        tracing::info!(pod = %name, namespace = %namespace, "Eviction blocked by a PodDisruptionBudget; retrying later");
                         this.metrics
                             .decisions
                             .with_label_values(&["blocked", "PodDisruptionBudget"])

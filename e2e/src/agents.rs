@@ -219,7 +219,10 @@ impl ControllerIdentity {
             "metadata": {"name": role},
             "rules": [
                 {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
-                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "delete"]},
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "delete"]},
+                {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]},
+                {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "patch"]},
+                {"apiGroups": ["autoagent.io"], "resources": ["noderemediationpolicies"], "verbs": ["get", "list", "watch"]},
                 {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets", "daemonsets"],
                  "verbs": ["get", "list", "patch"]},
                 {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["get"]},

@@ -510,3 +510,237 @@ async fn memory_rises_by_the_policy_percent_and_stops_at_the_cap() {
     stack.delete().await.unwrap();
     apps.delete(admin).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pressured_node_is_cordoned_and_only_evictable_pods_leave_then_uncordoned() {
+    use auto_agent_e2e::scenario::NodePressure;
+    use k8s_openapi::api::apps::v1::DaemonSet;
+    use k8s_openapi::api::core::v1::Node;
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    use kube::api::{DeleteParams, Patch, PatchParams};
+
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::get().unwrap();
+    cluster.install_crds().await.unwrap();
+    let admin = cluster.admin().await.unwrap();
+    let nodes: Api<Node> = Api::all(admin.clone());
+    // A failed earlier run may have left pressure or a cordon behind.
+    scenario::node_pressure(&admin, NODE, NodePressure::Memory, false)
+        .await
+        .unwrap();
+    nodes
+        .patch(
+            NODE,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"autoagent.io/cordoned-by": null}}, "spec": {"unschedulable": false}})),
+        )
+        .await
+        .unwrap();
+    // Node policies are cluster-scoped: remove any a failed earlier run left behind.
+    let (_, stale, _) = cluster
+        .kubectl(&["get", "nrp", "-o", "name"], None)
+        .unwrap();
+    for name in stale.lines().filter(|n| n.contains("/e2e-")) {
+        cluster.kubectl(&["delete", name], None).unwrap();
+    }
+    let apps = TestNamespace::create(&cluster, "nodes").await.unwrap();
+    let stack = AgentStack::start(&cluster, NODE, 1).await.unwrap();
+
+    for (name, tier) in [("batch-policy", "batch"), ("web-policy", "web")] {
+        apply_policy(
+            &cluster,
+            &apps.name,
+            name,
+            json!({"targetSelector": {"matchLabels": {"tier": tier}}, "actions": {"evictOnNodePressure": true}}),
+        );
+    }
+    let nrp_name = format!("e2e-{}", apps.name);
+    let nrp = json!({"apiVersion": "autoagent.io/v1alpha1", "kind": "NodeRemediationPolicy",
+                     "metadata": {"name": nrp_name},
+                     "spec": {"nodeSelector": {"matchLabels": {"type": "kwok"}}, "conditions": ["MemoryPressure"],
+                              "cordon": true, "evict": true, "maxUnavailableNodes": 1, "uncordonAfterSeconds": 5,
+                              "drainTimeoutSeconds": 60}});
+    let (ok, _, err) = cluster
+        .kubectl(&["apply", "-f", "-"], Some(&nrp.to_string()))
+        .unwrap();
+    assert!(ok, "{err}");
+
+    rollout(
+        &admin,
+        &apps.name,
+        deployment("batch", 2, json!({"tier": "batch"}), json!({}), None),
+    )
+    .await;
+    rollout(
+        &admin,
+        &apps.name,
+        deployment("web", 2, json!({"tier": "web"}), json!({}), None),
+    )
+    .await;
+    rollout(
+        &admin,
+        &apps.name,
+        deployment(
+            "keep",
+            1,
+            json!({"tier": "batch"}),
+            json!({"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}),
+            None,
+        ),
+    )
+    .await;
+    rollout(
+        &admin,
+        &apps.name,
+        deployment("plain", 1, json!({"tier": "none"}), json!({}), None),
+    )
+    .await;
+    let pdb: PodDisruptionBudget = serde_json::from_value(json!({
+        "metadata": {"name": "web"}, "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "web"}}},
+    }))
+    .unwrap();
+    Api::<PodDisruptionBudget>::namespaced(admin.clone(), &apps.name)
+        .create(&PostParams::default(), &pdb)
+        .await
+        .unwrap();
+    let ds: DaemonSet = serde_json::from_value(json!({
+        "metadata": {"name": "agent"},
+        "spec": {"selector": {"matchLabels": {"app": "agent"}},
+                 "template": {"metadata": {"labels": {"app": "agent", "tier": "batch"}},
+                              "spec": {"nodeSelector": {"kubernetes.io/hostname": NODE},
+                                       "containers": [{"name": "a", "image": "registry.example.com/agent:1"}]}}},
+    }))
+    .unwrap();
+    Api::<DaemonSet>::namespaced(admin.clone(), &apps.name)
+        .create(&PostParams::default(), &ds)
+        .await
+        .unwrap();
+    poll_until("daemonset pod", TIMEOUT, || {
+        let a = admin.clone();
+        let ns = apps.name.clone();
+        async move { Ok(ready_pods(&a, &ns, "agent").await.len() == 1) }
+    })
+    .await
+    .unwrap();
+    // The PDB controller must have computed that no disruption is allowed.
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(admin.clone(), &apps.name);
+    poll_until("pdb status", TIMEOUT, || {
+        let p = pdbs.clone();
+        async move {
+            Ok(p.get("web")
+                .await?
+                .status
+                .is_some_and(|s| s.current_healthy == Some(2)))
+        }
+    })
+    .await
+    .unwrap();
+
+    let names = |app: &'static str| {
+        let a = admin.clone();
+        let ns = apps.name.clone();
+        async move {
+            ready_pods(&a, &ns, app)
+                .await
+                .into_iter()
+                .filter_map(|p| p.metadata.name)
+                .collect::<Vec<_>>()
+        }
+    };
+    let (batch, web, keep, plain, agent) = (
+        names("batch").await,
+        names("web").await,
+        names("keep").await,
+        names("plain").await,
+        names("agent").await,
+    );
+
+    scenario::node_pressure(&admin, NODE, NodePressure::Memory, true)
+        .await
+        .unwrap();
+    poll_until("node cordoned by the agent", TIMEOUT, || {
+        let n = nodes.clone();
+        let nrp_name = nrp_name.clone();
+        async move {
+            let node = n.get(NODE).await?;
+            Ok(node.spec.and_then(|s| s.unschedulable) == Some(true)
+                && node
+                    .metadata
+                    .annotations
+                    .is_some_and(|a| a.get("autoagent.io/cordoned-by") == Some(&nrp_name)))
+        }
+    })
+    .await
+    .unwrap();
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), &apps.name);
+    poll_until("evictable pods gone", TIMEOUT, || {
+        let pods = pods.clone();
+        let batch = batch.clone();
+        async move {
+            for n in &batch {
+                if pods
+                    .get_opt(n)
+                    .await?
+                    .is_some_and(|p| p.metadata.deletion_timestamp.is_none())
+                {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        }
+    })
+    .await
+    .unwrap();
+    let blocked = wait_event(&admin, &apps.name, &web[0], "EvictionBlocked").await;
+    assert!(blocked.contains("never deleting"), "{blocked}");
+    for n in web.iter().chain(&keep).chain(&plain).chain(&agent) {
+        let p = pods.get_opt(n).await.unwrap();
+        assert!(
+            p.is_some_and(|p| p.metadata.deletion_timestamp.is_none()),
+            "{n} must stay on the node"
+        );
+    }
+
+    scenario::node_pressure(&admin, NODE, NodePressure::Memory, false)
+        .await
+        .unwrap();
+    poll_until("uncordoned after the pressure cleared", TIMEOUT, || {
+        let n = nodes.clone();
+        async move {
+            let node = n.get(NODE).await?;
+            Ok(node.spec.and_then(|s| s.unschedulable) != Some(true)
+                && !node
+                    .metadata
+                    .annotations
+                    .unwrap_or_default()
+                    .contains_key("autoagent.io/cordoned-by"))
+        }
+    })
+    .await
+    .unwrap();
+    let node_events = Api::<Event>::all(admin.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let reasons: Vec<String> = node_events
+        .items
+        .iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(NODE))
+        .filter(|e| e.note.as_deref().is_some_and(|n| n.contains(&nrp_name)))
+        .filter_map(|e| e.reason.clone())
+        .collect();
+    assert!(
+        reasons.contains(&"CordonedNode".to_owned())
+            && reasons.contains(&"UncordonedNode".to_owned()),
+        "{reasons:?}"
+    );
+
+    cluster
+        .kubectl(&["delete", "noderemediationpolicy", &nrp_name], None)
+        .unwrap();
+    let _ = Api::<PodDisruptionBudget>::namespaced(admin.clone(), &apps.name)
+        .delete("web", &DeleteParams::default())
+        .await;
+    stack.delete().await.unwrap();
+    apps.delete(admin).await.unwrap();
+}

@@ -5,12 +5,14 @@ set -euo pipefail
 
 log() { printf '[setup] %s\n' "$*"; }
 
-# Debian packages: protoc for tonic-prost-build; jq, openssl and curl for e2e/cluster.
+# Debian packages: protoc for tonic-prost-build; jq, openssl and curl for e2e/cluster;
+# docker-registry (the CNCF distribution registry) for the image-mirror e2e tests.
 need=()
 command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v jq >/dev/null || need+=(jq)
 command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)
+command -v docker-registry >/dev/null || need+=(docker-registry)
 if ((${#need[@]})); then
   log "installing Debian packages: ${need[*]}"
   sudo=""

@@ -76,6 +76,7 @@ impl Executor {
         match action.kind {
             ActionKind::RestartPod => self.restart(plan, action, finding).await,
             ActionKind::BumpMemory => self.bump_memory(action, finding).await,
+            ActionKind::MirrorImage => self.mirror_image(action, finding).await,
             other => Err(ActError::Unsupported(other.as_str().to_owned())),
         }
     }
@@ -137,6 +138,67 @@ impl Executor {
         })
     }
 
+    /// Points the container at the mirror, keeping the original in an annotation on the workload
+    /// (`autoagent.io/original-image-<container>`) so the swap can be reverted.
+    async fn mirror_image(&self, action: &PlannedAction, f: &Finding) -> Result<Done, ActError> {
+        let (Some(pod_ref), Some(owner), Some(container), Some(image), Some(original)) = (
+            f.pod.as_ref(),
+            f.owner.as_ref(),
+            f.container.as_deref(),
+            action.new_image.as_deref(),
+            f.image.as_deref(),
+        ) else {
+            return Err(ActError::Unsupported(
+                "image swap without a workload, container or image".into(),
+            ));
+        };
+        let patch = json!({
+            "metadata": {"annotations": {format!("autoagent.io/original-image-{container}"): original}},
+            "spec": {"template": {"spec": {"containers": [{"name": container, "image": image}]}}},
+        });
+        self.patch_workload(&pod_ref.namespace, &owner.kind, &owner.name, &patch)
+            .await?;
+        Ok(Done {
+            note: format!(
+                "{} {}: image {original} -> {image} (original kept in an annotation)",
+                owner.kind, owner.name
+            ),
+        })
+    }
+
+    /// A strategic merge patch (containers merge by name), so every other field is kept.
+    async fn patch_workload(
+        &self,
+        ns: &str,
+        kind: &str,
+        name: &str,
+        patch: &serde_json::Value,
+    ) -> Result<(), ActError> {
+        let params = PatchParams::default();
+        self.leadership
+            .fence("patch_workload")
+            .map_err(|_| ActError::Fenced)?;
+        match kind {
+            "Deployment" => {
+                Api::<Deployment>::namespaced(self.client.clone(), ns)
+                    .patch(name, &params, &Patch::Strategic(patch))
+                    .await?;
+            }
+            "StatefulSet" => {
+                Api::<StatefulSet>::namespaced(self.client.clone(), ns)
+                    .patch(name, &params, &Patch::Strategic(patch))
+                    .await?;
+            }
+            "DaemonSet" => {
+                Api::<DaemonSet>::namespaced(self.client.clone(), ns)
+                    .patch(name, &params, &Patch::Strategic(patch))
+                    .await?;
+            }
+            other => return Err(ActError::Unsupported(format!("patching a {other}"))),
+        }
+        Ok(())
+    }
+
     async fn bump_memory(&self, action: &PlannedAction, f: &Finding) -> Result<Done, ActError> {
         let (Some(pod_ref), Some(owner), Some(container), Some(limit)) = (
             f.pod.as_ref(),
@@ -154,29 +216,8 @@ impl Executor {
         }
         // A strategic merge patch on the one container (merge key: name) keeps every other field.
         let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": container, "resources": resources}]}}}});
-        let params = PatchParams::default();
-        self.leadership
-            .fence("patch_workload")
-            .map_err(|_| ActError::Fenced)?;
-        let ns = pod_ref.namespace.as_str();
-        match owner.kind.as_str() {
-            "Deployment" => {
-                Api::<Deployment>::namespaced(self.client.clone(), ns)
-                    .patch(&owner.name, &params, &Patch::Strategic(&patch))
-                    .await?;
-            }
-            "StatefulSet" => {
-                Api::<StatefulSet>::namespaced(self.client.clone(), ns)
-                    .patch(&owner.name, &params, &Patch::Strategic(&patch))
-                    .await?;
-            }
-            "DaemonSet" => {
-                Api::<DaemonSet>::namespaced(self.client.clone(), ns)
-                    .patch(&owner.name, &params, &Patch::Strategic(&patch))
-                    .await?;
-            }
-            other => return Err(ActError::Unsupported(format!("memory bump on a {other}"))),
-        }
+        self.patch_workload(&pod_ref.namespace, &owner.kind, &owner.name, &patch)
+            .await?;
         Ok(Done {
             note: format!("{} {}: {}", owner.kind, owner.name, action.reason),
         })

@@ -60,9 +60,24 @@ pub fn condition_holds(pod: &Pod, f: &Finding) -> bool {
     }
 }
 
-/// The current pod (if it still exists with the same uid) and the facts for the decision.
-pub async fn facts(client: &Client, f: &Finding) -> Result<(Facts, Option<Pod>), kube::Error> {
+/// The current pod (if it still exists with the same uid) and the facts for the decision. With a
+/// mirror, an image-pull finding also gets the mirror check.
+pub async fn facts(
+    client: &Client,
+    f: &Finding,
+    mirror: Option<(&str, &crate::registry::RegistryClient)>,
+) -> Result<(Facts, Option<Pod>), kube::Error> {
     let mut facts = Facts::default();
+    if let (FindingKind::ImagePullBackOff, Some((mirror, registry)), Some(image)) =
+        (f.kind, mirror, f.image.as_deref())
+        && let Some((mirrored, text)) =
+            auto_agent_engine::decide::image::mirror_image(image, mirror)
+    {
+        match registry.has_manifest(&mirrored).await {
+            Ok(found) => facts.mirror_image = Some((text, found)),
+            Err(e) => tracing::warn!(image = %text, error = %e, "Checking the mirror failed"),
+        }
+    }
     let Some(pod_ref) = &f.pod else {
         return Ok((facts, None));
     };

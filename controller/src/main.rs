@@ -20,6 +20,7 @@ mod nodes;
 mod pipeline;
 mod policies;
 mod recent;
+mod registry;
 mod report;
 mod status;
 mod workloads;
@@ -151,6 +152,10 @@ struct Args {
     )]
     cluster_restarts_per_hour: u32,
 
+    /// Registries (host:port) spoken to over plain HTTP for mirror checks, e.g. a local mirror.
+    #[arg(long, env = "AUTO_AGENT_PLAIN_HTTP_REGISTRIES", value_delimiter = ',')]
+    plain_http_registries: Vec<String>,
+
     /// Kubeconfig file; in a pod the in-cluster configuration is used.
     #[arg(long, env = "KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
@@ -188,6 +193,8 @@ fn sensor_user(sa: &str) -> anyhow::Result<String> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     args.log.init()?;
+    // One TLS provider for every client in the process (kube, tonic and the registry client).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let registry = runtime_metrics::registry()?;
     let metrics = ControllerMetrics::register(&registry)?;
     let config = kube_config(args.kubeconfig.as_ref()).await?;
@@ -301,6 +308,7 @@ async fn main() -> anyhow::Result<()> {
         client: client.clone(),
         ledger,
         nodes: node_remediator,
+        registry: registry::RegistryClient::new(args.plain_http_registries.clone())?,
         executor: act::Executor {
             client: client.clone(),
             leadership: leadership.clone(),

@@ -38,6 +38,7 @@ pub struct Reporter {
     pub recent: RecentActions,
     pub cluster_budgets: Vec<decide::BudgetLimit>,
     pub nodes: crate::nodes::NodeRemediator,
+    pub registry: crate::registry::RegistryClient,
 }
 
 fn pod_ref(f: &Finding) -> Option<ObjectReference> {
@@ -263,7 +264,8 @@ impl Reporter {
             ),
         );
         for _attempt in 0..3 {
-            let (facts, _) = match gather::facts(&self.client, f).await {
+            let mirror = view.image_mirror.as_deref().map(|m| (m, &self.registry));
+            let (facts, _) = match gather::facts(&self.client, f, mirror).await {
                 Ok(x) => x,
                 Err(e) => {
                     tracing::warn!(error = %e, "Gathering facts failed; no decision");
@@ -408,6 +410,7 @@ impl Reporter {
         tracing::info!(incident = %key, reason, policy = %entry.name, "{note}");
         let kind = match f.kind {
             auto_agent_engine::FindingKind::OomKilled => ActionKind::BumpMemory,
+            auto_agent_engine::FindingKind::ImagePullBackOff => ActionKind::MirrorImage,
             _ => ActionKind::RestartPod,
         };
         self.remember(entry, kind, ActionOutcome::Refused, workload, reason, &note);

@@ -300,6 +300,8 @@ pub struct ControllerOptions {
     pub fence_margin_seconds: u64,
     /// The filesystem evidence store.
     pub bundle_dir: PathBuf,
+    /// Extra environment (flags) for the controller.
+    pub env: Vec<(String, String)>,
 }
 
 /// A running controller replica.
@@ -342,6 +344,7 @@ impl Controller {
             )
             .env("AUTO_AGENT_ADMIN_ADDR", admin.to_string())
             .env("AUTO_AGENT_BUNDLE_DIR", &options.bundle_dir)
+            .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("AUTO_AGENT_LOG", "info");
         match &options.tls {
             Some(pki) => {
@@ -403,6 +406,16 @@ impl AgentStack {
     /// Starts `replicas` controllers (lease 6 s, renew 2 s) and a sensor for `node`, and waits for a
     /// leader.
     pub async fn start(cluster: &Cluster, node: &str, replicas: usize) -> anyhow::Result<Self> {
+        Self::start_with_env(cluster, node, replicas, Vec::new()).await
+    }
+
+    /// Like `start`, with extra controller environment (flags).
+    pub async fn start_with_env(
+        cluster: &Cluster,
+        node: &str,
+        replicas: usize,
+        env: Vec<(String, String)>,
+    ) -> anyhow::Result<Self> {
         let namespace = crate::TestNamespace::create(cluster, "agents").await?;
         let controller_id = ControllerIdentity::create(cluster, &namespace.name).await?;
         let mut sensor_id = SensorIdentity::create(cluster, &namespace.name).await?;
@@ -420,6 +433,7 @@ impl AgentStack {
                 renew_seconds: 2,
                 fence_margin_seconds: 2,
                 bundle_dir: bundle_dir.clone(),
+                env: env.clone(),
             };
             controllers.push(Controller::start(&controller_id, &options).await?);
         }

@@ -137,6 +137,7 @@ async fn leader_failover_loses_no_finding_and_bad_streams_are_refused() {
         renew_seconds: 2,
         fence_margin_seconds: 2,
         bundle_dir: controller_id.dir.join("bundles"),
+        env: Vec::new(),
     };
     let mut replicas = vec![
         Controller::start(&controller_id, &options("c1"))

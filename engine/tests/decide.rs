@@ -352,6 +352,50 @@ fn decision_table() {
 }
 
 #[test]
+fn image_mirror_only_when_the_mirror_has_the_image() {
+    let pull = finding(FindingKind::ImagePullBackOff);
+    let p = PolicyView {
+        image_mirror: Some("mirror.local/cache".into()),
+        ..policy()
+    };
+    let has = Facts {
+        mirror_image: Some(("mirror.local/cache/api:1".into(), true)),
+        ..facts()
+    };
+    match run(&pull, Some(&p), &has, &History::default(), &[], 0) {
+        Decision::Act(plan) => {
+            assert_eq!(plan.actions[0].kind, ActionKind::MirrorImage);
+            assert_eq!(
+                plan.actions[0].new_image.as_deref(),
+                Some("mirror.local/cache/api:1")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let missing = Facts {
+        mirror_image: Some(("mirror.local/cache/api:1".into(), false)),
+        ..facts()
+    };
+    assert_eq!(
+        outcome(&run(&pull, Some(&p), &missing, &History::default(), &[], 0)),
+        Err(RefusalReason::MirrorMissing)
+    );
+    assert_eq!(
+        outcome(&run(&pull, Some(&p), &facts(), &History::default(), &[], 0)),
+        Err(RefusalReason::MirrorMissing)
+    );
+    // GitOps-managed workloads get a proposal, not a live swap.
+    let managed = Facts {
+        gitops_managed: true,
+        ..has
+    };
+    assert_eq!(
+        outcome(&run(&pull, Some(&p), &managed, &History::default(), &[], 0)),
+        Err(RefusalReason::GitOpsManaged)
+    );
+}
+
+#[test]
 fn cluster_budgets_apply_across_policies() {
     let crash = finding(FindingKind::CrashLoopBackOff);
     let mut h = History::default();

@@ -6,6 +6,7 @@
 //! (`rules::chain`) in order; the first rule that refuses wins.
 
 pub mod budget;
+pub mod image;
 pub mod node;
 pub mod rules;
 
@@ -82,6 +83,9 @@ pub struct Facts {
     /// The affected container's memory limit and request, in bytes.
     pub memory_limit_bytes: Option<u64>,
     pub memory_request_bytes: Option<u64>,
+    /// The failing image's mirror reference and whether the mirror serves it (manifest HEAD);
+    /// `None` when not checked (no mirror, or the check failed).
+    pub mirror_image: Option<(String, bool)>,
 }
 
 /// One step of a plan.
@@ -95,6 +99,9 @@ pub struct PlannedAction {
     /// For BumpMemory: the new limit and request in bytes.
     pub new_memory_limit_bytes: Option<u64>,
     pub new_memory_request_bytes: Option<u64>,
+    /// For MirrorImage: the image to switch to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_image: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,6 +134,7 @@ pub enum RefusalReason {
     MaxUnavailable,
     CriticalPriority,
     EvictionNotAllowed,
+    MirrorMissing,
 }
 
 impl RefusalReason {
@@ -150,6 +158,7 @@ impl RefusalReason {
             Self::MaxUnavailable => "MaxUnavailable",
             Self::CriticalPriority => "CriticalPriority",
             Self::EvictionNotAllowed => "EvictionNotAllowed",
+            Self::MirrorMissing => "MirrorMissing",
         }
     }
 
@@ -161,6 +170,7 @@ impl RefusalReason {
                 | Self::AtMemoryCap
                 | Self::BudgetExhausted
                 | Self::DisruptionBreaker
+                | Self::MirrorMissing
         )
     }
 }
@@ -233,6 +243,7 @@ pub fn plan_for(input: &Input<'_>, policy: &PolicyView) -> Result<Vec<PlannedAct
                 ),
                 new_memory_limit_bytes: None,
                 new_memory_request_bytes: None,
+                new_image: None,
             }])
         }
         FindingKind::OomKilled => {
@@ -274,11 +285,34 @@ pub fn plan_for(input: &Input<'_>, policy: &PolicyView) -> Result<Vec<PlannedAct
                 ),
                 new_memory_limit_bytes: Some(new_limit),
                 new_memory_request_bytes: new_request,
+                new_image: None,
             }])
         }
         FindingKind::ImagePullBackOff if policy.image_mirror.is_none() => {
             Err(not_enabled("imageMirror"))
         }
+        FindingKind::ImagePullBackOff => match &input.facts.mirror_image {
+            Some((image, true)) => Ok(vec![PlannedAction {
+                kind: ActionKind::MirrorImage,
+                target: workload_target(f),
+                reason: format!(
+                    "{} cannot pull {}; the mirror has {image}",
+                    f.container.as_deref().unwrap_or("?"),
+                    f.image.as_deref().unwrap_or("?")
+                ),
+                new_memory_limit_bytes: None,
+                new_memory_request_bytes: None,
+                new_image: Some(image.clone()),
+            }]),
+            Some((image, false)) => Err(Refusal {
+                reason: RefusalReason::MirrorMissing,
+                message: format!("the mirror does not have {image}; escalating"),
+            }),
+            None => Err(Refusal {
+                reason: RefusalReason::MirrorMissing,
+                message: "the mirror could not be checked for this image".into(),
+            }),
+        },
         _ => Err(Refusal {
             reason: RefusalReason::NotSupported,
             message: format!("no remediation for {} in this version", f.kind.as_str()),

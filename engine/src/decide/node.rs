@@ -233,6 +233,7 @@ pub fn decide_node(
             reason: format!("{condition} on node {}", facts.node),
             new_memory_limit_bytes: None,
             new_memory_request_bytes: None,
+            new_image: None,
         });
     }
     let mut skipped = Vec::new();
@@ -256,6 +257,7 @@ pub fn decide_node(
                         reason: format!("{condition} on node {}", facts.node),
                         new_memory_limit_bytes: None,
                         new_memory_request_bytes: None,
+                        new_image: None,
                     });
                 }
                 Ok(()) => skipped.push((

@@ -118,6 +118,7 @@ pub(crate) mod testing {
             reason: String::new(),
             new_memory_limit_bytes: None,
             new_memory_request_bytes: None,
+            new_image: None,
         }
     }
 

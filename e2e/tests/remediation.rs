@@ -9,6 +9,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use futures::FutureExt;
+
 use auto_agent_e2e::agents::AgentStack;
 use auto_agent_e2e::scenario;
 use auto_agent_e2e::wait::poll_until;
@@ -741,6 +743,158 @@ async fn pressured_node_is_cordoned_and_only_evictable_pods_leave_then_uncordone
     let _ = Api::<PodDisruptionBudget>::namespaced(admin.clone(), &apps.name)
         .delete("web", &DeleteParams::default())
         .await;
+    stack.delete().await.unwrap();
+    apps.delete(admin).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn breaker_cooldown_and_loop_detection_stop_repeated_restarts() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::get().unwrap();
+    cluster.install_crds().await.unwrap();
+    let admin = cluster.admin().await.unwrap();
+    let apps = TestNamespace::create(&cluster, "rules").await.unwrap();
+    let stack = AgentStack::start(&cluster, NODE, 1).await.unwrap();
+    // cooldown: default 300 s; loops: 2 repeats with no cooldown; breaker: at most 50% unhealthy.
+    apply_policy(
+        &cluster,
+        &apps.name,
+        "cool",
+        json!({"targetSelector": {"matchLabels": {"rule": "cooldown"}}, "actions": {"restartStuckPods": true}}),
+    );
+    apply_policy(
+        &cluster,
+        &apps.name,
+        "loop",
+        json!({"targetSelector": {"matchLabels": {"rule": "loop"}}, "actions": {"restartStuckPods": true},
+               "safety": {"cooldownSeconds": 0, "maxRepeats": 2}}),
+    );
+    apply_policy(
+        &cluster,
+        &apps.name,
+        "brk",
+        json!({"targetSelector": {"matchLabels": {"rule": "breaker"}}, "actions": {"restartStuckPods": true},
+               "safety": {"minReadyReplicas": 0}}),
+    );
+    rollout(
+        &admin,
+        &apps.name,
+        deployment("cooldown", 4, json!({"rule": "cooldown"}), json!({}), None),
+    )
+    .await;
+    rollout(
+        &admin,
+        &apps.name,
+        deployment("looping", 4, json!({"rule": "loop"}), json!({}), None),
+    )
+    .await;
+    rollout(
+        &admin,
+        &apps.name,
+        deployment("breaker", 4, json!({"rule": "breaker"}), json!({}), None),
+    )
+    .await;
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), &apps.name);
+    let names = |app: &'static str| {
+        let a = admin.clone();
+        let ns = apps.name.clone();
+        async move {
+            ready_pods(&a, &ns, app)
+                .await
+                .into_iter()
+                .filter_map(|p| p.metadata.name)
+                .collect::<Vec<_>>()
+        }
+    };
+    let gone = |name: String| {
+        let pods = pods.clone();
+        async move {
+            pods.get_opt(&name)
+                .await
+                .unwrap()
+                .is_none_or(|p| p.metadata.deletion_timestamp.is_some())
+        }
+    };
+
+    // Breaker: three of four pods are already unready (a failing readiness probe, no finding) when
+    // they start crash-looping: 75% unhealthy is above the policy's 50%, so nothing is restarted.
+    let breaker = names("breaker").await;
+    for p in &breaker[..3] {
+        pods.patch_status(
+            p,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"status": {"conditions": [
+                {"type": "Ready", "status": "False", "reason": "ReadinessProbeFailed"},
+                {"type": "ContainersReady", "status": "False"}]}})),
+        )
+        .await
+        .unwrap();
+    }
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &apps.name);
+    poll_until("the breaker workload reports 1 ready", TIMEOUT, || {
+        let d = deployments.clone();
+        async move {
+            Ok(d.get("breaker")
+                .await?
+                .status
+                .and_then(|s| s.ready_replicas)
+                == Some(1))
+        }
+    })
+    .await
+    .unwrap();
+    for p in &breaker[..3] {
+        scenario::crash_loop(&admin, &apps.name, p, None, 2, 1)
+            .await
+            .unwrap();
+    }
+    // Cooldown: the second failure of the same workload within 300 s is not acted on.
+    let cooldown = names("cooldown").await;
+    scenario::crash_loop(&admin, &apps.name, &cooldown[0], None, 2, 1)
+        .await
+        .unwrap();
+    wait_event(&admin, &apps.name, "cooldown", "RestartedPod").await;
+    scenario::crash_loop(&admin, &apps.name, &cooldown[1], None, 2, 1)
+        .await
+        .unwrap();
+    let note = wait_event(&admin, &apps.name, "cooldown", "Cooldown").await;
+    assert!(note.contains("cooldown 300 s"), "{note}");
+    assert!(
+        !gone(cooldown[1].clone()).await,
+        "the second pod stays during the cooldown"
+    );
+
+    // Loops: two restarts did not cure the workload; the third stops and escalates.
+    let looping = names("looping").await;
+    for (i, p) in looping[..2].iter().enumerate() {
+        scenario::crash_loop(&admin, &apps.name, p, None, 2, 1)
+            .await
+            .unwrap();
+        poll_until("restart", TIMEOUT, || {
+            gone(p.clone()).then(|g| async move { Ok(g) })
+        })
+        .await
+        .unwrap_or_else(|e| panic!("restart {i}: {e}"));
+    }
+    poll_until("looping back to 4 ready", TIMEOUT, || {
+        let a = admin.clone();
+        let ns = apps.name.clone();
+        async move { Ok(ready_pods(&a, &ns, "looping").await.len() == 4) }
+    })
+    .await
+    .unwrap();
+    scenario::crash_loop(&admin, &apps.name, &looping[2], None, 2, 1)
+        .await
+        .unwrap();
+    let note = wait_event(&admin, &apps.name, "looping", "LoopDetected").await;
+    assert!(note.contains("escalating"), "{note}");
+    assert!(!gone(looping[2].clone()).await, "the third pod stays");
+
+    let brk = wait_event(&admin, &apps.name, "breaker", "DisruptionBreaker").await;
+    assert!(brk.contains("suspecting the signal"), "{brk}");
+    for p in &breaker[..3] {
+        assert!(!gone(p.clone()).await, "{p}: the breaker stops restarts");
+    }
     stack.delete().await.unwrap();
     apps.delete(admin).await.unwrap();
 }

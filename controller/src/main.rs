@@ -10,6 +10,7 @@
 mod act;
 mod auth;
 mod bundle;
+mod events;
 mod gather;
 mod ingest;
 mod leader;
@@ -167,19 +168,6 @@ struct Args {
     admin: AdminArgs,
 }
 
-async fn kube_config(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Config> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await?
-        }
-        None => kube::Config::infer().await?,
-    };
-    Ok(config)
-}
-
 fn sensor_user(sa: &str) -> anyhow::Result<String> {
     match sa.split_once('/') {
         Some((ns, name)) if !ns.is_empty() && !name.is_empty() => {
@@ -197,7 +185,8 @@ async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let registry = runtime_metrics::registry()?;
     let metrics = ControllerMetrics::register(&registry)?;
-    let config = kube_config(args.kubeconfig.as_ref()).await?;
+    let config =
+        auto_agent_shared::runtime::kube_config::kube_config(args.kubeconfig.as_deref()).await?;
     let client = kube::Client::try_from(config.clone())?;
     // Evictions must see a PodDisruptionBudget's 429 at once (and retry on their own schedule),
     // not have the client retry it for minutes.
@@ -291,7 +280,11 @@ async fn main() -> anyhow::Result<()> {
     );
     let node_remediator = nodes::NodeRemediator {
         client: eviction_client,
-        recorder: Recorder::new(client.clone(), event_reporter.clone()),
+        events: events::EventSink {
+            recorder: Recorder::new(client.clone(), event_reporter.clone()),
+            leadership: leadership.clone(),
+            metrics: metrics.clone(),
+        },
         policies: index.clone(),
         node_policies,
         ledger: ledger.clone(),
@@ -300,10 +293,13 @@ async fn main() -> anyhow::Result<()> {
     };
     let sweeper = tokio::spawn(node_remediator.clone().run_sweeper(stop.clone()));
     let reporter = Reporter {
-        recorder: Recorder::new(client.clone(), event_reporter),
+        events: events::EventSink {
+            recorder: Recorder::new(client.clone(), event_reporter),
+            leadership: leadership.clone(),
+            metrics: metrics.clone(),
+        },
         policies: index,
         workloads: Arc::new(WorkloadCache::new(client.clone(), Duration::from_secs(30))),
-        leadership: leadership.clone(),
         metrics: metrics.clone(),
         client: client.clone(),
         ledger,

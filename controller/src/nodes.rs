@@ -17,7 +17,7 @@ use auto_agent_engine::decide::{ActionKind, ActionRecord, Decision};
 use auto_agent_engine::{Finding, IncidentKey};
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
 use kube::api::{EvictParams, ListParams, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::EventType;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -34,7 +34,7 @@ pub const CORDONED_BY: &str = "autoagent.io/cordoned-by";
 #[derive(Clone)]
 pub struct NodeRemediator {
     pub client: Client,
-    pub recorder: Recorder,
+    pub events: crate::events::EventSink,
     pub policies: PolicyIndex,
     pub node_policies: NodePolicyIndex,
     pub ledger: Ledger,
@@ -63,26 +63,6 @@ fn now_ms() -> i64 {
 }
 
 impl NodeRemediator {
-    async fn event(&self, target: &ObjectReference, type_: EventType, reason: &str, note: String) {
-        if self.leadership.fence("event").is_err() {
-            return;
-        }
-        let event = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: "Remediate".into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, target).await {
-            self.metrics
-                .action_errors
-                .with_label_values(&["event"])
-                .inc();
-            tracing::warn!(error = %e, "Publishing an Event failed");
-        }
-    }
-
     /// Handles a node incident that opened or reopened.
     pub async fn handle(&self, f: &Finding, key: &IncidentKey) {
         if let Err(e) = self.try_handle(f, key).await {
@@ -109,7 +89,7 @@ impl NodeRemediator {
                 .decisions
                 .with_label_values(&["refused", "NoPolicy"])
                 .inc();
-            self.event(
+            self.events.publish(
                 &node_ref,
                 EventType::Warning,
                 "NoPolicy",
@@ -182,17 +162,18 @@ impl NodeRemediator {
                         r.message,
                         policy.view.name
                     );
-                    self.event(
-                        &node_ref,
-                        if escalates {
-                            EventType::Warning
-                        } else {
-                            EventType::Normal
-                        },
-                        r.reason.as_str(),
-                        note,
-                    )
-                    .await;
+                    self.events
+                        .publish(
+                            &node_ref,
+                            if escalates {
+                                EventType::Warning
+                            } else {
+                                EventType::Normal
+                            },
+                            r.reason.as_str(),
+                            note,
+                        )
+                        .await;
                     return Ok(());
                 }
                 Decision::Act(plan) => plan,
@@ -222,16 +203,17 @@ impl NodeRemediator {
                     .map(|a| format!("{} {}", a.kind.as_str(), a.target))
                     .collect::<Vec<_>>()
                     .join(", ");
-                self.event(
-                    &node_ref,
-                    EventType::Normal,
-                    "DryRun",
-                    format!(
-                        "dry-run: would {list} (policy {}){skipped_note}; nothing changed",
-                        policy.view.name
-                    ),
-                )
-                .await;
+                self.events
+                    .publish(
+                        &node_ref,
+                        EventType::Normal,
+                        "DryRun",
+                        format!(
+                            "dry-run: would {list} (policy {}){skipped_note}; nothing changed",
+                            policy.view.name
+                        ),
+                    )
+                    .await;
                 return Ok(());
             }
             let records = plan
@@ -347,13 +329,14 @@ impl NodeRemediator {
             .decisions
             .with_label_values(&["executed", "CordonNode"])
             .inc();
-        self.event(
-            node_ref,
-            EventType::Normal,
-            "CordonedNode",
-            format!("cordoned node {node}: {condition} (policy {policy}){skipped_note}"),
-        )
-        .await;
+        self.events
+            .publish(
+                node_ref,
+                EventType::Normal,
+                "CordonedNode",
+                format!("cordoned node {node}: {condition} (policy {policy}){skipped_note}"),
+            )
+            .await;
         Ok(())
     }
 
@@ -395,7 +378,7 @@ impl NodeRemediator {
                             .decisions
                             .with_label_values(&["executed", "EvictPod"])
                             .inc();
-                        this.event(
+                        this.events.publish(
                             &pod_ref,
                             EventType::Normal,
                             "EvictedPod",
@@ -416,7 +399,7 @@ impl NodeRemediator {
                             .inc();
                         if !reported_block {
                             reported_block = true;
-                            this.event(&pod_ref, EventType::Warning, "EvictionBlocked", format!("a PodDisruptionBudget forbids evicting {namespace}/{name} now; retrying, never deleting (policy {})", policy.name)).await;
+                            this.events.publish(&pod_ref, EventType::Warning, "EvictionBlocked", format!("a PodDisruptionBudget forbids evicting {namespace}/{name} now; retrying, never deleting (policy {})", policy.name)).await;
                         }
                     }
                     Err(e) => {
@@ -428,7 +411,7 @@ impl NodeRemediator {
                     }
                 }
                 if std::time::Instant::now() >= deadline {
-                    this.event(&pod_ref, EventType::Warning, "DrainTimeout", format!("{namespace}/{name} could not be evicted within the drain timeout (policy {})", policy.name)).await;
+                    this.events.publish(&pod_ref, EventType::Warning, "DrainTimeout", format!("{namespace}/{name} could not be evicted within the drain timeout (policy {})", policy.name)).await;
                     return;
                 }
                 tokio::time::sleep(Duration::from_secs(5)).await;
@@ -480,16 +463,17 @@ impl NodeRemediator {
                 .actions
                 .with_label_values(&["UncordonNode", "", &name])
                 .inc();
-            self.event(
-                &node.object_ref(&()),
-                EventType::Normal,
-                "UncordonedNode",
-                format!(
-                    "uncordoned node {name}: pressure clear for {} s (policy {policy_name})",
-                    policy.view.uncordon_after_ms / 1000
-                ),
-            )
-            .await;
+            self.events
+                .publish(
+                    &node.object_ref(&()),
+                    EventType::Normal,
+                    "UncordonedNode",
+                    format!(
+                        "uncordoned node {name}: pressure clear for {} s (policy {policy_name})",
+                        policy.view.uncordon_after_ms / 1000
+                    ),
+                )
+                .await;
         }
         Ok(())
     }

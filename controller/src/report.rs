@@ -12,13 +12,12 @@ use auto_agent_engine::{Finding, IncidentKey, Observed};
 use auto_agent_shared::crd::{ActionOutcome, ActionType, RecentAction};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::EventType;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::act::Executor;
 use crate::gather;
-use crate::leader::Leadership;
 use crate::ledger::Ledger;
 use crate::metrics::ControllerMetrics;
 use crate::pipeline::Change;
@@ -28,10 +27,9 @@ use crate::workloads::WorkloadCache;
 
 pub struct Reporter {
     pub client: Client,
-    pub recorder: Recorder,
+    pub events: crate::events::EventSink,
     pub policies: PolicyIndex,
     pub workloads: Arc<WorkloadCache>,
-    pub leadership: Leadership,
     pub metrics: ControllerMetrics,
     pub ledger: Ledger,
     pub executor: Executor,
@@ -110,26 +108,6 @@ impl Reporter {
         }
     }
 
-    async fn event(&self, target: &ObjectReference, type_: EventType, reason: &str, note: String) {
-        if self.leadership.fence("event").is_err() {
-            return;
-        }
-        let event = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: "Remediate".into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, target).await {
-            self.metrics
-                .action_errors
-                .with_label_values(&["event"])
-                .inc();
-            tracing::warn!(error = %e, "Publishing an Event failed");
-        }
-    }
-
     async fn handle(&self, change: Change) {
         let Change {
             finding,
@@ -153,13 +131,14 @@ impl Reporter {
             Observed::Repeated(key) => key.clone(),
             Observed::Resolved(key) => {
                 let note = format!("{kind} cleared; incident {key} resolved");
-                self.event(
-                    &node_ref(&finding.node),
-                    EventType::Normal,
-                    "IncidentResolved",
-                    note,
-                )
-                .await;
+                self.events
+                    .publish(
+                        &node_ref(&finding.node),
+                        EventType::Normal,
+                        "IncidentResolved",
+                        note,
+                    )
+                    .await;
                 return;
             }
             Observed::ClearedUnknown(_) | Observed::Duplicate => return,
@@ -182,7 +161,8 @@ impl Reporter {
                 let note = format!(
                     "{kind} incident {key}: no AutoRemediationPolicy selects this workload; reported only"
                 );
-                self.event(&target, EventType::Normal, "NoPolicy", note)
+                self.events
+                    .publish(&target, EventType::Normal, "NoPolicy", note)
                     .await;
             }
             return;
@@ -346,7 +326,8 @@ impl Reporter {
                         done_reason(action.kind),
                         &note,
                     );
-                    self.event(target, EventType::Normal, done_reason(action.kind), note)
+                    self.events
+                        .publish(target, EventType::Normal, done_reason(action.kind), note)
                         .await;
                 }
                 Err(e) => {
@@ -372,7 +353,8 @@ impl Reporter {
                         "ActionFailed",
                         &note,
                     );
-                    self.event(target, EventType::Warning, "ActionFailed", note)
+                    self.events
+                        .publish(target, EventType::Warning, "ActionFailed", note)
                         .await;
                 }
             }
@@ -414,17 +396,18 @@ impl Reporter {
             _ => ActionKind::RestartPod,
         };
         self.remember(entry, kind, ActionOutcome::Refused, workload, reason, &note);
-        self.event(
-            target,
-            if escalates {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason,
-            note,
-        )
-        .await;
+        self.events
+            .publish(
+                target,
+                if escalates {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                },
+                reason,
+                note,
+            )
+            .await;
     }
 
     async fn dry_run(
@@ -456,7 +439,9 @@ impl Reporter {
                 "DryRun",
                 &note,
             );
-            self.event(target, EventType::Normal, "DryRun", note).await;
+            self.events
+                .publish(target, EventType::Normal, "DryRun", note)
+                .await;
         }
     }
 }

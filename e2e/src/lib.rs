@@ -17,6 +17,7 @@ pub mod process;
 pub mod proxy;
 pub mod scenario;
 pub mod wait;
+pub mod workloads;
 
 pub use cluster::Cluster;
 pub use namespace::TestNamespace;

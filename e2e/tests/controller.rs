@@ -16,11 +16,11 @@ use auto_agent_e2e::process::metric_sum;
 use auto_agent_e2e::proxy::ServiceProxy;
 use auto_agent_e2e::scenario;
 use auto_agent_e2e::wait::poll_until;
+use auto_agent_e2e::workloads::single_pod_deployment;
 use auto_agent_e2e::{Cluster, TestNamespace};
 use auto_agent_shared::crd::AutoRemediationPolicy;
 use auto_agent_shared::proto::v1::sensor_ingest_client::SensorIngestClient;
 use auto_agent_shared::proto::v1::{self as pb, sensor_message};
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, PostParams};
@@ -41,38 +41,16 @@ async fn metric(c: &Controller, name: &str) -> f64 {
 }
 
 async fn deployment_on(client: &Client, ns: &str, name: &str) -> String {
-    let d: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
-                 "template": {"metadata": {"labels": {"app": name, "tier": "backend"}},
-                              "spec": {"nodeSelector": {"kubernetes.io/hostname": TARGET},
-                                       "containers": [{"name": "app", "image": "registry.example.com/app:1"}]}}},
-    }))
-    .unwrap();
-    Api::<Deployment>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &d)
-        .await
-        .unwrap();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let lp = ListParams::default().labels(&format!("app={name}"));
-    poll_until("pod running", TIMEOUT, || {
-        let (pods, lp) = (pods.clone(), lp.clone());
-        async move {
-            Ok(pods
-                .list(&lp)
-                .await?
-                .items
-                .iter()
-                .any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")))
-        }
-    })
+    single_pod_deployment(
+        client,
+        ns,
+        name,
+        TARGET,
+        json!({"tier": "backend"}),
+        "registry.example.com/app:1",
+    )
     .await
-    .unwrap();
-    pods.list(&lp).await.unwrap().items[0]
-        .metadata
-        .name
-        .clone()
-        .unwrap()
+    .unwrap()
 }
 
 /// Opens a raw stream against one replica and returns the first answer.

@@ -11,12 +11,12 @@ use auto_agent_e2e::agents::AgentStack;
 use auto_agent_e2e::process::{Process, free_port, http_get};
 use auto_agent_e2e::scenario::{self, StartFailure};
 use auto_agent_e2e::wait::poll_until;
+use auto_agent_e2e::workloads::single_pod_deployment;
 use auto_agent_e2e::{Cluster, TestNamespace};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
 use kube::Api;
-use kube::api::{ListParams, PostParams};
+use kube::api::ListParams;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -98,37 +98,8 @@ async fn push(registry: &str, repo: &str, tag: &str) {
 }
 
 async fn deployment(client: &kube::Client, ns: &str, name: &str, image: &str) -> String {
-    let d: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
-                 "template": {"metadata": {"labels": {"app": name, "tier": "pull"}},
-                              "spec": {"nodeSelector": {"kubernetes.io/hostname": NODE},
-                                       "containers": [{"name": "app", "image": image}]}}},
-    }))
-    .unwrap();
-    Api::<Deployment>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &d)
+    single_pod_deployment(client, ns, name, NODE, json!({"tier": "pull"}), image)
         .await
-        .unwrap();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let lp = ListParams::default().labels(&format!("app={name}"));
-    poll_until("pod", TIMEOUT, || {
-        let (pods, lp) = (pods.clone(), lp.clone());
-        async move {
-            Ok(pods
-                .list(&lp)
-                .await?
-                .items
-                .iter()
-                .any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")))
-        }
-    })
-    .await
-    .unwrap();
-    pods.list(&lp).await.unwrap().items[0]
-        .metadata
-        .name
-        .clone()
         .unwrap()
 }
 

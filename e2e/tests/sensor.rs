@@ -15,12 +15,10 @@ use auto_agent_e2e::pki::TestPki;
 use auto_agent_e2e::process::{free_port, metric_sum};
 use auto_agent_e2e::scenario::{self, NodePressure, StartFailure};
 use auto_agent_e2e::wait::poll_until;
+use auto_agent_e2e::workloads::single_pod_deployment;
 use auto_agent_e2e::{Cluster, TestNamespace};
 use auto_agent_engine::{FindingKind, Transition};
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{ListParams, PostParams};
-use kube::{Api, Client};
+use kube::Client;
 use serde_json::json;
 
 const TARGET: &str = "kwok-node-1";
@@ -28,45 +26,16 @@ const OTHER: &str = "kwok-node-2";
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 async fn pod_on(client: &Client, ns: &str, name: &str, node: &str) -> String {
-    let d: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "nodeSelector": {"kubernetes.io/hostname": node},
-                    "containers": [{"name": "app", "image": format!("registry.example.com/{name}:1")}],
-                },
-            },
-        },
-    }))
-    .unwrap();
-    Api::<Deployment>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &d)
-        .await
-        .unwrap();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let lp = ListParams::default().labels(&format!("app={name}"));
-    poll_until("pod running", TIMEOUT, || {
-        let (pods, lp) = (pods.clone(), lp.clone());
-        async move {
-            Ok(pods
-                .list(&lp)
-                .await?
-                .items
-                .iter()
-                .any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")))
-        }
-    })
+    single_pod_deployment(
+        client,
+        ns,
+        name,
+        node,
+        json!({}),
+        &format!("registry.example.com/{name}:1"),
+    )
     .await
-    .unwrap();
-    pods.list(&lp).await.unwrap().items[0]
-        .metadata
-        .name
-        .clone()
-        .unwrap()
+    .unwrap()
 }
 
 /// (kind, pod name or node, transition) -> ids seen

@@ -99,19 +99,6 @@ struct Args {
     admin: AdminArgs,
 }
 
-async fn kube_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await?
-        }
-        None => kube::Config::infer().await?,
-    };
-    Ok(kube::Client::try_from(config)?)
-}
-
 fn tls_config(args: &Args) -> anyhow::Result<Option<TlsConfig>> {
     if args.insecure_plaintext {
         tracing::warn!("Plaintext gRPC (--insecure-plaintext): for development only");
@@ -149,7 +136,9 @@ async fn main() -> anyhow::Result<()> {
     let registry = runtime_metrics::registry()?;
     let metrics = SensorMetrics::register(&registry)?;
     let tls = tls_config(&args)?;
-    let client = kube_client(args.kubeconfig.as_ref()).await?;
+    let client = kube::Client::try_from(
+        auto_agent_shared::runtime::kube_config::kube_config(args.kubeconfig.as_deref()).await?,
+    )?;
 
     let shutdown = Shutdown::new();
     shutdown.spawn_signal_handler()?;

@@ -898,3 +898,106 @@ async fn breaker_cooldown_and_loop_detection_stop_repeated_restarts() {
     stack.delete().await.unwrap();
     apps.delete(admin).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitops_managed_workloads_and_mirror_pods_are_reported_not_changed() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::get().unwrap();
+    cluster.install_crds().await.unwrap();
+    let admin = cluster.admin().await.unwrap();
+    let apps = TestNamespace::create(&cluster, "gitops").await.unwrap();
+    let stack = AgentStack::start(&cluster, NODE, 1).await.unwrap();
+    apply_policy(
+        &cluster,
+        &apps.name,
+        "managed",
+        json!({"targetSelector": {"matchLabels": {"tier": "managed"}},
+               "actions": {"restartStuckPods": true, "bumpMemoryPercent": 20},
+               "safety": {"minReadyReplicas": 0}}),
+    );
+    // An Argo CD-managed Deployment: a live memory patch would be reverted by self-heal.
+    let mut d = deployment(
+        "argo",
+        2,
+        json!({"tier": "managed"}),
+        json!({}),
+        Some("256Mi"),
+    );
+    d.metadata.annotations = Some(
+        [(
+            "argocd.argoproj.io/tracking-id".to_owned(),
+            "shop:apps/Deployment:x/argo".to_owned(),
+        )]
+        .into(),
+    );
+    rollout(&admin, &apps.name, d).await;
+    let pod = ready_pods(&admin, &apps.name, "argo")
+        .await
+        .remove(0)
+        .metadata
+        .name
+        .unwrap();
+    scenario::oom_killed(&admin, &apps.name, &pod, None, 1)
+        .await
+        .unwrap();
+    let note = wait_event(&admin, &apps.name, "argo", "GitOpsManaged").await;
+    assert!(
+        note.contains("proposed change"),
+        "the Event carries the proposed change: {note}"
+    );
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &apps.name);
+    let limit = deployments
+        .get("argo")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .containers[0]
+        .resources
+        .clone()
+        .unwrap()
+        .limits
+        .unwrap()["memory"]
+        .0
+        .clone();
+    assert_eq!(limit, "256Mi", "no live patch on a GitOps-managed workload");
+
+    // A mirror (static) pod is never touched, even when a policy selects it.
+    let mirror: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "static-web", "labels": {"tier": "managed"},
+                     "annotations": {"kubernetes.io/config.mirror": "abc123"}},
+        "spec": {"nodeName": NODE, "containers": [{"name": "app", "image": "registry.example.com/static:1"}]},
+    }))
+    .unwrap();
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), &apps.name);
+    pods.create(&PostParams::default(), &mirror).await.unwrap();
+    poll_until("mirror pod running", TIMEOUT, || {
+        let pods = pods.clone();
+        async move {
+            Ok(pods
+                .get("static-web")
+                .await?
+                .status
+                .and_then(|s| s.phase)
+                .as_deref()
+                == Some("Running"))
+        }
+    })
+    .await
+    .unwrap();
+    scenario::crash_loop(&admin, &apps.name, "static-web", None, 4, 1)
+        .await
+        .unwrap();
+    wait_event(&admin, &apps.name, "static-web", "MirrorPod").await;
+    assert!(
+        pods.get_opt("static-web")
+            .await
+            .unwrap()
+            .is_some_and(|p| p.metadata.deletion_timestamp.is_none())
+    );
+    stack.delete().await.unwrap();
+    apps.delete(admin).await.unwrap();
+}

@@ -280,8 +280,10 @@ pub fn plan_for(input: &Input<'_>, policy: &PolicyView) -> Result<Vec<PlannedAct
                 kind: ActionKind::BumpMemory,
                 target: workload_target(f),
                 reason: format!(
-                    "container {} was OOMKilled; limit {limit} -> {new_limit} bytes",
-                    f.container.as_deref().unwrap_or("?")
+                    "container {} was OOMKilled; limit {} -> {}",
+                    f.container.as_deref().unwrap_or("?"),
+                    crate::quantity::format_bytes(limit),
+                    crate::quantity::format_bytes(new_limit)
                 ),
                 new_memory_limit_bytes: Some(new_limit),
                 new_memory_request_bytes: new_request,

@@ -98,103 +98,72 @@ pub async fn facts(
     }
     let container = f.container.as_deref().unwrap_or_default();
     let ns = pod_ref.namespace.as_str();
-    let apply_template = |facts: &mut Facts, t: &PodTemplateSpec| {
-        let c = t
-            .spec
-            .as_ref()
-            .and_then(|s| s.containers.iter().find(|c| c.name == container));
-        let res = c.and_then(|c| c.resources.as_ref());
-        facts.memory_limit_bytes = res
-            .and_then(|r| r.limits.as_ref()?.get("memory"))
-            .and_then(|q| parse_bytes(&q.0));
-        facts.memory_request_bytes = res
-            .and_then(|r| r.requests.as_ref()?.get("memory"))
-            .and_then(|q| parse_bytes(&q.0));
-    };
-    let meta_facts = |facts: &mut Facts,
-                      annotations: Option<&BTreeMap<String, String>>,
-                      labels: Option<&BTreeMap<String, String>>| {
-        let annotations = annotations.cloned().unwrap_or_default();
-        let labels = labels.cloned().unwrap_or_default();
-        facts.gitops_managed = GITOPS_ANNOTATIONS
-            .iter()
-            .any(|k| annotations.contains_key(*k))
-            || GITOPS_LABELS.iter().any(|k| labels.contains_key(*k));
-        facts.workload_annotations = annotations;
-    };
     let (kind, name) = f
         .owner
         .as_ref()
         .map_or(("Pod", pod_ref.name.as_str()), |o| {
             (o.kind.as_str(), o.name.as_str())
         });
-    match kind {
-        "Deployment" => {
-            if let Some(d) = Api::<Deployment>::namespaced(client.clone(), ns)
-                .get_opt(name)
-                .await?
-            {
-                meta_facts(
-                    &mut facts,
-                    d.metadata.annotations.as_ref(),
-                    d.metadata.labels.as_ref(),
-                );
-                facts.desired_replicas =
-                    d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as u32;
-                facts.ready_replicas = d
+    // (metadata, desired replicas, ready replicas, pod template) of the owning workload.
+    let workload = match kind {
+        "Deployment" => Api::<Deployment>::namespaced(client.clone(), ns)
+            .get_opt(name)
+            .await?
+            .map(|d| {
+                let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                let ready = d
                     .status
                     .as_ref()
                     .and_then(|s| s.ready_replicas)
-                    .unwrap_or(0)
-                    .max(0) as u32;
-                if let Some(s) = &d.spec {
-                    apply_template(&mut facts, &s.template);
-                }
-            }
-        }
-        "StatefulSet" => {
-            if let Some(d) = Api::<StatefulSet>::namespaced(client.clone(), ns)
-                .get_opt(name)
-                .await?
-            {
-                meta_facts(
-                    &mut facts,
-                    d.metadata.annotations.as_ref(),
-                    d.metadata.labels.as_ref(),
-                );
-                facts.desired_replicas =
-                    d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as u32;
-                facts.ready_replicas = d
+                    .unwrap_or(0);
+                (d.metadata, desired, ready, d.spec.map(|s| s.template))
+            }),
+        "StatefulSet" => Api::<StatefulSet>::namespaced(client.clone(), ns)
+            .get_opt(name)
+            .await?
+            .map(|d| {
+                let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                let ready = d
                     .status
                     .as_ref()
                     .and_then(|s| s.ready_replicas)
-                    .unwrap_or(0)
-                    .max(0) as u32;
-                if let Some(s) = &d.spec {
-                    apply_template(&mut facts, &s.template);
-                }
-            }
+                    .unwrap_or(0);
+                (d.metadata, desired, ready, d.spec.map(|s| s.template))
+            }),
+        "DaemonSet" => Api::<DaemonSet>::namespaced(client.clone(), ns)
+            .get_opt(name)
+            .await?
+            .map(|d| {
+                let desired = d.status.as_ref().map_or(0, |s| s.desired_number_scheduled);
+                let ready = d.status.as_ref().map_or(0, |s| s.number_ready);
+                (d.metadata, desired, ready, d.spec.map(|s| s.template))
+            }),
+        _ => None,
+    };
+    match workload {
+        Some((meta, desired, ready, template)) => {
+            let annotations = meta.annotations.unwrap_or_default();
+            let labels: BTreeMap<String, String> = meta.labels.unwrap_or_default();
+            facts.gitops_managed = GITOPS_ANNOTATIONS
+                .iter()
+                .any(|k| annotations.contains_key(*k))
+                || GITOPS_LABELS.iter().any(|k| labels.contains_key(*k));
+            facts.workload_annotations = annotations;
+            facts.desired_replicas = desired.max(0) as u32;
+            facts.ready_replicas = ready.max(0) as u32;
+            let resources = template
+                .as_ref()
+                .and_then(|t: &PodTemplateSpec| t.spec.as_ref())
+                .and_then(|s| s.containers.iter().find(|c| c.name == container))
+                .and_then(|c| c.resources.as_ref());
+            facts.memory_limit_bytes = resources
+                .and_then(|r| r.limits.as_ref()?.get("memory"))
+                .and_then(|q| parse_bytes(&q.0));
+            facts.memory_request_bytes = resources
+                .and_then(|r| r.requests.as_ref()?.get("memory"))
+                .and_then(|q| parse_bytes(&q.0));
         }
-        "DaemonSet" => {
-            if let Some(d) = Api::<DaemonSet>::namespaced(client.clone(), ns)
-                .get_opt(name)
-                .await?
-            {
-                meta_facts(
-                    &mut facts,
-                    d.metadata.annotations.as_ref(),
-                    d.metadata.labels.as_ref(),
-                );
-                let st = d.status.as_ref();
-                facts.desired_replicas =
-                    st.map(|s| s.desired_number_scheduled).unwrap_or(0).max(0) as u32;
-                facts.ready_replicas = st.map(|s| s.number_ready).unwrap_or(0).max(0) as u32;
-                if let Some(s) = &d.spec {
-                    apply_template(&mut facts, &s.template);
-                }
-            }
-        }
-        _ => {
+        None => {
             // A bare pod (or an owner kind we do not patch): one replica, ready or not.
             let ready = pod
                 .as_ref()

@@ -261,6 +261,30 @@ async fn restart_after_bundle_and_opt_out_no_policy_dry_run_change_nothing() {
             "{pod} must not be touched"
         );
     }
+    // Policy status records what happened: the restart, the opt-out refusal, the dry-run plan.
+    let arp: Api<auto_agent_shared::crd::AutoRemediationPolicy> =
+        Api::namespaced(admin.clone(), &apps.name);
+    poll_until("policy status shows the actions", TIMEOUT, || {
+        let arp = arp.clone();
+        async move {
+            let recent =
+                |p: auto_agent_shared::crd::AutoRemediationPolicy| -> Vec<(String, String)> {
+                    p.status
+                        .map(|s| s.recent_actions)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|a| (format!("{:?}", a.outcome), a.reason))
+                        .collect()
+                };
+            let live = recent(arp.get("live").await?);
+            let dry = recent(arp.get("dry").await?);
+            Ok(live.contains(&("Executed".into(), "RestartedPod".into()))
+                && live.contains(&("Refused".into(), "OptedOut".into()))
+                && dry.contains(&("DryRun".into(), "DryRun".into())))
+        }
+    })
+    .await
+    .unwrap();
     let ours: Vec<_> = stack
         .bundles()
         .into_iter()

@@ -232,6 +232,16 @@ async fn leader_failover_loses_no_finding_and_bad_streams_are_refused() {
     .await
     .unwrap();
 
+    // The three decisions are made (and reported) before the kill; a decision in flight when the
+    // leader dies is only retried on the incident's next finding.
+    poll_until(
+        "three decisions at the first leader",
+        TIMEOUT,
+        || async move { Ok(metric(leader, "auto_agent_decisions_total").await == 3.0) },
+    )
+    .await
+    .unwrap();
+
     // Kill the leader outright (no lease release) and fail twice more while nobody leads.
     let killed = replicas.remove(first_leader);
     let killed_incidents = metric(&killed, "auto_agent_incidents_total").await;

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use auto_agent_engine::decide::Facts;
 use auto_agent_engine::quantity::parse_bytes;
 use auto_agent_engine::{Finding, FindingKind};
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use kube::{Api, Client};
 
@@ -104,40 +103,14 @@ pub async fn facts(
         .map_or(("Pod", pod_ref.name.as_str()), |o| {
             (o.kind.as_str(), o.name.as_str())
         });
-    // (metadata, desired replicas, ready replicas, pod template) of the owning workload.
+    // The workloads whose replicas and template the agent reads; anything else is treated as a
+    // bare pod.
     let workload = match kind {
-        "Deployment" => Api::<Deployment>::namespaced(client.clone(), ns)
-            .get_opt(name)
-            .await?
-            .map(|d| {
-                let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-                let ready = d
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.ready_replicas)
-                    .unwrap_or(0);
-                (d.metadata, desired, ready, d.spec.map(|s| s.template))
-            }),
-        "StatefulSet" => Api::<StatefulSet>::namespaced(client.clone(), ns)
-            .get_opt(name)
-            .await?
-            .map(|d| {
-                let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-                let ready = d
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.ready_replicas)
-                    .unwrap_or(0);
-                (d.metadata, desired, ready, d.spec.map(|s| s.template))
-            }),
-        "DaemonSet" => Api::<DaemonSet>::namespaced(client.clone(), ns)
-            .get_opt(name)
-            .await?
-            .map(|d| {
-                let desired = d.status.as_ref().map_or(0, |s| s.desired_number_scheduled);
-                let ready = d.status.as_ref().map_or(0, |s| s.number_ready);
-                (d.metadata, desired, ready, d.spec.map(|s| s.template))
-            }),
+        "Deployment" | "StatefulSet" | "DaemonSet" => {
+            crate::workloads::fetch(client, ns, kind, name)
+                .await?
+                .map(|w| (w.meta, w.desired, w.ready, w.template))
+        }
         _ => None,
     };
     match workload {

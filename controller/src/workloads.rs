@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Api, Client, Resource, ResourceExt};
 
 /// What the controller needs to know about a workload.
@@ -38,24 +39,96 @@ impl std::fmt::Debug for WorkloadCache {
     }
 }
 
-fn template_labels(t: Option<&PodTemplateSpec>) -> BTreeMap<String, String> {
-    t.and_then(|t| t.metadata.as_ref())
-        .and_then(|m| m.labels.clone())
-        .unwrap_or_default()
+/// A workload as read from the API: what matching, facts and reporting need from it.
+#[derive(Clone, Debug)]
+pub struct Fetched {
+    pub meta: ObjectMeta,
+    /// Replicas wanted and ready (for a DaemonSet: scheduled and ready).
+    pub desired: i32,
+    pub ready: i32,
+    pub template: Option<PodTemplateSpec>,
+    pub reference: ObjectReference,
 }
 
-fn of<K: Resource<DynamicType = ()>>(
+fn fetched<K: Resource<DynamicType = ()>>(
     obj: &K,
-    kind: &str,
-    labels: BTreeMap<String, String>,
-) -> Workload {
-    Workload {
-        kind: kind.to_owned(),
-        namespace: obj.meta().namespace.clone().unwrap_or_default(),
-        name: obj.meta().name.clone().unwrap_or_default(),
-        pod_labels: labels,
+    desired: i32,
+    ready: i32,
+    template: Option<PodTemplateSpec>,
+) -> Fetched {
+    Fetched {
+        meta: obj.meta().clone(),
+        desired,
+        ready,
+        template,
         reference: obj.object_ref(&()),
     }
+}
+
+/// One GET of the workload `kind/name` (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job);
+/// `None` when it does not exist or the kind is not one of these.
+pub async fn fetch(
+    client: &Client,
+    namespace: &str,
+    kind: &str,
+    name: &str,
+) -> Result<Option<Fetched>, kube::Error> {
+    let c = client.clone();
+    Ok(match kind {
+        "Deployment" => Api::<Deployment>::namespaced(c, namespace)
+            .get_opt(name)
+            .await?
+            .map(|d| {
+                let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                let ready = d
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.ready_replicas)
+                    .unwrap_or(0);
+                fetched(&d, desired, ready, d.spec.clone().map(|s| s.template))
+            }),
+        "StatefulSet" => Api::<StatefulSet>::namespaced(c, namespace)
+            .get_opt(name)
+            .await?
+            .map(|d| {
+                let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                let ready = d
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.ready_replicas)
+                    .unwrap_or(0);
+                fetched(&d, desired, ready, d.spec.clone().map(|s| s.template))
+            }),
+        "DaemonSet" => Api::<DaemonSet>::namespaced(c, namespace)
+            .get_opt(name)
+            .await?
+            .map(|d| {
+                let desired = d.status.as_ref().map_or(0, |s| s.desired_number_scheduled);
+                let ready = d.status.as_ref().map_or(0, |s| s.number_ready);
+                fetched(&d, desired, ready, d.spec.clone().map(|s| s.template))
+            }),
+        "ReplicaSet" => Api::<ReplicaSet>::namespaced(c, namespace)
+            .get_opt(name)
+            .await?
+            .map(|d| {
+                let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                let ready = d
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.ready_replicas)
+                    .unwrap_or(0);
+                fetched(&d, desired, ready, d.spec.clone().and_then(|s| s.template))
+            }),
+        "Job" => Api::<Job>::namespaced(c, namespace)
+            .get_opt(name)
+            .await?
+            .map(|d| {
+                let desired = d.spec.as_ref().and_then(|s| s.parallelism).unwrap_or(1);
+                let ready = d.status.as_ref().and_then(|s| s.ready).unwrap_or(0);
+                fetched(&d, desired, ready, d.spec.clone().map(|s| s.template))
+            }),
+        _ => None,
+    })
 }
 
 impl WorkloadCache {
@@ -84,66 +157,31 @@ impl WorkloadCache {
         {
             return Ok(w.clone());
         }
-        let c = self.client.clone();
-        let found = match kind {
-            "Deployment" => Api::<Deployment>::namespaced(c, namespace)
+        let found = if kind == "Pod" {
+            Api::<Pod>::namespaced(self.client.clone(), namespace)
                 .get_opt(name)
                 .await?
-                .map(|d| {
-                    of(
-                        &d,
-                        kind,
-                        template_labels(d.spec.as_ref().map(|s| &s.template)),
-                    )
-                }),
-            "StatefulSet" => Api::<StatefulSet>::namespaced(c, namespace)
-                .get_opt(name)
+                .map(|p| Workload {
+                    kind: kind.to_owned(),
+                    namespace: namespace.to_owned(),
+                    name: name.to_owned(),
+                    pod_labels: p.labels().clone(),
+                    reference: p.object_ref(&()),
+                })
+        } else {
+            fetch(&self.client, namespace, kind, name)
                 .await?
-                .map(|d| {
-                    of(
-                        &d,
-                        kind,
-                        template_labels(d.spec.as_ref().map(|s| &s.template)),
-                    )
-                }),
-            "DaemonSet" => Api::<DaemonSet>::namespaced(c, namespace)
-                .get_opt(name)
-                .await?
-                .map(|d| {
-                    of(
-                        &d,
-                        kind,
-                        template_labels(d.spec.as_ref().map(|s| &s.template)),
-                    )
-                }),
-            "ReplicaSet" => Api::<ReplicaSet>::namespaced(c, namespace)
-                .get_opt(name)
-                .await?
-                .map(|d| {
-                    of(
-                        &d,
-                        kind,
-                        template_labels(d.spec.as_ref().and_then(|s| s.template.as_ref())),
-                    )
-                }),
-            "Job" => Api::<Job>::namespaced(c, namespace)
-                .get_opt(name)
-                .await?
-                .map(|d| {
-                    of(
-                        &d,
-                        kind,
-                        template_labels(d.spec.as_ref().map(|s| &s.template)),
-                    )
-                }),
-            "Pod" => Api::<Pod>::namespaced(c, namespace)
-                .get_opt(name)
-                .await?
-                .map(|p| {
-                    let labels = p.labels().clone();
-                    of(&p, kind, labels)
-                }),
-            _ => None,
+                .map(|w| Workload {
+                    kind: kind.to_owned(),
+                    namespace: namespace.to_owned(),
+                    name: name.to_owned(),
+                    pod_labels: w
+                        .template
+                        .and_then(|t| t.metadata)
+                        .and_then(|m| m.labels)
+                        .unwrap_or_default(),
+                    reference: w.reference,
+                })
         };
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         cache.retain(|_, (_, at)| at.elapsed() < self.ttl);

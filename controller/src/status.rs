@@ -4,7 +4,7 @@
 //! recent actions and refusals (`lastAction`, `recentActions`). A status is
 //! written only when it changes; a new leader rewrites them all.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::leader::Leadership;
 use crate::metrics::ControllerMetrics;
-use crate::policies::{PolicyEntry, PolicyIndex};
+use crate::policies::PolicyIndex;
 
 /// The parts of a status that decide whether it must be written again.
 #[derive(Clone, Debug, PartialEq)]
@@ -32,33 +32,38 @@ struct Desired {
     recent: Vec<auto_agent_shared::crd::RecentAction>,
 }
 
-async fn count_matched(client: &Client, p: &PolicyEntry) -> Result<i32, kube::Error> {
+/// The pod-template labels of every Deployment, StatefulSet and DaemonSet in a namespace
+/// (three lists; workloads, never pods).
+async fn template_labels(
+    client: &Client,
+    namespace: &str,
+) -> Result<Vec<BTreeMap<String, String>>, kube::Error> {
     let lp = ListParams::default();
     let labels_of = |t: Option<&k8s_openapi::api::core::v1::PodTemplateSpec>| {
         t.and_then(|t| t.metadata.as_ref())
             .and_then(|m| m.labels.clone())
             .unwrap_or_default()
     };
-    let mut n = 0;
-    for d in Api::<Deployment>::namespaced(client.clone(), &p.namespace)
+    let mut out = Vec::new();
+    for d in Api::<Deployment>::namespaced(client.clone(), namespace)
         .list(&lp)
         .await?
     {
-        n += i32::from(p.selects(&labels_of(d.spec.as_ref().map(|s| &s.template))));
+        out.push(labels_of(d.spec.as_ref().map(|s| &s.template)));
     }
-    for s in Api::<StatefulSet>::namespaced(client.clone(), &p.namespace)
+    for d in Api::<StatefulSet>::namespaced(client.clone(), namespace)
         .list(&lp)
         .await?
     {
-        n += i32::from(p.selects(&labels_of(s.spec.as_ref().map(|s| &s.template))));
+        out.push(labels_of(d.spec.as_ref().map(|s| &s.template)));
     }
-    for d in Api::<DaemonSet>::namespaced(client.clone(), &p.namespace)
+    for d in Api::<DaemonSet>::namespaced(client.clone(), namespace)
         .list(&lp)
         .await?
     {
-        n += i32::from(p.selects(&labels_of(d.spec.as_ref().map(|s| &s.template))));
+        out.push(labels_of(d.spec.as_ref().map(|s| &s.template)));
     }
-    Ok(n)
+    Ok(out)
 }
 
 fn conditions(d: &Desired, now: &serde_json::Value) -> serde_json::Value {
@@ -99,15 +104,23 @@ pub async fn run(
             written.clear();
             continue;
         }
+        // Listed once per namespace per pass, however many policies live there.
+        let mut templates: HashMap<String, Option<Vec<BTreeMap<String, String>>>> = HashMap::new();
         for p in index.all() {
             let matched = if p.problem.is_none() {
-                match count_matched(&client, &p).await {
-                    Ok(n) => Some(n),
-                    Err(e) => {
-                        tracing::warn!(error = %e, policy = %p.name, "Counting matched workloads failed");
-                        None
-                    }
+                if !templates.contains_key(&p.namespace) {
+                    let listed = match template_labels(&client, &p.namespace).await {
+                        Ok(t) => Some(t),
+                        Err(e) => {
+                            tracing::warn!(error = %e, namespace = %p.namespace, "Listing workloads failed");
+                            None
+                        }
+                    };
+                    templates.insert(p.namespace.clone(), listed);
                 }
+                templates[&p.namespace]
+                    .as_ref()
+                    .map(|ts| ts.iter().filter(|l| p.selects(l)).count() as i32)
             } else {
                 Some(0)
             };

@@ -3,11 +3,11 @@
 /// API group of the project's custom resources.
 pub const API_GROUP: &str = "autoagent.io";
 
-/// Put `autoagent.io/ignore: "true"` on a pod or workload to keep the agent's hands off it.
-pub const IGNORE_ANNOTATION: &str = "autoagent.io/ignore";
-
-/// cluster-autoscaler's opt-out from eviction; honoured for every disruptive action.
-pub const SAFE_TO_EVICT_ANNOTATION: &str = "cluster-autoscaler.kubernetes.io/safe-to-evict";
+/// Opt-out annotations (`autoagent.io/ignore: "true"`, cluster-autoscaler's `safe-to-evict:
+/// "false"`), defined where the safety rule that reads them lives.
+pub use auto_agent_engine::decide::rules::{
+    IGNORE as IGNORE_ANNOTATION, SAFE_TO_EVICT as SAFE_TO_EVICT_ANNOTATION,
+};
 
 /// Mirror pods (static pods) carry this annotation; they are never touched.
 pub const MIRROR_POD_ANNOTATION: &str = "kubernetes.io/config.mirror";

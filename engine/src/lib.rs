@@ -10,6 +10,7 @@ pub mod finding;
 pub mod incident;
 pub mod incident_book;
 pub mod quantity;
+pub mod scale;
 pub mod selector;
 pub mod view;
 

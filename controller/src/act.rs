@@ -10,7 +10,11 @@ use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::{Api, Client};
 use serde_json::json;
 
-use crate::bundle::{FilesystemStore, bundle_json, bundle_key};
+use std::sync::Arc;
+
+use auto_agent_evidence::{Bundle, Keeper, SaveError};
+
+use crate::bundle::BundleContext;
 use crate::gather::condition_holds;
 use crate::leader::Leadership;
 
@@ -20,8 +24,8 @@ pub enum ActError {
     Fenced,
     #[error("the condition cleared before acting")]
     Cleared,
-    #[error("{0}")]
-    Bundle(#[from] crate::bundle::BundleError),
+    #[error("evidence bundle not saved, so the pod is kept: {0}")]
+    Bundle(#[from] SaveError),
     #[error("API call failed: {0}")]
     Api(#[from] kube::Error),
     #[error("cannot act on {0}")]
@@ -49,13 +53,13 @@ pub struct Done {
 pub struct Executor {
     pub client: Client,
     pub leadership: Leadership,
-    pub bundles: FilesystemStore,
+    pub evidence: Arc<Keeper>,
 }
 
 impl std::fmt::Debug for Executor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Executor")
-            .field("bundles", &self.bundles)
+            .field("evidence", &self.evidence.durability)
             .finish()
     }
 }
@@ -72,9 +76,10 @@ impl Executor {
         plan: &Plan,
         action: &PlannedAction,
         finding: &Finding,
+        bundle: &BundleContext,
     ) -> Result<Done, ActError> {
         match action.kind {
-            ActionKind::RestartPod => self.restart(plan, action, finding).await,
+            ActionKind::RestartPod => self.restart(plan, action, finding, bundle).await,
             ActionKind::BumpMemory => self.bump_memory(action, finding).await,
             ActionKind::MirrorImage => self.mirror_image(action, finding).await,
             other => Err(ActError::Unsupported(other.as_str().to_owned())),
@@ -86,6 +91,7 @@ impl Executor {
         plan: &Plan,
         action: &PlannedAction,
         f: &Finding,
+        ctx: &BundleContext,
     ) -> Result<Done, ActError> {
         let pod_ref = f
             .pod
@@ -102,16 +108,10 @@ impl Executor {
             return Err(ActError::Cleared);
         }
         let (date, now) = today();
-        let key = bundle_key(f, &date);
-        let doc = bundle_json(
-            f,
-            plan.incident.as_str(),
-            &plan.policy,
-            &serde_json::to_value(plan).unwrap_or_default(),
-            &serde_json::to_value(&pod.status).unwrap_or_default(),
-            &now,
-        );
-        let path = self.bundles.put(&key, &doc)?;
+        let key = crate::bundle::key_for(f, &ctx.destination, &date);
+        let input = crate::bundle::gather(&self.client, f, &pod, ctx, plan, now).await;
+        let bundle = Bundle::build(input, ctx.caps);
+        let saved = self.evidence.save(&ctx.destination, &key, &bundle).await?;
         self.leadership
             .fence("delete_pod")
             .map_err(|_| ActError::Fenced)?;
@@ -133,7 +133,7 @@ impl Executor {
                 "deleted pod {} ({}); evidence bundle {}",
                 pod_ref.name,
                 action.reason,
-                path.display()
+                saved.describe()
             ),
         })
     }

@@ -136,14 +136,80 @@ struct Args {
     )]
     ledger_name: String,
 
-    /// Directory of the filesystem evidence store (an EFS or other mounted volume); a policy's
-    /// logBundle.filesystem.path is not yet honoured per policy.
+    /// Directory of the default evidence store when no S3 bucket is set (an EFS or other mounted
+    /// volume); also an allowed root for policies' logBundle.filesystem.path.
     #[arg(
         long,
         env = "AUTO_AGENT_BUNDLE_DIR",
         default_value = "/var/lib/auto-agent/bundles"
     )]
     bundle_dir: PathBuf,
+
+    /// Directories a policy's logBundle.filesystem.path may lie below (comma-separated); the
+    /// bundle directory is always allowed.
+    #[arg(long, env = "AUTO_AGENT_BUNDLE_ALLOWED_ROOTS", value_delimiter = ',')]
+    bundle_allowed_roots: Vec<PathBuf>,
+
+    /// Default S3 bucket for bundles (instead of --bundle-dir) when a policy names no logBundle.
+    /// Credentials come from the SDK's default chain (environment, IRSA web identity, profile,
+    /// container or instance metadata), never from flags.
+    #[arg(long, env = "AUTO_AGENT_BUNDLE_S3_BUCKET")]
+    bundle_s3_bucket: Option<String>,
+
+    /// Key prefix for the default S3 bucket.
+    #[arg(long, env = "AUTO_AGENT_BUNDLE_S3_PREFIX", default_value = "")]
+    bundle_s3_prefix: String,
+
+    /// S3 region; when unset the SDK's chain decides (AWS_REGION, profile, instance metadata).
+    #[arg(long, env = "AUTO_AGENT_S3_REGION")]
+    s3_region: Option<String>,
+
+    /// Endpoint of an S3-compatible store (MinIO, Ceph, s3s); unset for AWS S3.
+    #[arg(long, env = "AUTO_AGENT_S3_ENDPOINT_URL")]
+    s3_endpoint_url: Option<String>,
+
+    /// Path-style requests (`endpoint/bucket/key`), which most S3-compatible stores need.
+    #[arg(long, env = "AUTO_AGENT_S3_FORCE_PATH_STYLE")]
+    s3_force_path_style: bool,
+
+    /// Default server-side encryption of bundle objects: AES256 or aws:kms.
+    #[arg(long, env = "AUTO_AGENT_S3_SSE", value_parser = ["AES256", "aws:kms"])]
+    s3_sse: Option<String>,
+
+    /// KMS key for --s3-sse aws:kms (the bucket's default key when unset).
+    #[arg(long, env = "AUTO_AGENT_S3_SSE_KMS_KEY_ID", requires = "s3_sse")]
+    s3_sse_kms_key_id: Option<String>,
+
+    /// Local spool for bundles whose store is unreachable (the controller's own volume).
+    #[arg(
+        long,
+        env = "AUTO_AGENT_SPOOL_DIR",
+        default_value = "/var/lib/auto-agent/spool"
+    )]
+    spool_dir: PathBuf,
+
+    /// Bundles the spool holds at most; when full, a restart whose bundle cannot be saved is
+    /// refused (the pod keeps its evidence).
+    #[arg(long, env = "AUTO_AGENT_SPOOL_MAX_BUNDLES", default_value_t = 1000)]
+    spool_max_bundles: usize,
+
+    /// Bytes the spool holds at most.
+    #[arg(long, env = "AUTO_AGENT_SPOOL_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
+    spool_max_bytes: u64,
+
+    /// What a restart waits for: `local` (the bundle is in its store or the local spool) or
+    /// `remote` (the bundle is in its store; otherwise the restart is refused and retried on the
+    /// next finding).
+    #[arg(long, env = "AUTO_AGENT_BUNDLE_DURABILITY", default_value = "local", value_parser = ["local", "remote"])]
+    bundle_durability: String,
+
+    /// Seconds one direct bundle write may take before the bundle is spooled instead.
+    #[arg(
+        long,
+        env = "AUTO_AGENT_BUNDLE_WRITE_TIMEOUT_SECONDS",
+        default_value_t = 10
+    )]
+    bundle_write_timeout_seconds: u64,
 
     /// Pod restarts per hour across the whole cluster, at most.
     #[arg(
@@ -292,6 +358,8 @@ async fn main() -> anyhow::Result<()> {
         metrics: metrics.clone(),
     };
     let sweeper = tokio::spawn(node_remediator.clone().run_sweeper(stop.clone()));
+    let (evidence, bundle_defaults) = evidence_keeper(&args, &registry).await?;
+    let delivery = tokio::spawn(evidence.clone().deliver(stop.clone()));
     let reporter = Reporter {
         events: events::EventSink {
             recorder: Recorder::new(client.clone(), event_reporter),
@@ -308,10 +376,9 @@ async fn main() -> anyhow::Result<()> {
         executor: act::Executor {
             client: client.clone(),
             leadership: leadership.clone(),
-            bundles: bundle::FilesystemStore {
-                root: args.bundle_dir.clone(),
-            },
+            evidence: evidence.clone(),
         },
+        bundle_defaults,
         recent,
         cluster_budgets: vec![auto_agent_engine::decide::BudgetLimit {
             action: auto_agent_engine::decide::ActionKind::RestartPod,
@@ -382,9 +449,70 @@ async fn main() -> anyhow::Result<()> {
     .await;
     release.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), election).await;
-    let _ = tokio::join!(policy_watch, status_writer, node_policy_watch, sweeper);
+    let _ = tokio::join!(
+        policy_watch,
+        status_writer,
+        node_policy_watch,
+        sweeper,
+        delivery
+    );
     tracing::info!("Controller stopped");
     Ok(())
+}
+
+/// The evidence keeper from the flags: stores, spool, durability, and the default destination.
+async fn evidence_keeper(
+    args: &Args,
+    registry: &prometheus::Registry,
+) -> anyhow::Result<(Arc<auto_agent_evidence::Keeper>, bundle::BundleDefaults)> {
+    use auto_agent_evidence::{
+        Destination, Durability, EvidenceMetrics, Keeper, Spool, Sse, Stores,
+    };
+    let settings = auto_agent_evidence::S3Settings {
+        region: args.s3_region.clone(),
+        endpoint_url: args.s3_endpoint_url.clone(),
+        force_path_style: args.s3_force_path_style,
+    };
+    let mut allowed_roots = vec![args.bundle_dir.clone()];
+    allowed_roots.extend(args.bundle_allowed_roots.iter().cloned());
+    let stores = Stores {
+        s3: Some(auto_agent_evidence::store::s3_client(&settings).await),
+        allowed_roots,
+    };
+    let sse = args.s3_sse.as_ref().map(|algorithm| Sse {
+        algorithm: algorithm.clone(),
+        kms_key_id: args.s3_sse_kms_key_id.clone(),
+    });
+    let destination = match &args.bundle_s3_bucket {
+        Some(bucket) => Destination::S3 {
+            bucket: bucket.clone(),
+            prefix: args.bundle_s3_prefix.clone(),
+            sse: sse.clone(),
+        },
+        None => Destination::Filesystem {
+            root: args.bundle_dir.clone(),
+        },
+    };
+    let durability = if args.bundle_durability == "remote" {
+        Durability::Remote
+    } else {
+        Durability::Local
+    };
+    let keeper = Keeper::new(
+        stores,
+        Spool::new(
+            &args.spool_dir,
+            args.spool_max_bundles,
+            args.spool_max_bytes,
+        ),
+        EvidenceMetrics::register(registry)?,
+        durability,
+        Duration::from_secs(args.bundle_write_timeout_seconds),
+    );
+    Ok((
+        Arc::new(keeper),
+        bundle::BundleDefaults { destination, sse },
+    ))
 }
 
 #[cfg(test)]

@@ -37,6 +37,7 @@ pub struct Reporter {
     pub cluster_budgets: Vec<decide::BudgetLimit>,
     pub nodes: crate::nodes::NodeRemediator,
     pub registry: crate::registry::RegistryClient,
+    pub bundle_defaults: crate::bundle::BundleDefaults,
 }
 
 fn pod_ref(f: &Finding) -> Option<ObjectReference> {
@@ -294,6 +295,7 @@ impl Reporter {
                 policy: policy_id.clone(),
                 incident: key.as_str().to_owned(),
             };
+            let bundle = self.bundle_context(f, entry, &facts, &history, &workload);
             match self.ledger.reserve(history, version, record, now).await {
                 Ok(true) => {}
                 Ok(false) => continue,
@@ -306,7 +308,7 @@ impl Reporter {
                     return;
                 }
             }
-            match self.executor.execute(&plan, action, f).await {
+            match self.executor.execute(&plan, action, f, &bundle).await {
                 Ok(done) => {
                     self.metrics
                         .actions
@@ -361,6 +363,35 @@ impl Reporter {
             return;
         }
         tracing::warn!(incident = %key, "The ledger kept changing; giving up on this finding");
+    }
+
+    fn bundle_context(
+        &self,
+        f: &Finding,
+        entry: &PolicyEntry,
+        facts: &decide::Facts,
+        history: &decide::History,
+        workload: &str,
+    ) -> crate::bundle::BundleContext {
+        let log_bundle = entry.spec.as_ref().and_then(|s| s.log_bundle.as_ref());
+        crate::bundle::BundleContext {
+            destination: crate::bundle::destination_for(log_bundle, &self.bundle_defaults),
+            caps: crate::bundle::caps_for(log_bundle),
+            policy: auto_agent_evidence::document::PolicyRef {
+                namespace: entry.namespace.clone(),
+                name: entry.name.clone(),
+            },
+            owner: f
+                .owner
+                .as_ref()
+                .map(|o| auto_agent_evidence::document::OwnerSummary {
+                    kind: o.kind.clone(),
+                    name: o.name.clone(),
+                    desired_replicas: Some(facts.desired_replicas),
+                    ready_replicas: Some(facts.ready_replicas),
+                }),
+            taken: crate::bundle::taken_on(&history.records, workload),
+        }
     }
 
     async fn refused(

@@ -220,6 +220,8 @@ impl ControllerIdentity {
             "rules": [
                 {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
                 {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "delete"]},
+                {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+                {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
                 {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]},
                 {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "patch"]},
                 {"apiGroups": ["autoagent.io"], "resources": ["noderemediationpolicies"], "verbs": ["get", "list", "watch"]},
@@ -344,6 +346,10 @@ impl Controller {
             )
             .env("AUTO_AGENT_ADMIN_ADDR", admin.to_string())
             .env("AUTO_AGENT_BUNDLE_DIR", &options.bundle_dir)
+            .env(
+                "AUTO_AGENT_SPOOL_DIR",
+                identity.dir.join(format!("{}-spool", options.name)),
+            )
             .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("AUTO_AGENT_LOG", "info");
         match &options.tls {

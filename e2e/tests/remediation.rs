@@ -6,20 +6,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::FutureExt;
 
 use auto_agent_e2e::agents::AgentStack;
 use auto_agent_e2e::scenario;
+use auto_agent_e2e::steps::{self, apply_policy, ready_pods, rollout, wait_event};
 use auto_agent_e2e::wait::poll_until;
 use auto_agent_e2e::{Cluster, TestNamespace};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::events::v1::Event;
+use kube::Api;
 use kube::api::{ListParams, PostParams};
-use kube::{Api, Client};
 use serde_json::json;
 
 const NODE: &str = "kwok-node-0";
@@ -33,105 +33,7 @@ fn deployment(
     annotations: serde_json::Value,
     memory: Option<&str>,
 ) -> Deployment {
-    let mut container = json!({"name": "app", "image": "registry.example.com/app:1"});
-    if let Some(m) = memory {
-        container["resources"] = json!({"limits": {"memory": m}, "requests": {"memory": "128Mi"}});
-    }
-    let mut pod_labels = labels.clone();
-    pod_labels["app"] = json!(name);
-    serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
-                 "template": {"metadata": {"labels": pod_labels, "annotations": annotations},
-                              "spec": {"nodeSelector": {"kubernetes.io/hostname": NODE}, "containers": [container]}}},
-    }))
-    .unwrap()
-}
-
-async fn ready_pods(client: &Client, ns: &str, app: &str) -> Vec<Pod> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    pods.list(&ListParams::default().labels(&format!("app={app}")))
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| {
-            p.status.as_ref().is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .flatten()
-                    .any(|c| c.type_ == "Ready" && c.status == "True")
-            })
-        })
-        .collect()
-}
-
-/// Creates the Deployment and waits until it reports `replicas` ready.
-async fn rollout(client: &Client, ns: &str, d: Deployment) {
-    let name = d.metadata.name.clone().unwrap();
-    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    api.create(&PostParams::default(), &d).await.unwrap();
-    poll_until("deployment ready", TIMEOUT, || {
-        let api = api.clone();
-        let name = name.clone();
-        async move { Ok(api.get(&name).await?.status.and_then(|s| s.ready_replicas) == Some(want)) }
-    })
-    .await
-    .unwrap();
-}
-
-fn apply_policy(cluster: &Cluster, ns: &str, name: &str, spec: serde_json::Value) {
-    let doc = json!({"apiVersion": "autoagent.io/v1alpha1", "kind": "AutoRemediationPolicy",
-                     "metadata": {"name": name, "namespace": ns}, "spec": spec});
-    let (ok, _, err) = cluster
-        .kubectl(&["apply", "-f", "-"], Some(&doc.to_string()))
-        .unwrap();
-    assert!(ok, "{err}");
-}
-
-/// Event reasons per regarded object name.
-async fn events(client: &Client, ns: &str) -> BTreeMap<String, Vec<(String, String)>> {
-    let list = Api::<Event>::namespaced(client.clone(), ns)
-        .list(&ListParams::default())
-        .await
-        .unwrap();
-    let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-    for e in list.items {
-        let name = e
-            .regarding
-            .as_ref()
-            .and_then(|r| r.name.clone())
-            .unwrap_or_default();
-        out.entry(name)
-            .or_default()
-            .push((e.reason.unwrap_or_default(), e.note.unwrap_or_default()));
-    }
-    out
-}
-
-async fn wait_event(client: &Client, ns: &str, object: &str, reason: &str) -> String {
-    let mut note = String::new();
-    poll_until(&format!("{reason} event on {object}"), TIMEOUT, || {
-        let client = client.clone();
-        async move {
-            Ok(events(&client, ns)
-                .await
-                .get(object)
-                .is_some_and(|v| v.iter().any(|(r, _)| r == reason)))
-        }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
-    if let Some(v) = events(client, ns).await.get(object) {
-        note = v
-            .iter()
-            .find(|(r, _)| r == reason)
-            .map(|(_, n)| n.clone())
-            .unwrap_or_default();
-    }
-    note
+    steps::deployment_on(NODE, name, replicas, labels, annotations, memory)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -242,9 +144,12 @@ async fn restart_after_bundle_and_opt_out_no_policy_dry_run_change_nothing() {
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(stack.bundle_dir.join(bundle)).unwrap())
             .unwrap();
-    assert_eq!(doc["schemaVersion"], 1);
-    assert_eq!(doc["finding"]["log_lines"][0], "boom: index out of range");
-    assert!(doc["podStatus"]["containerStatuses"].is_array());
+    assert_eq!(doc["schemaVersion"], 2);
+    assert_eq!(doc["log"]["lines"][0], "boom: index out of range");
+    assert_eq!(doc["log"]["source"], "Sensor");
+    assert!(doc["pod"]["status"]["containerStatuses"].is_array());
+    assert_eq!(doc["policy"]["name"], "live");
+    assert_eq!(doc["node"]["name"], NODE);
 
     // Opted out, no policy, dry-run: reported, nothing changed, no bundle.
     let opted = wait_event(&admin, &apps.name, "quiet", "OptedOut").await;

@@ -155,10 +155,7 @@ async fn main() -> anyhow::Result<()> {
         );
         if let Ok(text) = std::fs::read_to_string(stack.bundle_dir.join(&bundle)) {
             let doc: serde_json::Value = serde_json::from_str(&text)?;
-            println!(
-                "  previous log in the bundle: {}",
-                doc["finding"]["log_lines"]
-            );
+            println!("  previous log in the bundle: {}", doc["log"]["lines"]);
         }
     }
     let (_, out, _) = cluster.kubectl(

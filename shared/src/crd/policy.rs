@@ -317,6 +317,9 @@ fn default_tail_lines() -> i32 {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("!has(self.kmsKeyId) || (has(self.serverSideEncryption) && self.serverSideEncryption == 'aws:kms')")
+    .message("s3.kmsKeyId needs serverSideEncryption aws:kms")
+    .field_path(".kmsKeyId"))]
 pub struct S3Destination {
     /// Bucket name (S3 naming rules).
     #[schemars(
@@ -328,6 +331,31 @@ pub struct S3Destination {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(length(max = 512), regex(pattern = r"^([^/].*)?$"))]
     pub prefix: String,
+    /// Server-side encryption of every bundle object; the controller's default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_side_encryption: Option<ServerSideEncryption>,
+    /// KMS key for `aws:kms` (id, alias or ARN); the bucket's default key when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub kms_key_id: Option<String>,
+}
+
+/// S3 server-side encryption algorithms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum ServerSideEncryption {
+    #[serde(rename = "AES256")]
+    Aes256,
+    #[serde(rename = "aws:kms")]
+    AwsKms,
+}
+
+impl ServerSideEncryption {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Aes256 => "AES256",
+            Self::AwsKms => "aws:kms",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]

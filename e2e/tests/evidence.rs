@@ -1,0 +1,336 @@
+//! Evidence bundles on the real cluster with a real S3 server (s3s-fs): a crash-loop restart leaves
+//! its bundle at the seed's key layout in S3 (SDK configured like a user's S3-compatible store)
+//! and, with the other setting, on a filesystem; seeded secrets in env, annotations and log lines
+//! appear in no bundle; and with S3 down, 20 incidents are remediated anyway and all 20 bundles
+//! arrive, once each, when it comes back.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use auto_agent_e2e::agents::AgentStack;
+use auto_agent_e2e::s3::{S3Server, SECRET_KEY};
+use auto_agent_e2e::scenario;
+use auto_agent_e2e::steps::{apply_policy, events, ready_pods, rollout, wait_event};
+use auto_agent_e2e::wait::poll_until;
+use auto_agent_e2e::{Cluster, TestNamespace};
+use k8s_openapi::api::apps::v1::Deployment;
+use serde_json::json;
+
+// Its own node: these tests run beside the remediation tests (kwok-node-0) without sharing a
+// node's pods or budgets.
+const NODE: &str = "kwok-node-2";
+const TIMEOUT: Duration = Duration::from_secs(120);
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// What the "secretive" workload carries and no bundle may contain.
+const SECRETS: &[&str] = &[
+    "hunter2-env",
+    "hunter2-annotation",
+    "tok-annotation-123",
+    "hunter2-args",
+    "eyJzdWIiOiJ0ZXN0In0",
+    "AKIAABCDEFGHIJKLMNOP",
+    "MIIEsecretkeymaterial",
+    "hunter2-log",
+    SECRET_KEY,
+];
+
+fn deployment(name: &str, replicas: i32, store: &str, secretive: bool) -> Deployment {
+    let mut container = json!({"name": "app", "image": "registry.example.com/app:1"});
+    let mut annotations = json!({});
+    if secretive {
+        container["env"] = json!([
+            {"name": "DB_PASSWORD", "value": "hunter2-env"},
+            {"name": "LOG_LEVEL", "value": "debug"},
+            {"name": "API_TOKEN", "valueFrom": {"secretKeyRef": {"name": "api", "key": "token"}}},
+        ]);
+        container["args"] = json!(["--db-password", "hunter2-args", "--port", "8080"]);
+        annotations = json!({
+            "kubectl.kubernetes.io/last-applied-configuration":
+                "{\"spec\":{\"env\":[{\"name\":\"DB_PASSWORD\",\"value\":\"hunter2-annotation\"}]}}",
+            "example.com/api-token": "tok-annotation-123",
+            "example.com/team": "payments",
+        });
+    }
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name, "store": store}, "annotations": annotations},
+                              "spec": {"nodeSelector": {"kubernetes.io/hostname": NODE}, "containers": [container]}}},
+    }))
+    .unwrap()
+}
+
+fn today() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%d")
+        .to_string()
+}
+
+fn assert_redacted(what: &str, text: &str) {
+    for secret in SECRETS {
+        assert!(
+            !text.contains(secret),
+            "{secret} leaked into {what}:\n{text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_loop_bundles_land_in_s3_and_on_a_filesystem_with_secrets_redacted() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::get().unwrap();
+    cluster.install_crds().await.unwrap();
+    let admin = cluster.admin().await.unwrap();
+    let apps = TestNamespace::create(&cluster, "evidence").await.unwrap();
+    let work = cluster.state_dir().join(format!("evidence-{}", apps.name));
+    let s3 = S3Server::start(&work.join("s3"), &["evidence"])
+        .await
+        .unwrap();
+    let efs = work.join("efs");
+    let mut env = s3.controller_env();
+    env.push((
+        "AUTO_AGENT_BUNDLE_ALLOWED_ROOTS".into(),
+        efs.display().to_string(),
+    ));
+    let stack = AgentStack::start_with_env(&cluster, NODE, 1, env)
+        .await
+        .unwrap();
+
+    let safety = json!({"minReadyReplicas": 0, "maxUnhealthyPercent": 100});
+    apply_policy(
+        &cluster,
+        &apps.name,
+        "to-s3",
+        json!({"targetSelector": {"matchLabels": {"store": "s3"}}, "actions": {"restartStuckPods": true},
+               "safety": safety, "logBundle": {"s3": {"bucket": "evidence", "prefix": "bundles"}, "tailLines": 20}}),
+    );
+    apply_policy(
+        &cluster,
+        &apps.name,
+        "to-fs",
+        json!({"targetSelector": {"matchLabels": {"store": "fs"}}, "actions": {"restartStuckPods": true},
+               "safety": safety, "logBundle": {"filesystem": {"path": efs.join("team-a")}}}),
+    );
+    rollout(&admin, &apps.name, deployment("secretive", 3, "s3", true)).await;
+    rollout(&admin, &apps.name, deployment("plain", 3, "fs", false)).await;
+    let secretive = ready_pods(&admin, &apps.name, "secretive").await[0]
+        .metadata
+        .name
+        .clone()
+        .unwrap();
+    let plain = ready_pods(&admin, &apps.name, "plain").await[0]
+        .metadata
+        .name
+        .clone()
+        .unwrap();
+    scenario::seed_logs(
+        &cluster,
+        &apps.name,
+        &secretive,
+        "app",
+        2,
+        &[
+            "boom: cannot reach the database",
+            "retrying with Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ0ZXN0In0.c2lnbmF0dXJl",
+            "loaded credentials AKIAABCDEFGHIJKLMNOP",
+            "-----BEGIN RSA PRIVATE KEY-----",
+            "MIIEsecretkeymaterial",
+            "-----END RSA PRIVATE KEY-----",
+            "config: password=hunter2-log user=app",
+        ],
+        &[],
+    )
+    .await
+    .unwrap();
+    scenario::seed_logs(
+        &cluster,
+        &apps.name,
+        &plain,
+        "app",
+        2,
+        &["panic: plain failure"],
+        &[],
+    )
+    .await
+    .unwrap();
+    for pod in [&secretive, &plain] {
+        scenario::crash_loop(&admin, &apps.name, pod, None, 2, 1)
+            .await
+            .unwrap();
+    }
+
+    // S3: the seed's key layout under the policy's prefix, named in the Event.
+    let note = wait_event(&admin, &apps.name, "secretive", "RestartedPod").await;
+    let key = format!(
+        "bundles/{}/secretive/CrashLoopBackOff/{}/{secretive}-2.json",
+        apps.name,
+        today()
+    );
+    assert!(
+        note.contains(&format!("s3://evidence/{key}")),
+        "the Event names the S3 object: {note}"
+    );
+    assert_eq!(s3.keys("evidence"), vec![key.clone()]);
+    let text = s3.read("evidence", &key).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["schemaVersion"], 2);
+    assert_eq!(doc["log"]["lines"][0], "boom: cannot reach the database");
+    assert_eq!(doc["policy"]["name"], "to-s3");
+    assert_eq!(doc["owner"]["name"], "secretive");
+    assert_eq!(doc["node"]["name"], NODE);
+    assert!(doc["pod"]["spec"]["containers"][0]["env"].is_array());
+    assert!(
+        doc["redactions"].as_u64().unwrap() >= 7,
+        "{}",
+        doc["redactions"]
+    );
+    assert!(text.contains("[REDACTED PRIVATE KEY]"));
+    assert!(text.contains("payments"), "non-secret annotations are kept");
+    assert_redacted("the S3 bundle", &text);
+
+    // Filesystem: the other setting, below the policy's path.
+    let note = wait_event(&admin, &apps.name, "plain", "RestartedPod").await;
+    let path = efs.join(format!(
+        "team-a/{}/plain/CrashLoopBackOff/{}/{plain}-2.json",
+        apps.name,
+        today()
+    ));
+    assert!(
+        note.contains(&path.display().to_string()),
+        "the Event names the file: {note}"
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(doc["log"]["lines"][0], "panic: plain failure");
+    assert_eq!(doc["policy"]["name"], "to-fs");
+
+    // Nothing secret in the Events or the controller's log either.
+    for notes in events(&admin, &apps.name).await.values() {
+        for (_, n) in notes {
+            assert_redacted("an Event", n);
+        }
+    }
+    assert_redacted("the controller log", &stack.controllers[0].process.output());
+    assert_eq!(
+        stack
+            .metric("auto_agent_bundles_written_total{store=\"s3\"}")
+            .await,
+        1.0
+    );
+    stack.delete().await.unwrap();
+    apps.delete(admin).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_outage_spools_twenty_bundles_and_delivers_each_exactly_once() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::get().unwrap();
+    cluster.install_crds().await.unwrap();
+    let admin = cluster.admin().await.unwrap();
+    let apps = TestNamespace::create(&cluster, "outage").await.unwrap();
+    let work = cluster.state_dir().join(format!("evidence-{}", apps.name));
+    let mut s3 = S3Server::start(&work.join("s3"), &["evidence"])
+        .await
+        .unwrap();
+    let stack = AgentStack::start_with_env(&cluster, NODE, 1, s3.controller_env())
+        .await
+        .unwrap();
+    apply_policy(
+        &cluster,
+        &apps.name,
+        "outage",
+        json!({"targetSelector": {"matchLabels": {"store": "s3"}}, "actions": {"restartStuckPods": true},
+               "safety": {"minReadyReplicas": 0, "maxUnhealthyPercent": 100, "cooldownSeconds": 0},
+               "budgets": [{"action": "RestartPod", "scope": "Policy", "max": 40, "windowSeconds": 3600}],
+               "logBundle": {"s3": {"bucket": "evidence"}}}),
+    );
+    // Twenty workloads, so twenty incidents.
+    let names: Vec<String> = (0..20).map(|i| format!("svc-{i}")).collect();
+    let creates = names
+        .iter()
+        .map(|n| rollout(&admin, &apps.name, deployment(n, 1, "s3", false)));
+    futures::future::join_all(creates).await;
+
+    s3.stop();
+    let mut pods = Vec::new();
+    for n in &names {
+        let pod = ready_pods(&admin, &apps.name, n).await[0]
+            .metadata
+            .name
+            .clone()
+            .unwrap();
+        scenario::crash_loop(&admin, &apps.name, &pod, None, 2, 1)
+            .await
+            .unwrap();
+        pods.push(pod);
+    }
+    // Remediated while S3 is down: every pod restarted, every bundle spooled.
+    poll_until("20 restarts during the outage", TIMEOUT, || {
+        let s = &stack;
+        async move {
+            Ok(s.metric("auto_agent_bundles_spooled_total{store=\"s3\"}")
+                .await
+                >= 20.0)
+        }
+    })
+    .await
+    .unwrap();
+    let restarted = |e: &std::collections::BTreeMap<String, Vec<(String, String)>>| {
+        names
+            .iter()
+            .filter(|n| {
+                e.get(n.as_str())
+                    .is_some_and(|v| v.iter().any(|(r, _)| r == "RestartedPod"))
+            })
+            .count()
+    };
+    poll_until("20 RestartedPod Events", TIMEOUT, || {
+        let admin = admin.clone();
+        let ns = apps.name.clone();
+        let restarted = &restarted;
+        async move { Ok(restarted(&events(&admin, &ns).await) == 20) }
+    })
+    .await
+    .unwrap();
+    let all = events(&admin, &apps.name).await;
+    let note = &all["svc-0"]
+        .iter()
+        .find(|(r, _)| r == "RestartedPod")
+        .unwrap()
+        .1;
+    assert!(note.contains("spooled"), "{note}");
+    assert!(s3.keys("evidence").is_empty());
+    assert_eq!(stack.metric("auto_agent_bundle_spool_entries").await, 20.0);
+
+    s3.start_again().await.unwrap();
+    poll_until("the spool drains", TIMEOUT, || {
+        let s = &stack;
+        async move { Ok(s.metric("auto_agent_bundle_spool_entries").await == 0.0) }
+    })
+    .await
+    .unwrap();
+    let keys = s3.keys("evidence");
+    assert_eq!(keys.len(), 20, "{keys:?}");
+    let mut ids = std::collections::BTreeSet::new();
+    let mut bundled_pods = std::collections::BTreeSet::new();
+    for key in &keys {
+        let doc: serde_json::Value =
+            serde_json::from_str(&s3.read("evidence", key).unwrap()).unwrap();
+        ids.insert(doc["bundleId"].as_str().unwrap().to_owned());
+        let file = key.rsplit('/').next().unwrap();
+        bundled_pods.insert(file.trim_end_matches("-2.json").to_owned());
+    }
+    let pods: std::collections::BTreeSet<String> = pods.into_iter().collect();
+    assert_eq!(bundled_pods, pods, "one bundle per remediated pod");
+    assert_eq!(ids.len(), 20, "20 distinct bundles, none twice");
+    assert_eq!(
+        stack
+            .metric("auto_agent_bundles_delivered_from_spool_total")
+            .await,
+        20.0
+    );
+    stack.delete().await.unwrap();
+    apps.delete(admin).await.unwrap();
+}

@@ -15,7 +15,9 @@ pub mod namespace;
 pub mod pki;
 pub mod process;
 pub mod proxy;
+pub mod s3;
 pub mod scenario;
+pub mod steps;
 pub mod wait;
 pub mod workloads;
 

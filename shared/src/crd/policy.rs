@@ -154,8 +154,9 @@ pub struct ImageMirror {
     pub registry: String,
 }
 
-/// Scaling on Prometheus signals: up only when CPU is high AND every configured gate agrees; down
-/// only when CPU is low and no gate is active for the whole stabilization window.
+/// Scaling on Prometheus signals: up only when CPU is high AND (with gates) another signal agrees;
+/// down one replica at a time, only when CPU is low and no gate is active for the whole
+/// stabilization window; hold on missing data; never against an HPA.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = kube::core::Rule::new("self.minReplicas <= self.maxReplicas")
@@ -174,7 +175,7 @@ pub struct Scale {
     /// Never scale above this many replicas.
     #[schemars(range(min = 1, max = 10000))]
     pub max_replicas: i32,
-    /// Scale up when CPU usage / CPU requests is above this ratio (and every gate agrees).
+    /// Scale up when CPU usage / CPU requests is above this ratio (and, with gates, one agrees).
     #[serde(default = "default_cpu_threshold")]
     #[schemars(range(min = 0.01, max = 10.0))]
     pub cpu_threshold: f64,
@@ -187,9 +188,14 @@ pub struct Scale {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 4096))]
     pub cpu_query: Option<String>,
-    /// Extra signals that must agree before scaling up.
+    /// Extra signals: with any configured, one must be active for a scale-up, and none may be
+    /// active (or failing) for a scale-down.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gates: Option<ScaleGates>,
+    /// z-score anomaly detection on a metric: an anomaly is reported as an incident and vetoes
+    /// scale-down while it lasts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anomaly: Option<ScaleAnomaly>,
     /// Replicas added by one scale-up: the larger of this count and `stepPercent` of the current.
     #[serde(default = "default_step_replicas")]
     #[schemars(range(min = 1, max = 1000))]
@@ -234,7 +240,8 @@ fn default_stabilization() -> i32 {
     300
 }
 
-/// Signals that must agree with high CPU before a scale-up (AND, never max-of).
+/// Signals besides CPU. A scale-up needs high CPU AND at least one active gate (never CPU alone
+/// when gates are configured); a scale-down needs every gate inactive.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ScaleGates {
@@ -250,7 +257,7 @@ pub struct ScaleGates {
 }
 
 /// One PromQL gate: active when the query returns a non-empty result, or, with a threshold, a value
-/// above it. A failed or empty query never counts as active and holds scaling.
+/// above it. An empty result is not active; a failed query is never active and holds scale-down.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ScaleGate {
@@ -262,6 +269,40 @@ pub struct ScaleGate {
     /// The gate is active when the query's value is above this threshold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<f64>,
+}
+
+/// z-score anomaly detection: `z = (x - mean) / stddev` of the query's range over the window, the
+/// newest point against the ones before it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleAnomaly {
+    /// PromQL returning one series (`$namespace` and `$workload` are substituted).
+    #[schemars(length(min = 1, max = 4096))]
+    #[x_kube(validation = kube::core::Rule::new("self.trim() != ''")
+        .message("scale.anomaly.query must not be blank"))]
+    pub query: String,
+    /// How far back the baseline reaches.
+    #[serde(default = "default_anomaly_window")]
+    #[schemars(range(min = 60, max = 604800))]
+    pub window_seconds: i32,
+    /// Resolution of the range query.
+    #[serde(default = "default_anomaly_step")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub step_seconds: i32,
+    /// |z| above this is an anomaly.
+    #[serde(default = "default_z_threshold")]
+    #[schemars(range(min = 0.5, max = 100.0))]
+    pub z_threshold: f64,
+}
+
+fn default_anomaly_window() -> i32 {
+    3600
+}
+fn default_anomaly_step() -> i32 {
+    60
+}
+fn default_z_threshold() -> f64 {
+    3.0
 }
 
 /// Escalation targets.

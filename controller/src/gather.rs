@@ -1,8 +1,6 @@
 //! Gather: re-read the pod and its workload from the API right before deciding, so a decision is
 //! made on current facts, not on the finding (findings are hints).
 
-use std::collections::BTreeMap;
-
 use auto_agent_engine::decide::Facts;
 use auto_agent_engine::quantity::parse_bytes;
 use auto_agent_engine::{Finding, FindingKind};
@@ -21,6 +19,19 @@ const GITOPS_LABELS: &[&str] = &[
     "helm.toolkit.fluxcd.io/name",
     "argocd.argoproj.io/instance",
 ];
+
+/// Whether Argo CD or Flux manages the object (a live patch would be reverted).
+pub fn is_gitops_managed(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> bool {
+    meta.annotations
+        .as_ref()
+        .is_some_and(|a| GITOPS_ANNOTATIONS.iter().any(|k| a.contains_key(*k)))
+        || meta
+            .labels
+            .as_ref()
+            .is_some_and(|l| GITOPS_LABELS.iter().any(|k| l.contains_key(*k)))
+}
 
 /// Whether the container is in the state the finding reported.
 pub fn condition_holds(pod: &Pod, f: &Finding) -> bool {
@@ -115,12 +126,8 @@ pub async fn facts(
     };
     match workload {
         Some((meta, desired, ready, template)) => {
+            facts.gitops_managed = is_gitops_managed(&meta);
             let annotations = meta.annotations.unwrap_or_default();
-            let labels: BTreeMap<String, String> = meta.labels.unwrap_or_default();
-            facts.gitops_managed = GITOPS_ANNOTATIONS
-                .iter()
-                .any(|k| annotations.contains_key(*k))
-                || GITOPS_LABELS.iter().any(|k| labels.contains_key(*k));
             facts.workload_annotations = annotations;
             facts.desired_replicas = desired.max(0) as u32;
             facts.ready_replicas = ready.max(0) as u32;

@@ -23,6 +23,7 @@ mod policies;
 mod recent;
 mod registry;
 mod report;
+mod scale;
 mod status;
 mod workloads;
 
@@ -219,6 +220,31 @@ struct Args {
     )]
     cluster_restarts_per_hour: u32,
 
+    /// Prometheus base URL for policies with scale.enabled (e.g. http://prometheus:9090); without
+    /// it such policies show Degraded/PrometheusNotConfigured and nothing scales.
+    #[arg(long, env = "AUTO_AGENT_PROMETHEUS_URL")]
+    prometheus_url: Option<String>,
+
+    /// Seconds one Prometheus query may take.
+    #[arg(
+        long,
+        env = "AUTO_AGENT_PROMETHEUS_TIMEOUT_SECONDS",
+        default_value_t = 5
+    )]
+    prometheus_timeout_seconds: u64,
+
+    /// Seconds between scaling evaluations.
+    #[arg(long, env = "AUTO_AGENT_SCALE_INTERVAL_SECONDS", default_value_t = 30)]
+    scale_interval_seconds: u64,
+
+    /// Evaluations in a row with failed queries before a scaling policy shows Degraded.
+    #[arg(
+        long,
+        env = "AUTO_AGENT_SCALE_FAILURES_BEFORE_DEGRADED",
+        default_value_t = 3
+    )]
+    scale_failures_before_degraded: u32,
+
     /// Registries (host:port) spoken to over plain HTTP for mirror checks, e.g. a local mirror.
     #[arg(long, env = "AUTO_AGENT_PLAIN_HTTP_REGISTRIES", value_delimiter = ',')]
     plain_http_registries: Vec<String>,
@@ -314,12 +340,16 @@ async fn main() -> anyhow::Result<()> {
         stop.clone(),
     ));
     let recent = recent::RecentActions::new(changed.clone());
+    let scale_health = scale::ScaleHealth::new(changed.clone());
     let status_writer = tokio::spawn(status::run(
         client.clone(),
         index.clone(),
         leadership.clone(),
         metrics.clone(),
-        recent.clone(),
+        status::StatusSources {
+            recent: recent.clone(),
+            scale_health: scale_health.clone(),
+        },
         changed,
         stop.clone(),
     ));
@@ -362,15 +392,15 @@ async fn main() -> anyhow::Result<()> {
     let delivery = tokio::spawn(evidence.clone().deliver(stop.clone()));
     let reporter = Reporter {
         events: events::EventSink {
-            recorder: Recorder::new(client.clone(), event_reporter),
+            recorder: Recorder::new(client.clone(), event_reporter.clone()),
             leadership: leadership.clone(),
             metrics: metrics.clone(),
         },
-        policies: index,
+        policies: index.clone(),
         workloads: Arc::new(WorkloadCache::new(client.clone(), Duration::from_secs(30))),
         metrics: metrics.clone(),
         client: client.clone(),
-        ledger,
+        ledger: ledger.clone(),
         nodes: node_remediator,
         registry: registry::RegistryClient::new(args.plain_http_registries.clone())?,
         executor: act::Executor {
@@ -379,7 +409,7 @@ async fn main() -> anyhow::Result<()> {
             evidence: evidence.clone(),
         },
         bundle_defaults,
-        recent,
+        recent: recent.clone(),
         cluster_budgets: vec![auto_agent_engine::decide::BudgetLimit {
             action: auto_agent_engine::decide::ActionKind::RestartPod,
             scope: auto_agent_engine::decide::BudgetScope::Cluster,
@@ -387,6 +417,31 @@ async fn main() -> anyhow::Result<()> {
             window_ms: 3_600_000,
         }],
     };
+    let prom = match &args.prometheus_url {
+        Some(url) => Some(auto_agent_prom::PromClient::new(
+            url,
+            Duration::from_secs(args.prometheus_timeout_seconds),
+        )?),
+        None => None,
+    };
+    let scaler = scale::Scaler {
+        client: client.clone(),
+        prom,
+        policies: index.clone(),
+        ledger: ledger.clone(),
+        leadership: leadership.clone(),
+        events: events::EventSink {
+            recorder: Recorder::new(client.clone(), event_reporter.clone()),
+            leadership: leadership.clone(),
+            metrics: metrics.clone(),
+        },
+        metrics: metrics.clone(),
+        recent: recent.clone(),
+        health: scale_health,
+        interval: Duration::from_secs(args.scale_interval_seconds),
+        failures_before_degraded: args.scale_failures_before_degraded,
+    };
+    let scale_task = tokio::spawn(scaler.run(stop.clone()));
     let report_task = tokio::spawn(reporter.run(changes_rx, work_stop.clone()));
 
     let ingest = Ingest {
@@ -454,7 +509,8 @@ async fn main() -> anyhow::Result<()> {
         status_writer,
         node_policy_watch,
         sweeper,
-        delivery
+        delivery,
+        scale_task
     );
     tracing::info!("Controller stopped");
     Ok(())

@@ -18,6 +18,9 @@ pub struct ControllerMetrics {
     pub policies: IntGauge,
     pub policies_invalid: IntGauge,
     pub open_incidents: IntGauge,
+    pub scale_decisions: IntCounterVec,
+    pub prom_queries: IntCounterVec,
+    pub anomalies_active: IntGauge,
 }
 
 impl ControllerMetrics {
@@ -93,7 +96,28 @@ impl ControllerMetrics {
                 "auto_agent_open_incidents",
                 "Incidents not yet resolved",
             )?,
+            scale_decisions: IntCounterVec::new(
+                Opts::new(
+                    "auto_agent_scale_decisions_total",
+                    "Scaling evaluations by outcome (scaled, dry_run, proposed, held) and reason",
+                ),
+                &["outcome", "reason"],
+            )?,
+            prom_queries: IntCounterVec::new(
+                Opts::new(
+                    "auto_agent_prometheus_queries_total",
+                    "Prometheus queries by outcome (ok, empty, bad_query, unavailable, bad_response)",
+                ),
+                &["outcome"],
+            )?,
+            anomalies_active: IntGauge::new(
+                "auto_agent_anomalies_active",
+                "Workloads whose anomaly query is above its z threshold",
+            )?,
         };
+        registry.register(Box::new(m.scale_decisions.clone()))?;
+        registry.register(Box::new(m.prom_queries.clone()))?;
+        registry.register(Box::new(m.anomalies_active.clone()))?;
         registry.register(Box::new(m.actions.clone()))?;
         registry.register(Box::new(m.decisions.clone()))?;
         registry.register(Box::new(m.incidents.clone()))?;

@@ -231,7 +231,7 @@ pub fn policy_view(entry: &PolicyEntry) -> Option<auto_agent_engine::decide::Pol
     let budgets = spec
         .budgets
         .iter()
-        .filter_map(|b| {
+        .map(|b| {
             let action = match b.action {
                 ActionType::RestartPod => ActionKind::RestartPod,
                 ActionType::BumpMemory => ActionKind::BumpMemory,
@@ -239,18 +239,19 @@ pub fn policy_view(entry: &PolicyEntry) -> Option<auto_agent_engine::decide::Pol
                 ActionType::EvictPod => ActionKind::EvictPod,
                 ActionType::CordonNode => ActionKind::CordonNode,
                 ActionType::UncordonNode => ActionKind::UncordonNode,
-                ActionType::ScaleUp | ActionType::ScaleDown => return None,
+                ActionType::ScaleUp => ActionKind::ScaleUp,
+                ActionType::ScaleDown => ActionKind::ScaleDown,
             };
             let scope = match b.scope {
                 CrdScope::Target => BudgetScope::Target,
                 CrdScope::Policy => BudgetScope::Policy,
             };
-            Some(BudgetLimit {
+            BudgetLimit {
                 action,
                 scope,
                 max: b.max.max(0) as u32,
                 window_ms: i64::from(b.window_seconds) * 1000,
-            })
+            }
         })
         .collect();
     Some(PolicyView {

@@ -61,7 +61,7 @@ fn node_ref(node: &str) -> ObjectReference {
     }
 }
 
-fn action_type(kind: ActionKind) -> ActionType {
+pub fn action_type(kind: ActionKind) -> ActionType {
     match kind {
         ActionKind::RestartPod => ActionType::RestartPod,
         ActionKind::BumpMemory => ActionType::BumpMemory,
@@ -69,11 +69,13 @@ fn action_type(kind: ActionKind) -> ActionType {
         ActionKind::EvictPod => ActionType::EvictPod,
         ActionKind::CordonNode => ActionType::CordonNode,
         ActionKind::UncordonNode => ActionType::UncordonNode,
+        ActionKind::ScaleUp => ActionType::ScaleUp,
+        ActionKind::ScaleDown => ActionType::ScaleDown,
     }
 }
 
 /// The Event reason of an executed action.
-fn done_reason(kind: ActionKind) -> &'static str {
+pub fn done_reason(kind: ActionKind) -> &'static str {
     match kind {
         ActionKind::RestartPod => "RestartedPod",
         ActionKind::BumpMemory => "BumpedMemory",
@@ -81,6 +83,8 @@ fn done_reason(kind: ActionKind) -> &'static str {
         ActionKind::EvictPod => "EvictedPod",
         ActionKind::CordonNode => "CordonedNode",
         ActionKind::UncordonNode => "UncordonedNode",
+        ActionKind::ScaleUp => "ScaledUp",
+        ActionKind::ScaleDown => "ScaledDown",
     }
 }
 

@@ -29,6 +29,8 @@ struct Desired {
     generation: Option<i64>,
     matched: Option<i32>,
     problem: Option<(&'static str, String)>,
+    /// In force, but a feature cannot work (e.g. scaling without Prometheus).
+    degraded: Option<(&'static str, String)>,
     recent: Vec<auto_agent_shared::crd::RecentAction>,
 }
 
@@ -67,14 +69,20 @@ async fn template_labels(
 }
 
 fn conditions(d: &Desired, now: &serde_json::Value) -> serde_json::Value {
-    match &d.problem {
-        None => json!([
+    match (&d.problem, &d.degraded) {
+        (None, Some((reason, message))) => json!([
+            {"type": CONDITION_READY, "status": "True", "reason": "Active",
+             "message": "The policy is valid and in force", "lastTransitionTime": now, "observedGeneration": d.generation},
+            {"type": CONDITION_DEGRADED, "status": "True", "reason": reason,
+             "message": message, "lastTransitionTime": now, "observedGeneration": d.generation},
+        ]),
+        (None, None) => json!([
             {"type": CONDITION_READY, "status": "True", "reason": "Active",
              "message": "The policy is valid and in force", "lastTransitionTime": now, "observedGeneration": d.generation},
             {"type": CONDITION_DEGRADED, "status": "False", "reason": "AsExpected",
              "message": "", "lastTransitionTime": now, "observedGeneration": d.generation},
         ]),
-        Some((reason, message)) => json!([
+        (Some((reason, message)), _) => json!([
             {"type": CONDITION_READY, "status": "False", "reason": reason,
              "message": message, "lastTransitionTime": now, "observedGeneration": d.generation},
             {"type": CONDITION_DEGRADED, "status": "True", "reason": reason,
@@ -83,12 +91,19 @@ fn conditions(d: &Desired, now: &serde_json::Value) -> serde_json::Value {
     }
 }
 
+/// What the status shows besides the policy itself.
+#[derive(Clone, Debug)]
+pub struct StatusSources {
+    pub recent: crate::recent::RecentActions,
+    pub scale_health: crate::scale::ScaleHealth,
+}
+
 pub async fn run(
     client: Client,
     index: PolicyIndex,
     mut leadership: Leadership,
     metrics: ControllerMetrics,
-    recent: crate::recent::RecentActions,
+    sources: StatusSources,
     changed: Arc<Notify>,
     stop: CancellationToken,
 ) {
@@ -128,7 +143,8 @@ pub async fn run(
                 generation: p.generation,
                 matched,
                 problem: p.problem.as_ref().map(|pr| (pr.reason, pr.message.clone())),
-                recent: recent.get(&p.namespace, &p.name),
+                degraded: sources.scale_health.get(&p.namespace, &p.name),
+                recent: sources.recent.get(&p.namespace, &p.name),
             };
             let key = (p.namespace.clone(), p.name.clone());
             if written.get(&key) == Some(&desired) {

@@ -228,6 +228,8 @@ impl ControllerIdentity {
                 {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets", "daemonsets"],
                  "verbs": ["get", "list", "patch"]},
                 {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["get"]},
+                {"apiGroups": ["apps"], "resources": ["deployments/scale", "statefulsets/scale"], "verbs": ["get", "patch"]},
+                {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": ["list"]},
                 {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get"]},
                 {"apiGroups": ["autoagent.io"], "resources": ["autoremediationpolicies"], "verbs": ["get", "list", "watch"]},
                 {"apiGroups": ["autoagent.io"], "resources": ["autoremediationpolicies/status"], "verbs": ["get", "patch", "update"]},

@@ -10,10 +10,12 @@
 pub mod agents;
 pub mod bench;
 pub mod cluster;
+pub mod exporter;
 pub mod ingest;
 pub mod namespace;
 pub mod pki;
 pub mod process;
+pub mod prometheus;
 pub mod proxy;
 pub mod s3;
 pub mod scenario;

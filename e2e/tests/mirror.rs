@@ -35,6 +35,8 @@ fn digest(bytes: &[u8]) -> String {
 
 /// Pushes a minimal OCI image (one config blob, one layer blob) as `repo:tag`.
 async fn push(registry: &str, repo: &str, tag: &str) {
+    // reqwest is built with rustls but no provider (the workspace standardises on ring).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::new();
     let upload = |bytes: Vec<u8>| {
         let http = http.clone();

@@ -123,6 +123,23 @@ impl History {
             .count() as u32
     }
 
+    /// The first of `limits` for `action` that is used up for this target and policy, with its
+    /// use; `None` when every budget has room.
+    pub fn exhausted(
+        &self,
+        limits: impl IntoIterator<Item = BudgetLimit>,
+        action: ActionKind,
+        target: &str,
+        policy: &str,
+        now_ms: i64,
+    ) -> Option<(BudgetLimit, u32)> {
+        limits
+            .into_iter()
+            .filter(|l| l.action == action)
+            .map(|l| (l, self.used(&l, target, policy, now_ms)))
+            .find(|(l, used)| *used >= l.max)
+    }
+
     /// When the last action for this incident was taken.
     pub fn last_for_incident(&self, incident: &str) -> Option<i64> {
         self.records

@@ -28,6 +28,10 @@ pub enum ActionKind {
     EvictPod,
     CordonNode,
     UncordonNode,
+    /// Replicas raised through the scale subresource (the scaling loop).
+    ScaleUp,
+    /// Replicas lowered through the scale subresource (the scaling loop).
+    ScaleDown,
 }
 
 impl ActionKind {
@@ -39,6 +43,8 @@ impl ActionKind {
             Self::EvictPod => "EvictPod",
             Self::CordonNode => "CordonNode",
             Self::UncordonNode => "UncordonNode",
+            Self::ScaleUp => "ScaleUp",
+            Self::ScaleDown => "ScaleDown",
         }
     }
 

@@ -13,28 +13,36 @@ pub fn check(
     let limits = effective_budgets(&policy.budgets)
         .into_iter()
         .chain(input.cluster_budgets.iter().copied());
-    for limit in limits.filter(|l| l.action == action.kind) {
-        let used = input
+    if let Some((limit, used)) =
+        input
             .history
-            .used(&limit, &target, &policy_id, input.now_ms);
-        if used >= limit.max {
-            let scope = match limit.scope {
-                BudgetScope::Target => "this workload",
-                BudgetScope::Policy => "this policy",
-                BudgetScope::Cluster => "the cluster",
-            };
-            return Err(Refusal {
-                reason: RefusalReason::BudgetExhausted,
-                message: format!(
-                    "{} budget for {scope} used up: {used} of {} in {} s",
-                    action.kind.as_str(),
-                    limit.max,
-                    limit.window_ms / 1000
-                ),
-            });
-        }
+            .exhausted(limits, action.kind, &target, &policy_id, input.now_ms)
+    {
+        return Err(Refusal {
+            reason: RefusalReason::BudgetExhausted,
+            message: exhausted_message(action.kind, &limit, used),
+        });
     }
     Ok(())
+}
+
+/// `RestartPod budget for this policy used up: 5 of 5 in 3600 s`.
+pub fn exhausted_message(
+    action: crate::decide::ActionKind,
+    limit: &crate::decide::BudgetLimit,
+    used: u32,
+) -> String {
+    let scope = match limit.scope {
+        BudgetScope::Target => "this workload",
+        BudgetScope::Policy => "this policy",
+        BudgetScope::Cluster => "the cluster",
+    };
+    format!(
+        "{} budget for {scope} used up: {used} of {} in {} s",
+        action.as_str(),
+        limit.max,
+        limit.window_ms / 1000
+    )
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ mod system_namespace;
 
 use super::{Input, PlannedAction, PolicyView, Refusal};
 
+pub use budget::exhausted_message;
 pub use opt_out::{IGNORE, SAFE_TO_EVICT};
 
 /// A rule: `Ok(())` lets the action through.

@@ -1,0 +1,853 @@
+//! The scaling loop (leader only): every interval, for each policy with `actions.scale.enabled`,
+//! each Deployment/StatefulSet it selects: read replicas (scale subresource), HPAs, the CPU, gate
+//! and anomaly queries -> `engine::scale::decide_scale` (pure) -> patch the scale subresource,
+//! record a proposal (GitOps) or hold. Scale-ups and -downs are ledger records, so cooldowns hold
+//! across failover. Every decision is a metric; an Event is written when a workload scales, or its
+//! hold reason or anomaly state changes (not every interval, which would flood the namespace).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use auto_agent_engine::decide::budget::effective_budgets;
+use auto_agent_engine::decide::rules::exhausted_message;
+use auto_agent_engine::decide::{ActionKind, ActionRecord, History};
+use auto_agent_engine::scale::{
+    self, AnomalyState, Direction, GateReading, HoldReason, Reading, ScaleDecision, ScaleFacts,
+    ScaleSpec,
+};
+use auto_agent_prom::{PromClient, PromError};
+use auto_agent_shared::crd::policy::{Scale, ScaleAnomaly};
+use auto_agent_shared::crd::{ActionOutcome, RecentAction};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::events::EventType;
+use kube::{Api, Client};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::events::EventSink;
+use crate::leader::Leadership;
+use crate::ledger::Ledger;
+use crate::metrics::ControllerMetrics;
+use crate::policies::{PolicyEntry, PolicyIndex};
+use crate::recent::RecentActions;
+
+/// The default CPU ratio: usage over requests across the workload's pods (cAdvisor and
+/// kube-state-metrics series). `$namespace` and `$workload` are substituted.
+pub const DEFAULT_CPU_QUERY: &str = "sum(rate(container_cpu_usage_seconds_total{namespace=\"$namespace\",pod=~\"$workload-.+\",container!=\"\",container!=\"POD\"}[2m])) / sum(kube_pod_container_resource_requests{namespace=\"$namespace\",pod=~\"$workload-.+\",resource=\"cpu\"})";
+
+/// `(namespace, name)` of a policy.
+type PolicyKey = (String, String);
+/// A condition reason and message.
+type Problem = (&'static str, String);
+
+/// Scaling problems per policy (`namespace/name` -> (reason, message)), shown by the status
+/// writer as `Degraded=True` while scaling holds for them.
+#[derive(Clone, Debug)]
+pub struct ScaleHealth {
+    problems: Arc<Mutex<HashMap<PolicyKey, Problem>>>,
+    /// Wakes the status writer when a problem appears or clears.
+    changed: Arc<tokio::sync::Notify>,
+}
+
+impl ScaleHealth {
+    pub fn new(changed: Arc<tokio::sync::Notify>) -> Self {
+        Self {
+            problems: Arc::default(),
+            changed,
+        }
+    }
+
+    fn set(&self, ns: &str, name: &str, problem: Option<(&'static str, String)>) {
+        let mut map = self.problems.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (ns.to_owned(), name.to_owned());
+        let before = match problem {
+            Some(p) => map.insert(key.clone(), p),
+            None => map.remove(&key),
+        };
+        if before.as_ref().map(|p| p.0) != map.get(&key).map(|p| p.0) {
+            self.changed.notify_one();
+        }
+    }
+
+    pub fn get(&self, ns: &str, name: &str) -> Option<(&'static str, String)> {
+        let map = self.problems.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&(ns.to_owned(), name.to_owned())).cloned()
+    }
+}
+
+/// What the loop remembers per workload between evaluations (leader memory; lost on failover,
+/// which only restarts the quiet window: the conservative direction).
+#[derive(Debug, Default)]
+struct WorkloadState {
+    quiet_since_ms: Option<i64>,
+    last_report: Option<String>,
+    anomalous: bool,
+}
+
+pub struct Scaler {
+    pub client: Client,
+    pub prom: Option<PromClient>,
+    pub policies: PolicyIndex,
+    pub ledger: Ledger,
+    pub leadership: Leadership,
+    pub events: EventSink,
+    pub metrics: ControllerMetrics,
+    pub recent: RecentActions,
+    pub health: ScaleHealth,
+    pub interval: Duration,
+    /// Consecutive passes with failed queries before a policy shows Degraded.
+    pub failures_before_degraded: u32,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// The engine's view of a policy's `scale` section.
+pub fn scale_spec(s: &Scale) -> ScaleSpec {
+    let ms = |secs: i32| i64::from(secs) * 1000;
+    ScaleSpec {
+        min_replicas: s.min_replicas,
+        max_replicas: s.max_replicas,
+        cpu_threshold: s.cpu_threshold,
+        scale_down_cpu_threshold: s.scale_down_cpu_threshold,
+        step_replicas: s.step_replicas,
+        step_percent: u32::try_from(s.step_percent).unwrap_or(0),
+        cooldown_up_ms: ms(s.cooldown_up_seconds),
+        cooldown_down_ms: ms(s.cooldown_down_seconds),
+        stabilization_window_ms: ms(s.stabilization_window_seconds),
+    }
+}
+
+/// `$namespace` and `$workload` substituted.
+pub fn render(query: &str, namespace: &str, workload: &str) -> String {
+    query
+        .replace("$namespace", namespace)
+        .replace("$workload", workload)
+}
+
+/// When the ledger says this target was last scaled up, and last scaled at all.
+pub fn last_scaled(history: &History, target: &str) -> (Option<i64>, Option<i64>) {
+    let of = |kinds: &[ActionKind]| {
+        history
+            .records
+            .iter()
+            .filter(|r| r.target == target && kinds.contains(&r.action))
+            .map(|r| r.at_ms)
+            .max()
+    };
+    (
+        of(&[ActionKind::ScaleUp]),
+        of(&[ActionKind::ScaleUp, ActionKind::ScaleDown]),
+    )
+}
+
+/// A selected workload: kind, name, metadata and desired replicas.
+struct Target {
+    kind: &'static str,
+    name: String,
+    meta: ObjectMeta,
+}
+
+impl Target {
+    fn id(&self, ns: &str) -> String {
+        format!("{}/{ns}/{}", self.kind, self.name)
+    }
+
+    fn reference(&self, ns: &str) -> ObjectReference {
+        ObjectReference {
+            api_version: Some("apps/v1".into()),
+            kind: Some(self.kind.into()),
+            namespace: Some(ns.into()),
+            name: Some(self.name.clone()),
+            uid: self.meta.uid.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+impl Scaler {
+    pub async fn run(self, stop: CancellationToken) {
+        let mut state: HashMap<String, WorkloadState> = HashMap::new();
+        let mut failures: HashMap<(String, String), u32> = HashMap::new();
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(self.interval) => {}
+                () = stop.cancelled() => return,
+            }
+            if !self.leadership.is_leader() {
+                state.clear();
+                continue;
+            }
+            for policy in self.policies.all() {
+                let Some(scale) = policy
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.actions.scale.clone())
+                    .filter(|s| s.enabled && policy.problem.is_none())
+                else {
+                    self.health.set(&policy.namespace, &policy.name, None);
+                    continue;
+                };
+                let Some(prom) = &self.prom else {
+                    self.health.set(
+                        &policy.namespace,
+                        &policy.name,
+                        Some((
+                            "PrometheusNotConfigured",
+                            "scale.enabled needs the controller's --prometheus-url".into(),
+                        )),
+                    );
+                    continue;
+                };
+                let failed = self.policy_pass(prom, &policy, &scale, &mut state).await;
+                let key = (policy.namespace.clone(), policy.name.clone());
+                let count = failures.entry(key).or_default();
+                match failed {
+                    Some(why) => {
+                        *count += 1;
+                        if *count >= self.failures_before_degraded {
+                            self.health.set(
+                                &policy.namespace,
+                                &policy.name,
+                                Some((
+                                    "PrometheusUnavailable",
+                                    format!(
+                                        "scaling holds: {count} evaluations in a row failed: {why}"
+                                    ),
+                                )),
+                            );
+                        }
+                    }
+                    None => {
+                        *count = 0;
+                        self.health.set(&policy.namespace, &policy.name, None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One evaluation of a policy's workloads; returns why queries failed, if any did.
+    async fn policy_pass(
+        &self,
+        prom: &PromClient,
+        policy: &PolicyEntry,
+        scale: &Scale,
+        state: &mut HashMap<String, WorkloadState>,
+    ) -> Option<String> {
+        let ns = policy.namespace.as_str();
+        let targets = match self.targets(policy).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, namespace = ns, "Listing workloads to scale failed");
+                return None;
+            }
+        };
+        if targets.is_empty() {
+            return None;
+        }
+        let hpas = match Api::<HorizontalPodAutoscaler>::namespaced(self.client.clone(), ns)
+            .list(&ListParams::default())
+            .await
+        {
+            Ok(l) => l.items,
+            Err(e) => {
+                // Unknown HPAs: holding is the only safe choice; the policy shows why.
+                tracing::warn!(error = %e, "Listing HorizontalPodAutoscalers failed; holding");
+                self.metrics
+                    .scale_decisions
+                    .with_label_values(&["held", "HpaUnknown"])
+                    .inc();
+                return Some(format!("listing HorizontalPodAutoscalers: {e}"));
+            }
+        };
+        let spec = scale_spec(scale);
+        let dry_run = policy.spec.as_ref().is_some_and(|s| s.dry_run);
+        let mut failed = None;
+        for target in targets {
+            let hpa = hpas
+                .iter()
+                .find(|h| {
+                    h.spec.scale_target_ref.kind == target.kind
+                        && h.spec.scale_target_ref.name == target.name
+                })
+                .and_then(|h| h.metadata.name.clone());
+            let st = state.entry(target.id(ns)).or_default();
+            let (facts, query_error) = self
+                .facts(prom, ns, &target, scale, &spec, hpa, dry_run, st)
+                .await;
+            if let Some(e) = query_error {
+                failed = Some(e);
+            }
+            let decision = scale::decide_scale(&spec, &facts, now_ms());
+            self.report_anomaly(policy, ns, &target, &facts.anomaly, st)
+                .await;
+            self.apply(policy, ns, &target, &decision, st).await;
+        }
+        failed
+    }
+
+    async fn targets(&self, policy: &PolicyEntry) -> Result<Vec<Target>, kube::Error> {
+        let ns = &policy.namespace;
+        let labels_of = |t: &k8s_openapi::api::core::v1::PodTemplateSpec| {
+            t.metadata
+                .as_ref()
+                .and_then(|m| m.labels.clone())
+                .unwrap_or_default()
+        };
+        let mut out = Vec::new();
+        for d in Api::<Deployment>::namespaced(self.client.clone(), ns)
+            .list(&ListParams::default())
+            .await?
+        {
+            let labels = d.spec.as_ref().map(|s| labels_of(&s.template));
+            if labels.is_some_and(|l| policy.selects(&l)) {
+                out.push(Target {
+                    kind: "Deployment",
+                    name: d.metadata.name.clone().unwrap_or_default(),
+                    meta: d.metadata,
+                });
+            }
+        }
+        for s in Api::<StatefulSet>::namespaced(self.client.clone(), ns)
+            .list(&ListParams::default())
+            .await?
+        {
+            let labels = s.spec.as_ref().map(|s| labels_of(&s.template));
+            if labels.is_some_and(|l| policy.selects(&l)) {
+                out.push(Target {
+                    kind: "StatefulSet",
+                    name: s.metadata.name.clone().unwrap_or_default(),
+                    meta: s.metadata,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn current_replicas(&self, ns: &str, target: &Target) -> Result<i32, kube::Error> {
+        let scale = match target.kind {
+            "StatefulSet" => {
+                Api::<StatefulSet>::namespaced(self.client.clone(), ns)
+                    .get_scale(&target.name)
+                    .await?
+            }
+            _ => {
+                Api::<Deployment>::namespaced(self.client.clone(), ns)
+                    .get_scale(&target.name)
+                    .await?
+            }
+        };
+        Ok(scale.spec.and_then(|s| s.replicas).unwrap_or(0))
+    }
+
+    async fn query(&self, prom: &PromClient, query: &str) -> (Reading, Option<String>) {
+        match prom.instant(query, None).await {
+            Ok(result) => match result.single_value() {
+                Some(v) => {
+                    self.count_query("ok");
+                    (Reading::Value(v), None)
+                }
+                None => {
+                    self.count_query("empty");
+                    (Reading::Empty, None)
+                }
+            },
+            Err(e) => {
+                self.count_query(e.category());
+                let msg = e.to_string();
+                (Reading::Failed(msg.clone()), Some(msg))
+            }
+        }
+    }
+
+    fn count_query(&self, outcome: &str) {
+        self.metrics
+            .prom_queries
+            .with_label_values(&[outcome])
+            .inc();
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn facts(
+        &self,
+        prom: &PromClient,
+        ns: &str,
+        target: &Target,
+        scale: &Scale,
+        spec: &ScaleSpec,
+        hpa: Option<String>,
+        dry_run: bool,
+        st: &mut WorkloadState,
+    ) -> (ScaleFacts, Option<String>) {
+        let mut error = None;
+        let current_replicas = match self.current_replicas(ns, target).await {
+            Ok(r) => r,
+            Err(e) => {
+                error = Some(format!("reading the scale subresource: {e}"));
+                0
+            }
+        };
+        let cpu_query = render(
+            scale.cpu_query.as_deref().unwrap_or(DEFAULT_CPU_QUERY),
+            ns,
+            &target.name,
+        );
+        let (cpu, e) = self.query(prom, &cpu_query).await;
+        error = error.or(e);
+        let mut gates = Vec::new();
+        if let Some(g) = &scale.gates {
+            for (name, gate) in [
+                ("queueDepth", &g.queue_depth),
+                ("errorRate", &g.error_rate),
+                ("p95Latency", &g.p95_latency),
+            ] {
+                let Some(gate) = gate else { continue };
+                let (reading, e) = self
+                    .query(prom, &render(&gate.query, ns, &target.name))
+                    .await;
+                error = error.or(e);
+                gates.push(GateReading {
+                    name: name.into(),
+                    reading,
+                    threshold: gate.threshold,
+                });
+            }
+        }
+        let anomaly = match &scale.anomaly {
+            None => AnomalyState::NotConfigured,
+            Some(a) => self.anomaly(prom, a, ns, &target.name).await,
+        };
+        let (history, _) = self.ledger.load().await.unwrap_or_default();
+        let (last_scale_up_ms, last_scale_ms) = last_scaled(&history, &target.id(ns));
+        let mut facts = ScaleFacts {
+            current_replicas,
+            cpu,
+            gates,
+            hpa,
+            gitops_managed: crate::gather::is_gitops_managed(&target.meta),
+            anomaly,
+            quiet_since_ms: None,
+            last_scale_up_ms,
+            last_scale_ms,
+            dry_run,
+        };
+        let now = now_ms();
+        st.quiet_since_ms =
+            scale::next_quiet_since(st.quiet_since_ms, scale::is_quiet(spec, &facts), now);
+        facts.quiet_since_ms = st.quiet_since_ms;
+        (facts, error)
+    }
+
+    async fn anomaly(
+        &self,
+        prom: &PromClient,
+        a: &ScaleAnomaly,
+        ns: &str,
+        workload: &str,
+    ) -> AnomalyState {
+        let end = SystemTime::now();
+        let window = Duration::from_secs(u64::try_from(a.window_seconds).unwrap_or(3600));
+        let step = Duration::from_secs(u64::try_from(a.step_seconds).unwrap_or(60));
+        let query = render(&a.query, ns, workload);
+        match prom.range(&query, end - window, end, step).await {
+            Ok(result) => {
+                self.count_query("ok");
+                let points = result.first_series_points().unwrap_or_default();
+                scale::anomaly_state(scale::zscore(points), a.z_threshold)
+            }
+            Err(e) => {
+                self.count_query(e.category());
+                AnomalyState::Unknown {
+                    reason: prom_error_reason(&e),
+                }
+            }
+        }
+    }
+
+    async fn report_anomaly(
+        &self,
+        policy: &PolicyEntry,
+        ns: &str,
+        target: &Target,
+        anomaly: &AnomalyState,
+        st: &mut WorkloadState,
+    ) {
+        let now_anomalous = matches!(anomaly, AnomalyState::Anomalous { .. });
+        if now_anomalous == st.anomalous {
+            return;
+        }
+        st.anomalous = now_anomalous;
+        let reference = target.reference(ns);
+        if let AnomalyState::Anomalous { z } = anomaly {
+            self.metrics.anomalies_active.inc();
+            self.metrics
+                .incidents
+                .with_label_values(&["MetricAnomaly", ns, &target.name])
+                .inc();
+            let note = format!(
+                "metric anomaly on {} {}: z = {z:.2} over the policy's window; scale-down vetoed while it lasts (policy {})",
+                target.kind, target.name, policy.name
+            );
+            self.events
+                .publish(&reference, EventType::Warning, "AnomalyDetected", note)
+                .await;
+        } else {
+            self.metrics.anomalies_active.dec();
+            let note = format!(
+                "metric back within the z threshold (policy {})",
+                policy.name
+            );
+            self.events
+                .publish(&reference, EventType::Normal, "AnomalyResolved", note)
+                .await;
+        }
+    }
+
+    async fn apply(
+        &self,
+        policy: &PolicyEntry,
+        ns: &str,
+        target: &Target,
+        decision: &ScaleDecision,
+        st: &mut WorkloadState,
+    ) {
+        let reference = target.reference(ns);
+        match decision {
+            ScaleDecision::Hold { reason, detail } => {
+                self.metrics
+                    .scale_decisions
+                    .with_label_values(&["held", reason.as_str()])
+                    .inc();
+                let report = format!("held:{}", reason.as_str());
+                if st.last_report.as_deref() == Some(report.as_str()) {
+                    return;
+                }
+                st.last_report = Some(report);
+                let type_ = if matches!(
+                    reason,
+                    HoldReason::CpuQueryFailed
+                        | HoldReason::GateQueryFailed
+                        | HoldReason::AnomalyUnknown
+                ) {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                };
+                let note = format!(
+                    "scaling {} {} held ({}): {detail} (policy {})",
+                    target.kind,
+                    target.name,
+                    reason.as_str(),
+                    policy.name
+                );
+                tracing::info!(workload = %target.name, reason = reason.as_str(), "{note}");
+                self.events
+                    .publish(&reference, type_, reason.as_str(), note)
+                    .await;
+            }
+            ScaleDecision::Propose {
+                from,
+                to,
+                direction,
+                reason,
+            } => {
+                self.metrics
+                    .scale_decisions
+                    .with_label_values(&["proposed", direction.as_str()])
+                    .inc();
+                let report = format!("proposed:{to}");
+                if st.last_report.as_deref() == Some(report.as_str()) {
+                    return;
+                }
+                st.last_report = Some(report);
+                let note = format!(
+                    "GitOps-managed: proposing replicas {from} -> {to} ({reason}) instead of patching; commit it to the repository (policy {})",
+                    policy.name
+                );
+                self.remember(
+                    policy,
+                    *direction,
+                    ActionOutcome::Refused,
+                    target,
+                    ns,
+                    "GitOpsManaged",
+                    &note,
+                );
+                self.events
+                    .publish(&reference, EventType::Normal, "GitOpsManaged", note)
+                    .await;
+            }
+            ScaleDecision::Scale {
+                from,
+                to,
+                direction,
+                reason,
+                dry_run: true,
+            } => {
+                self.metrics
+                    .scale_decisions
+                    .with_label_values(&["dry_run", direction.as_str()])
+                    .inc();
+                let report = format!("dry:{to}");
+                if st.last_report.as_deref() == Some(report.as_str()) {
+                    return;
+                }
+                st.last_report = Some(report);
+                let note = format!(
+                    "dry-run: would scale {} {} from {from} to {to} because {reason} (policy {}); nothing changed",
+                    target.kind, target.name, policy.name
+                );
+                self.remember(
+                    policy,
+                    *direction,
+                    ActionOutcome::DryRun,
+                    target,
+                    ns,
+                    "DryRun",
+                    &note,
+                );
+                self.events
+                    .publish(&reference, EventType::Normal, "DryRun", note)
+                    .await;
+            }
+            ScaleDecision::Scale {
+                from,
+                to,
+                direction,
+                reason,
+                dry_run: false,
+            } => match self.scale(policy, ns, target, *direction, *to).await {
+                Ok(Some(refusal)) => {
+                    self.metrics
+                        .scale_decisions
+                        .with_label_values(&["held", "BudgetExhausted"])
+                        .inc();
+                    let report = "held:BudgetExhausted".to_owned();
+                    if st.last_report.as_deref() != Some(report.as_str()) {
+                        st.last_report = Some(report);
+                        let note = format!(
+                            "not scaling {} {} to {to}: {refusal} (policy {})",
+                            target.kind, target.name, policy.name
+                        );
+                        self.remember(
+                            policy,
+                            *direction,
+                            ActionOutcome::Refused,
+                            target,
+                            ns,
+                            "BudgetExhausted",
+                            &note,
+                        );
+                        self.events
+                            .publish(&reference, EventType::Warning, "BudgetExhausted", note)
+                            .await;
+                    }
+                }
+                Ok(None) => {
+                    st.last_report = None;
+                    let kind = action_kind(*direction);
+                    self.metrics
+                        .scale_decisions
+                        .with_label_values(&["scaled", direction.as_str()])
+                        .inc();
+                    self.metrics
+                        .actions
+                        .with_label_values(&[kind.as_str(), ns, &target.name])
+                        .inc();
+                    let note = format!(
+                        "scaled {} {} from {from} to {to} replicas: {reason} (policy {})",
+                        target.kind, target.name, policy.name
+                    );
+                    tracing::info!(workload = %target.name, "{note}");
+                    let event_reason = crate::report::done_reason(kind);
+                    self.remember(
+                        policy,
+                        *direction,
+                        ActionOutcome::Executed,
+                        target,
+                        ns,
+                        event_reason,
+                        &note,
+                    );
+                    self.events
+                        .publish(&reference, EventType::Normal, event_reason, note)
+                        .await;
+                }
+                Err(e) => {
+                    self.metrics
+                        .action_errors
+                        .with_label_values(&["scale"])
+                        .inc();
+                    let note = format!(
+                        "scaling {} {} to {to} failed: {e} (policy {})",
+                        target.kind, target.name, policy.name
+                    );
+                    tracing::warn!("{note}");
+                    self.events
+                        .publish(&reference, EventType::Warning, "ActionFailed", note)
+                        .await;
+                }
+            },
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn remember(
+        &self,
+        policy: &PolicyEntry,
+        direction: Direction,
+        outcome: ActionOutcome,
+        target: &Target,
+        ns: &str,
+        reason: &str,
+        message: &str,
+    ) {
+        self.recent.push(
+            &policy.namespace,
+            &policy.name,
+            RecentAction {
+                time: k8s_openapi::jiff::Timestamp::now()
+                    .strftime("%Y-%m-%dT%H:%M:%SZ")
+                    .to_string(),
+                action: crate::report::action_type(action_kind(direction)),
+                outcome,
+                target: target.id(ns),
+                reason: reason.to_owned(),
+                message: message.to_owned(),
+            },
+        );
+    }
+
+    /// Reserve in the ledger (cooldowns survive failover), then patch the scale subresource.
+    async fn scale(
+        &self,
+        policy: &PolicyEntry,
+        ns: &str,
+        target: &Target,
+        direction: Direction,
+        to: i32,
+    ) -> anyhow::Result<Option<String>> {
+        let kind = action_kind(direction);
+        let limits = crate::policies::policy_view(policy)
+            .map(|v| effective_budgets(&v.budgets))
+            .unwrap_or_default();
+        for _ in 0..3 {
+            let (history, version) = self.ledger.load().await?;
+            let now = now_ms();
+            let record = ActionRecord {
+                at_ms: now,
+                action: kind,
+                target: target.id(ns),
+                policy: format!("{}/{}", policy.namespace, policy.name),
+                incident: format!("{ns}/{}/{}/Scale", target.kind, target.name),
+            };
+            if let Some((limit, used)) = history.exhausted(
+                limits.iter().copied(),
+                kind,
+                &record.target,
+                &record.policy,
+                now,
+            ) {
+                return Ok(Some(exhausted_message(kind, &limit, used)));
+            }
+            if !self.ledger.reserve(history, version, record, now).await? {
+                continue;
+            }
+            self.leadership
+                .fence("scale")
+                .map_err(|_| anyhow::anyhow!("not the leader any more"))?;
+            let patch = json!({"spec": {"replicas": to}});
+            let params = PatchParams::default();
+            match target.kind {
+                "StatefulSet" => {
+                    Api::<StatefulSet>::namespaced(self.client.clone(), ns)
+                        .patch_scale(&target.name, &params, &Patch::Merge(&patch))
+                        .await?;
+                }
+                _ => {
+                    Api::<Deployment>::namespaced(self.client.clone(), ns)
+                        .patch_scale(&target.name, &params, &Patch::Merge(&patch))
+                        .await?;
+                }
+            }
+            return Ok(None);
+        }
+        anyhow::bail!("the action ledger kept changing")
+    }
+}
+
+fn action_kind(d: Direction) -> ActionKind {
+    match d {
+        Direction::Up => ActionKind::ScaleUp,
+        Direction::Down => ActionKind::ScaleDown,
+    }
+}
+
+fn prom_error_reason(e: &PromError) -> String {
+    format!("anomaly query {}: {e}", e.category())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_are_rendered_per_workload() {
+        assert_eq!(
+            render(
+                "max(x{namespace=\"$namespace\",w=\"$workload\"})",
+                "prod",
+                "api"
+            ),
+            "max(x{namespace=\"prod\",w=\"api\"})"
+        );
+        assert!(render(DEFAULT_CPU_QUERY, "prod", "api").contains("pod=~\"api-.+\""));
+    }
+
+    #[test]
+    fn last_scaled_reads_the_ledger_per_target() {
+        let rec = |at_ms, action, target: &str| ActionRecord {
+            at_ms,
+            action,
+            target: target.into(),
+            policy: "p".into(),
+            incident: "i".into(),
+        };
+        let history = History {
+            records: vec![
+                rec(1, ActionKind::ScaleUp, "Deployment/prod/api"),
+                rec(5, ActionKind::ScaleDown, "Deployment/prod/api"),
+                rec(9, ActionKind::ScaleUp, "Deployment/prod/other"),
+                rec(7, ActionKind::RestartPod, "Deployment/prod/api"),
+            ],
+        };
+        assert_eq!(
+            last_scaled(&history, "Deployment/prod/api"),
+            (Some(1), Some(5))
+        );
+        assert_eq!(last_scaled(&history, "Deployment/prod/none"), (None, None));
+    }
+
+    #[test]
+    fn spec_conversion_keeps_units() {
+        let s: Scale = serde_json::from_value(serde_json::json!({
+            "enabled": true, "minReplicas": 2, "maxReplicas": 5, "cooldownUpSeconds": 5
+        }))
+        .unwrap();
+        let spec = scale_spec(&s);
+        assert_eq!(spec.cooldown_up_ms, 5000);
+        assert_eq!(spec.cooldown_down_ms, 900_000);
+        assert_eq!(spec.stabilization_window_ms, 300_000);
+        assert!((spec.scale_down_cpu_threshold - 0.30).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,237 @@
+//! Scaling on the real cluster with Debian's Prometheus scraping an exporter whose values the test
+//! sets: a workload scales up when CPU and a gate are high, not on CPU alone; scales down one
+//! replica at a time only after the stabilization window and the down cooldown; holds while
+//! Prometheus is down (and the policy shows Degraded), resuming when it is back; never leaves
+//! [min, max]; leaves an HPA's workload alone and only proposes changes for a GitOps-managed one.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use auto_agent_e2e::agents::AgentStack;
+use auto_agent_e2e::exporter::Exporter;
+use auto_agent_e2e::prometheus::{Prometheus, ScrapeTarget};
+use auto_agent_e2e::steps::{apply_policy, events, rollout, wait_event};
+use auto_agent_e2e::wait::poll_until;
+use auto_agent_e2e::{Cluster, TestNamespace};
+use auto_agent_shared::crd::AutoRemediationPolicy;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use kube::Api;
+use kube::api::PostParams;
+use serde_json::json;
+
+const NODE: &str = "kwok-node-1";
+const TIMEOUT: Duration = Duration::from_secs(90);
+const WINDOW_SECONDS: u64 = 8;
+const COOLDOWN_DOWN_SECONDS: u64 = 6;
+
+fn deployment(name: &str, replicas: i32, gitops: bool) -> Deployment {
+    let labels = if gitops {
+        json!({"app": name, "scale": "on", "argocd.argoproj.io/instance": "shop"})
+    } else {
+        json!({"app": name, "scale": "on"})
+    };
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name, "scale": "on"}},
+                              "spec": {"nodeSelector": {"kubernetes.io/hostname": NODE},
+                                       "containers": [{"name": "app", "image": "registry.example.com/app:1"}]}}},
+    }))
+    .unwrap()
+}
+
+async fn replicas(api: &Api<Deployment>, name: &str) -> i32 {
+    api.get_scale(name)
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.replicas)
+        .unwrap()
+}
+
+async fn wait_replicas(api: &Api<Deployment>, name: &str, want: i32) -> Instant {
+    poll_until(
+        &format!("{name} at {want} replicas"),
+        TIMEOUT,
+        || async move { Ok(replicas(api, name).await == want) },
+    )
+    .await
+    .unwrap();
+    Instant::now()
+}
+
+async fn wait_metric(stack: &AgentStack, name: &str, at_least: f64) {
+    poll_until(&format!("{name} >= {at_least}"), TIMEOUT, || async move {
+        Ok(stack.metric(name).await >= at_least)
+    })
+    .await
+    .unwrap();
+}
+
+fn held(reason: &str) -> String {
+    format!("auto_agent_scale_decisions_total{{outcome=\"held\",reason=\"{reason}\"}}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scales_on_cpu_and_a_gate_slowly_down_holds_without_prometheus_and_respects_bounds() {
+    let cluster = Cluster::get().unwrap();
+    cluster.install_crds().await.unwrap();
+    let admin = cluster.admin().await.unwrap();
+    let apps = TestNamespace::create(&cluster, "scale").await.unwrap();
+    let exporter = Exporter::start().await.unwrap();
+    let mut prometheus = Prometheus::start(&[ScrapeTarget::http("app", exporter.addr())])
+        .await
+        .unwrap();
+    let set = |workload: &str, cpu: f64, queue: f64| {
+        exporter.set("test_cpu_ratio", &[("workload", workload)], cpu);
+        exporter.set("test_queue_depth", &[("workload", workload)], queue);
+    };
+    for w in ["web", "batch", "managed"] {
+        set(w, 0.5, 0.0);
+    }
+    let env = vec![
+        ("AUTO_AGENT_PROMETHEUS_URL".to_owned(), prometheus.url()),
+        (
+            "AUTO_AGENT_SCALE_INTERVAL_SECONDS".to_owned(),
+            "1".to_owned(),
+        ),
+        (
+            "AUTO_AGENT_SCALE_FAILURES_BEFORE_DEGRADED".to_owned(),
+            "3".to_owned(),
+        ),
+    ];
+    let stack = AgentStack::start_with_env(&cluster, NODE, 1, env)
+        .await
+        .unwrap();
+    apply_policy(
+        &cluster,
+        &apps.name,
+        "scaler",
+        json!({"targetSelector": {"matchLabels": {"scale": "on"}},
+               "actions": {"scale": {
+                   "enabled": true, "minReplicas": 2, "maxReplicas": 4,
+                   "cpuThreshold": 0.8, "scaleDownCpuThreshold": 0.3,
+                   "cpuQuery": "max(test_cpu_ratio{workload=\"$workload\"})",
+                   "gates": {"queueDepth": {"query": "max(test_queue_depth{workload=\"$workload\"})", "threshold": 100}},
+                   "stepReplicas": 1, "stepPercent": 0,
+                   "cooldownUpSeconds": 3, "cooldownDownSeconds": COOLDOWN_DOWN_SECONDS,
+                   "stabilizationWindowSeconds": WINDOW_SECONDS}}}),
+    );
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &apps.name);
+    rollout(&admin, &apps.name, deployment("web", 2, false)).await;
+    rollout(&admin, &apps.name, deployment("batch", 2, false)).await;
+    rollout(&admin, &apps.name, deployment("managed", 2, true)).await;
+    let hpa: HorizontalPodAutoscaler = serde_json::from_value(json!({
+        "metadata": {"name": "batch"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "batch"},
+                 "minReplicas": 2, "maxReplicas": 10,
+                 "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]},
+    }))
+    .unwrap();
+    Api::<HorizontalPodAutoscaler>::namespaced(admin.clone(), &apps.name)
+        .create(&PostParams::default(), &hpa)
+        .await
+        .unwrap();
+    wait_metric(&stack, &held("WithinBand"), 3.0).await;
+
+    // CPU alone is not enough.
+    set("web", 0.95, 0.0);
+    let before = stack.metric(&held("NoGateAgrees")).await;
+    wait_metric(&stack, &held("NoGateAgrees"), before + 3.0).await;
+    assert_eq!(replicas(&deployments, "web").await, 2, "CPU alone scaled");
+    let note = wait_event(&admin, &apps.name, "web", "NoGateAgrees").await;
+    assert!(note.contains("policy scaler"), "{note}");
+
+    // CPU and the queue gate: up one step per cooldown, to max and no further. The HPA's workload
+    // and the GitOps-managed one see the same signals.
+    for w in ["web", "batch", "managed"] {
+        set(w, 0.95, 500.0);
+    }
+    wait_replicas(&deployments, "web", 3).await;
+    wait_replicas(&deployments, "web", 4).await;
+    let at_max = stack.metric(&held("AtMaxReplicas")).await;
+    wait_metric(&stack, &held("AtMaxReplicas"), at_max + 3.0).await;
+    assert_eq!(replicas(&deployments, "web").await, 4, "never above max");
+    let up = wait_event(&admin, &apps.name, "web", "ScaledUp").await;
+    assert!(
+        up.contains("from 2 to 3") || up.contains("from 3 to 4"),
+        "{up}"
+    );
+    let hpa_note = wait_event(&admin, &apps.name, "batch", "HpaPresent").await;
+    assert!(hpa_note.contains("batch"), "{hpa_note}");
+    let proposal = wait_event(&admin, &apps.name, "managed", "GitOpsManaged").await;
+    assert!(proposal.contains("proposing replicas 2 -> 3"), "{proposal}");
+    assert_eq!(
+        replicas(&deployments, "batch").await,
+        2,
+        "the HPA owns batch"
+    );
+    assert_eq!(
+        replicas(&deployments, "managed").await,
+        2,
+        "GitOps-managed: proposed, not patched"
+    );
+
+    // Quiet: down only after the window, one replica per cooldown, never below min.
+    let quiet_at = Instant::now();
+    set("web", 0.1, 0.0);
+    let first_down = wait_replicas(&deployments, "web", 3).await;
+    let second_down = wait_replicas(&deployments, "web", 2).await;
+    let waited = first_down - quiet_at;
+    let gap = second_down - first_down;
+    println!("first scale-down {waited:?} after quiet, second {gap:?} later");
+    assert!(
+        waited >= Duration::from_secs(WINDOW_SECONDS),
+        "scaled down {waited:?} after the signals went quiet (window {WINDOW_SECONDS} s)"
+    );
+    assert!(
+        gap >= Duration::from_secs(COOLDOWN_DOWN_SECONDS),
+        "second scale-down {gap:?} after the first (cooldown {COOLDOWN_DOWN_SECONDS} s)"
+    );
+    let at_min = stack.metric(&held("AtMinReplicas")).await;
+    wait_metric(&stack, &held("AtMinReplicas"), at_min + 3.0).await;
+    assert_eq!(replicas(&deployments, "web").await, 2, "never below min");
+
+    // Prometheus down: hold either way, Degraded after 3 failed passes; back: scaling resumes.
+    prometheus.stop();
+    set("web", 0.95, 500.0);
+    let failed = stack.metric(&held("CpuQueryFailed")).await;
+    wait_metric(&stack, &held("CpuQueryFailed"), failed + 3.0).await;
+    let policies: Api<AutoRemediationPolicy> = Api::namespaced(admin.clone(), &apps.name);
+    let degraded = || async {
+        policies
+            .get("scaler")
+            .await
+            .ok()
+            .and_then(|p| p.status)
+            .and_then(|s| {
+                s.conditions
+                    .into_iter()
+                    .find(|c| c.type_ == "Degraded" && c.status == "True")
+            })
+            .map(|c| c.reason)
+    };
+    poll_until("policy Degraded", TIMEOUT, || async {
+        Ok(degraded().await.as_deref() == Some("PrometheusUnavailable"))
+    })
+    .await
+    .unwrap();
+    assert_eq!(replicas(&deployments, "web").await, 2, "held while blind");
+    prometheus.start_again().await.unwrap();
+    wait_replicas(&deployments, "web", 3).await;
+    poll_until("Degraded clears", TIMEOUT, || async {
+        Ok(degraded().await.is_none())
+    })
+    .await
+    .unwrap();
+    let all = events(&admin, &apps.name).await;
+    assert!(
+        all["web"].iter().any(|(r, _)| r == "CpuQueryFailed"),
+        "the hold is an Event: {:?}",
+        all["web"]
+    );
+    stack.delete().await.unwrap();
+    apps.delete(admin).await.unwrap();
+}

@@ -304,3 +304,121 @@ impl Keeper {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::document::{BundleInput, Caps, PolicyRef};
+    use std::path::PathBuf;
+
+    fn bundle(id: &str) -> Bundle {
+        let mut b = Bundle::build(
+            BundleInput {
+                incident_key: "ns/Deployment/api/CrashLoopBackOff".into(),
+                created_at: "2026-11-25T00:00:00Z".into(),
+                policy: PolicyRef {
+                    namespace: "ns".into(),
+                    name: "p".into(),
+                },
+                findings: vec![],
+                api_log_lines: None,
+                pod: None,
+                events: vec![],
+                owner: None,
+                node: None,
+                planned: serde_json::json!({}),
+                taken: vec![],
+            },
+            Caps::default(),
+        );
+        b.bundle_id = id.into();
+        b
+    }
+
+    fn keeper(dir: &std::path::Path, durability: Durability, max: usize) -> Arc<Keeper> {
+        let registry = Registry::new();
+        Arc::new(Keeper::new(
+            Stores {
+                s3: None,
+                allowed_roots: vec![dir.to_owned()],
+            },
+            Spool::new(dir.join("spool"), max, 1 << 20),
+            EvidenceMetrics::register(&registry).unwrap(),
+            durability,
+            Duration::from_secs(5),
+        ))
+    }
+
+    fn tmp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("keeper-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[tokio::test]
+    async fn stores_spools_refuses_and_delivers() {
+        let dir = tmp("all");
+        // A file where the store's directory should be: writes fail until it is removed.
+        let root = dir.join("store");
+        std::fs::write(&root, b"not a directory").unwrap();
+        let dest = Destination::Filesystem { root: root.clone() };
+
+        let local = keeper(&dir, Durability::Local, 2);
+        let saved = local.save(&dest, "a/b.json", &bundle("one")).await.unwrap();
+        assert!(matches!(saved, Saved::Spooled { .. }), "{saved:?}");
+        assert!(saved.describe().contains("delivery pending"));
+        assert_eq!(local.metrics.spool_entries.get(), 1);
+
+        let remote = keeper(&dir, Durability::Remote, 2);
+        let err = remote
+            .save(&dest, "a/c.json", &bundle("two"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SaveError::NotRemote { .. }), "{err}");
+        // Full spool and a failing store: nowhere to keep it, so the caller must not act.
+        let err = remote
+            .save(&dest, "a/d.json", &bundle("three"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SaveError::Lost { .. }), "{err}");
+
+        // The store recovers: the delivery loop writes both spooled bundles, once each.
+        std::fs::remove_file(&root).unwrap();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(local.clone().deliver(stop.clone()));
+        for _ in 0..100 {
+            if local.spool.usage().unwrap().0 == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        stop.cancel();
+        task.await.unwrap();
+        assert_eq!(local.spool.usage().unwrap().0, 0);
+        for (key, id) in [("a/b.json", "one"), ("a/c.json", "two")] {
+            let doc: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(root.join(key)).unwrap()).unwrap();
+            assert_eq!(doc["bundleId"], id);
+        }
+        assert!(!root.join("a/d.json").exists());
+        assert_eq!(
+            local
+                .metrics
+                .delivered
+                .with_label_values(&["filesystem"])
+                .get(),
+            2
+        );
+        // Stored directly now.
+        let saved = local
+            .save(&dest, "a/e.json", &bundle("four"))
+            .await
+            .unwrap();
+        assert_eq!(
+            saved,
+            Saved::Stored(root.join("a/e.json").display().to_string())
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

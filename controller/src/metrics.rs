@@ -23,7 +23,71 @@ pub struct ControllerMetrics {
     pub anomalies_active: IntGauge,
 }
 
+/// Label values known in advance, created at 0 so dashboards and `rate()` see a series from the
+/// start instead of "no data" until the first event.
+const FINDING_OUTCOMES: &[&str] = &[
+    "accepted",
+    "duplicate",
+    "malformed",
+    "rate_limited",
+    "wrong_node",
+];
+const REFUSED_STREAM_CAUSES: &[&str] = &[
+    "too_many_streams",
+    "missing_token",
+    "invalid_token",
+    "wrong_audience",
+    "wrong_service_account",
+    "no_node_binding",
+    "tokenreview_error",
+    "no_hello",
+    "wrong_node",
+];
+const WRITE_KINDS: &[&str] = &[
+    "event",
+    "ledger",
+    "delete_pod",
+    "patch_workload",
+    "policy_status",
+    "scale",
+    "cordon",
+    "evict",
+    "uncordon",
+    "node",
+];
+const ACT_ERRORS: &[&str] = &[
+    "fenced",
+    "condition_cleared",
+    "bundle",
+    "api",
+    "unsupported",
+];
+const QUERY_OUTCOMES: &[&str] = &[
+    "ok",
+    "empty",
+    "bad_query",
+    "unavailable",
+    "bad_response",
+    "config",
+];
+
 impl ControllerMetrics {
+    fn touch_known_labels(&self) {
+        for o in FINDING_OUTCOMES {
+            self.findings.with_label_values(&[o]);
+        }
+        for c in REFUSED_STREAM_CAUSES {
+            self.streams_refused.with_label_values(&[c]);
+        }
+        for w in WRITE_KINDS.iter().chain(ACT_ERRORS) {
+            self.action_errors.with_label_values(&[w]);
+            self.fenced_writes.with_label_values(&[w]);
+        }
+        for o in QUERY_OUTCOMES {
+            self.prom_queries.with_label_values(&[o]);
+        }
+    }
+
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
         let m = Self {
             actions: IntCounterVec::new(
@@ -115,6 +179,7 @@ impl ControllerMetrics {
                 "Workloads whose anomaly query is above its z threshold",
             )?,
         };
+        m.touch_known_labels();
         registry.register(Box::new(m.scale_decisions.clone()))?;
         registry.register(Box::new(m.prom_queries.clone()))?;
         registry.register(Box::new(m.anomalies_active.clone()))?;

@@ -74,6 +74,12 @@ impl EvidenceMetrics {
                 "Bytes waiting in the local spool",
             )?,
         };
+        // Both stores at 0 from the start, so dashboards show a series rather than no data.
+        for store in ["s3", "filesystem"] {
+            for c in [&m.written, &m.failed, &m.spooled, &m.delivered] {
+                c.with_label_values(&[store]);
+            }
+        }
         registry.register(Box::new(m.written.clone()))?;
         registry.register(Box::new(m.failed.clone()))?;
         registry.register(Box::new(m.spooled.clone()))?;

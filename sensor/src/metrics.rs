@@ -81,6 +81,25 @@ impl SensorMetrics {
                 "Pods on this node currently tracked",
             )?,
         };
+        // Known label values at 0 from the start, so dashboards show a series, not "no data".
+        for reason in [
+            "REJECT_REASON_WRONG_NODE",
+            "REJECT_REASON_MALFORMED",
+            "REJECT_REASON_RATE_LIMITED",
+        ] {
+            m.rejected.with_label_values(&[reason]);
+        }
+        for kind in auto_agent_engine::FindingKind::ALL {
+            m.findings.with_label_values(&[kind.as_str()]);
+        }
+        for resource in ["pods", "node"] {
+            m.watch_restarts.with_label_values(&[resource]);
+        }
+        for source in ["node_file", "api"] {
+            for outcome in ["ok", "error"] {
+                m.log_reads.with_label_values(&[source, outcome]);
+            }
+        }
         registry.register(Box::new(m.findings.clone()))?;
         registry.register(Box::new(m.queue_depth.clone()))?;
         registry.register(Box::new(m.inflight.clone()))?;

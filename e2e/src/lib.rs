@@ -4,6 +4,7 @@
 //! - [`TestNamespace`]: a fresh namespace per test, deleted when dropped.
 //! - [`wait`]: waits on watches or polls with deadlines, never bare sleeps.
 //! - [`scenario`]: put pods and nodes into the failure states the agent remediates.
+//! - [`helm`]: the Helm CLI and the project's chart (lint, template, install with its identities).
 
 #![allow(clippy::expect_used)]
 
@@ -11,6 +12,7 @@ pub mod agents;
 pub mod bench;
 pub mod cluster;
 pub mod exporter;
+pub mod helm;
 pub mod ingest;
 pub mod namespace;
 pub mod pki;

@@ -1,0 +1,161 @@
+{{/*
+Names. Every resource is named from "auto-agent.fullname": the release name when it contains the
+chart name, else "<release>-<chart>"; fullnameOverride wins. The e2e support library mirrors this
+rule in e2e/src/helm.rs (fullname), and a test keeps the two in step.
+*/}}
+{{- define "auto-agent.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "auto-agent.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "auto-agent.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The sensor's DaemonSet, ServiceAccount, ClusterRole and binding. */}}
+{{- define "auto-agent.sensorName" -}}
+{{- printf "%s-sensor" (include "auto-agent.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The controller's Deployment, Service, ServiceAccount, ClusterRole, Role and bindings. */}}
+{{- define "auto-agent.controllerName" -}}
+{{- printf "%s-controller" (include "auto-agent.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every resource. */}}
+{{- define "auto-agent.labels" -}}
+helm.sh/chart: {{ include "auto-agent.chart" . }}
+app.kubernetes.io/name: {{ include "auto-agent.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: auto-agent
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Selector labels of one component: (dict "ctx" $ "component" "sensor"). */}}
+{{- define "auto-agent.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "auto-agent.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* Labels of one component's resources: (dict "ctx" $ "component" "sensor"). */}}
+{{- define "auto-agent.componentLabels" -}}
+{{ include "auto-agent.labels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* An image reference from {repository, tag, digest}: (dict "ctx" $ "image" .Values.sensor.image). */}}
+{{- define "auto-agent.image" -}}
+{{- if .image.digest }}
+{{- printf "%s@%s" .image.repository .image.digest }}
+{{- else }}
+{{- printf "%s:%s" .image.repository (default .ctx.Chart.AppVersion .image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret holding the gRPC ingest's certificate, key and CA. */}}
+{{- define "auto-agent.tlsSecretName" -}}
+{{- if .Values.tls.existingSecret }}
+{{- .Values.tls.existingSecret }}
+{{- else }}
+{{- printf "%s-tls" (include "auto-agent.controllerName" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{/* The controller Service's DNS name the sensors dial and the certificate names. */}}
+{{- define "auto-agent.controllerHost" -}}
+{{- printf "%s.%s.svc" (include "auto-agent.controllerName" .) .Release.Namespace }}
+{{- end }}
+
+{{/* The names the controller's certificate carries. */}}
+{{- define "auto-agent.tlsDnsNames" -}}
+{{- $svc := include "auto-agent.controllerName" . -}}
+{{- $ns := .Release.Namespace -}}
+{{- list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.%s" $svc $ns .Values.tls.clusterDomain) | toJson }}
+{{- end }}
+
+{{/* The Secret and key of the Slack webhook URL, if any: "name/key" or "". */}}
+{{- define "auto-agent.slackSecretName" -}}
+{{- if .Values.slack.existingSecret }}
+{{- .Values.slack.existingSecret }}
+{{- else if .Values.slack.webhookUrl }}
+{{- printf "%s-slack" (include "auto-agent.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "auto-agent.slackSecretKey" -}}
+{{- if .Values.slack.existingSecret }}
+{{- .Values.slack.existingSecretKey }}
+{{- else }}
+{{- "webhook-url" }}
+{{- end }}
+{{- end }}
+
+{{/*
+The ServiceAccount token for the Kubernetes API, projected explicitly (automountServiceAccountToken
+is false on both pods): the same three sources the kubelet's automount would project, with an
+explicit expiry. kube-rs re-reads the rotated token file.
+*/}}
+{{- define "auto-agent.kubeApiAccessVolume" -}}
+- name: kube-api-access
+  projected:
+    defaultMode: 0444
+    sources:
+      - serviceAccountToken:
+          path: token
+          expirationSeconds: 3600
+      - configMap:
+          name: kube-root-ca.crt
+          items:
+            - key: ca.crt
+              path: ca.crt
+      - downwardAPI:
+          items:
+            - path: namespace
+              fieldRef:
+                apiVersion: v1
+                fieldPath: metadata.namespace
+{{- end }}
+
+{{- define "auto-agent.kubeApiAccessMount" -}}
+- name: kube-api-access
+  mountPath: /var/run/secrets/kubernetes.io/serviceaccount
+  readOnly: true
+{{- end }}
+
+{{/* Fails rendering on contradictory values the schema cannot express. */}}
+{{- define "auto-agent.validate" -}}
+{{- if and .Values.tls.existingSecret .Values.tls.certManager.enabled }}
+{{- fail "tls.existingSecret and tls.certManager.enabled are exclusive: choose one certificate source" }}
+{{- end }}
+{{- if and .Values.tls.certManager.enabled (not .Values.tls.certManager.issuerRef.name) }}
+{{- fail "tls.certManager.issuerRef.name is required when tls.certManager.enabled is true" }}
+{{- end }}
+{{- if and .Values.evidence.s3.sseKmsKeyId (ne .Values.evidence.s3.sse "aws:kms") }}
+{{- fail "evidence.s3.sseKmsKeyId needs evidence.s3.sse: aws:kms" }}
+{{- end }}
+{{- if lt (int .Values.auth.tokenExpirationSeconds) 600 }}
+{{- fail "auth.tokenExpirationSeconds must be at least 600 (the API server's minimum)" }}
+{{- end }}
+{{- end }}
+
+{{/* The action ledger ConfigMap (AUTO_AGENT_LEDGER_NAME). */}}
+{{- define "auto-agent.ledgerName" -}}
+{{- printf "%s-ledger" (include "auto-agent.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}

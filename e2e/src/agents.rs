@@ -6,22 +6,67 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Context;
-use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-use kube::Api;
-use kube::api::{DeleteParams, PostParams};
-use serde_json::json;
 
 use crate::Cluster;
+use crate::helm::ChartRelease;
 use crate::process::{Process, binary, free_port, http_get};
 use crate::wait::poll_until;
 
-/// A read-only sensor identity: ServiceAccount, ClusterRole (pods, pods/log, nodes: read verbs
-/// only) and binding, a kubeconfig with its API token, and a token file with the agent audience.
+/// The chart installed into a namespace: the ServiceAccounts and RBAC a real install gives the
+/// agent, which the processes under test run with (tokens minted by TokenRequest). The chart's own
+/// controller Deployment is scaled to 0: the controllers run as processes.
+#[derive(Debug)]
+pub struct Install {
+    pub chart: ChartRelease,
+}
+
+impl Install {
+    /// Chart values for agents that run as processes: no controller pods of the chart's own.
+    pub const PROCESS_VALUES: &'static [&'static str] = &["--set", "controller.replicas=0"];
+
+    pub async fn create(cluster: &Cluster, namespace: &str) -> anyhow::Result<Self> {
+        Self::create_with(cluster, namespace, Self::PROCESS_VALUES).await
+    }
+
+    /// Installs with `chart_args` (more helm arguments; `&[]` for the default values).
+    pub async fn create_with(
+        cluster: &Cluster,
+        namespace: &str,
+        chart_args: &[&str],
+    ) -> anyhow::Result<Self> {
+        let release = format!("auto-agent-{namespace}");
+        let chart = ChartRelease::install(cluster, &release, namespace, chart_args)?;
+        Ok(Self { chart })
+    }
+
+    /// The chart's sensor pod on `node` (the DaemonSet's), once it exists: (name, uid).
+    pub async fn sensor_pod_on(
+        &self,
+        cluster: &Cluster,
+        node: &str,
+    ) -> anyhow::Result<(String, String)> {
+        let found = std::sync::Mutex::new(None);
+        poll_until(
+            &format!("the chart's sensor pod on {node}"),
+            Duration::from_secs(60),
+            || async {
+                let pod = self.chart.sensor_pod_on(cluster, node).await?;
+                *found.lock().unwrap_or_else(|e| e.into_inner()) = Some(pod);
+                Ok(true)
+            },
+        )
+        .await?;
+        let pod = found.lock().unwrap_or_else(|e| e.into_inner()).take();
+        pod.context("no sensor pod")
+    }
+}
+
+/// The sensor's identity from the chart: a kubeconfig with a token of its ServiceAccount, and a
+/// token file with the agent audience (bound to the DaemonSet's pod once bound to a node).
 #[derive(Debug)]
 pub struct SensorIdentity {
     pub namespace: String,
-    pub role: String,
+    pub service_account: String,
     pub dir: PathBuf,
     /// The pod the agent token is bound to, once bound.
     pub bound_pod: Option<(String, String)>,
@@ -29,44 +74,18 @@ pub struct SensorIdentity {
 }
 
 impl SensorIdentity {
-    pub async fn create(cluster: &Cluster, namespace: &str) -> anyhow::Result<Self> {
-        let client = cluster.admin().await?;
-        let role = format!("e2e-sensor-{namespace}");
-        Api::<ServiceAccount>::namespaced(client.clone(), namespace)
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {"name": "sensor"}}))?,
-            )
-            .await?;
-        let cluster_role: ClusterRole = serde_json::from_value(json!({
-            "metadata": {"name": role},
-            "rules": [
-                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
-                {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
-                {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]},
-            ],
-        }))?;
-        Api::<ClusterRole>::all(client.clone())
-            .create(&PostParams::default(), &cluster_role)
-            .await?;
-        let binding: ClusterRoleBinding = serde_json::from_value(json!({
-            "metadata": {"name": role},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-            "subjects": [{"kind": "ServiceAccount", "name": "sensor", "namespace": namespace}],
-        }))?;
-        Api::<ClusterRoleBinding>::all(client)
-            .create(&PostParams::default(), &binding)
-            .await?;
-
+    pub async fn create(cluster: &Cluster, install: &Install) -> anyhow::Result<Self> {
+        let namespace = install.chart.namespace.clone();
+        let service_account = install.chart.sensor_service_account();
         let dir = std::env::temp_dir().join(format!("e2e-sensor-{namespace}"));
         std::fs::create_dir_all(&dir)?;
         let api_token = cluster
-            .service_account_token(namespace, "sensor", &[], 3600)
+            .service_account_token(&namespace, &service_account, &[], 3600)
             .await?;
         cluster.write_token_kubeconfig(&dir.join("kubeconfig"), &api_token)?;
         let identity = Self {
-            namespace: namespace.to_owned(),
-            role,
+            namespace,
+            service_account,
             dir,
             bound_pod: None,
             cluster: cluster.clone(),
@@ -75,20 +94,10 @@ impl SensorIdentity {
         Ok(identity)
     }
 
-    /// Binds the agent token to a pod of the sensor ServiceAccount on `node` (as the DaemonSet's
-    /// projected token is), and writes it. Returns the pod name.
-    pub async fn bind_to_node(&mut self, node: &str) -> anyhow::Result<String> {
-        let client = self.cluster.admin().await?;
-        let name = format!("sensor-{node}");
-        let pod: Pod = serde_json::from_value(json!({
-            "metadata": {"name": name, "labels": {"app": "auto-agent-sensor"}},
-            "spec": {"serviceAccountName": "sensor", "nodeName": node, "automountServiceAccountToken": false,
-                     "containers": [{"name": "sensor", "image": "auto-agent-sensor:e2e"}]},
-        }))?;
-        let created = Api::<Pod>::namespaced(client, &self.namespace)
-            .create(&PostParams::default(), &pod)
-            .await?;
-        let uid = created.metadata.uid.context("pod has no uid")?;
+    /// Binds the agent token to the chart's sensor pod on `node` (as the DaemonSet's projected
+    /// token is), and writes it. Returns the pod name.
+    pub async fn bind_to_node(&mut self, install: &Install, node: &str) -> anyhow::Result<String> {
+        let (name, uid) = install.sensor_pod_on(&self.cluster, node).await?;
         self.bound_pod = Some((name.clone(), uid));
         self.refresh_agent_token().await?;
         Ok(name)
@@ -96,32 +105,27 @@ impl SensorIdentity {
 
     /// Writes a new token with the agent audience, as the kubelet does when it rotates one.
     pub async fn refresh_agent_token(&self) -> anyhow::Result<()> {
+        let audience = [auto_agent_shared::keys::SENSOR_TOKEN_AUDIENCE];
         let token = match &self.bound_pod {
             Some((name, uid)) => {
                 self.cluster
-                    .bound_token(&self.namespace, "sensor", &["auto-agent"], (name, uid))
+                    .bound_token(
+                        &self.namespace,
+                        &self.service_account,
+                        &audience,
+                        (name, uid),
+                    )
                     .await?
             }
             None => {
                 self.cluster
-                    .service_account_token(&self.namespace, "sensor", &["auto-agent"], 3600)
+                    .service_account_token(&self.namespace, &self.service_account, &audience, 3600)
                     .await?
             }
         };
         let tmp = self.dir.join("token.tmp");
         std::fs::write(&tmp, token)?;
         std::fs::rename(tmp, self.dir.join("token"))?;
-        Ok(())
-    }
-
-    pub async fn delete(&self) -> anyhow::Result<()> {
-        let client = self.cluster.admin().await?;
-        Api::<ClusterRoleBinding>::all(client.clone())
-            .delete(&self.role, &DeleteParams::default())
-            .await?;
-        Api::<ClusterRole>::all(client)
-            .delete(&self.role, &DeleteParams::default())
-            .await?;
         Ok(())
     }
 }
@@ -193,102 +197,38 @@ impl Sensor {
     }
 }
 
-/// The controller's identity: ServiceAccount, a ClusterRole with exactly what the controller uses
-/// today (TokenReview, reading pods and workloads, policies and their status, Events) and a Role for
-/// its Lease in its own namespace.
+/// The controller's identity from the chart: a kubeconfig with a token of its ServiceAccount, and
+/// the Lease and ledger names its Role allows.
 #[derive(Debug)]
 pub struct ControllerIdentity {
     pub namespace: String,
-    pub role: String,
+    pub service_account: String,
+    pub lease_name: String,
+    pub ledger_name: String,
+    /// `namespace/name` of the sensor ServiceAccount the controller accepts.
+    pub sensor_service_account: String,
     pub dir: PathBuf,
-    cluster: Cluster,
 }
 
 impl ControllerIdentity {
-    pub async fn create(cluster: &Cluster, namespace: &str) -> anyhow::Result<Self> {
-        use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-        let client = cluster.admin().await?;
-        let role = format!("e2e-controller-{namespace}");
-        Api::<ServiceAccount>::namespaced(client.clone(), namespace)
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {"name": "controller"}}))?,
-            )
-            .await?;
-        let cluster_role: ClusterRole = serde_json::from_value(json!({
-            "metadata": {"name": role},
-            "rules": [
-                {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
-                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "delete"]},
-                {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
-                {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
-                {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]},
-                {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "patch"]},
-                {"apiGroups": ["autoagent.io"], "resources": ["noderemediationpolicies"], "verbs": ["get", "list", "watch"]},
-                {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets", "daemonsets"],
-                 "verbs": ["get", "list", "patch"]},
-                {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["get"]},
-                {"apiGroups": ["apps"], "resources": ["deployments/scale", "statefulsets/scale"], "verbs": ["get", "patch"]},
-                {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": ["list"]},
-                {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get"]},
-                {"apiGroups": ["autoagent.io"], "resources": ["autoremediationpolicies"], "verbs": ["get", "list", "watch"]},
-                {"apiGroups": ["autoagent.io"], "resources": ["autoremediationpolicies/status"], "verbs": ["get", "patch", "update"]},
-                {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
-            ],
-        }))?;
-        Api::<ClusterRole>::all(client.clone())
-            .create(&PostParams::default(), &cluster_role)
-            .await?;
-        let binding: ClusterRoleBinding = serde_json::from_value(json!({
-            "metadata": {"name": role},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-            "subjects": [{"kind": "ServiceAccount", "name": "controller", "namespace": namespace}],
-        }))?;
-        Api::<ClusterRoleBinding>::all(client.clone())
-            .create(&PostParams::default(), &binding)
-            .await?;
-        let lease_role: Role = serde_json::from_value(json!({
-            "metadata": {"name": "controller-lease"},
-            "rules": [
-                {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update", "patch"]},
-                {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update"]},
-            ],
-        }))?;
-        Api::<Role>::namespaced(client.clone(), namespace)
-            .create(&PostParams::default(), &lease_role)
-            .await?;
-        let lease_binding: RoleBinding = serde_json::from_value(json!({
-            "metadata": {"name": "controller-lease"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "controller-lease"},
-            "subjects": [{"kind": "ServiceAccount", "name": "controller", "namespace": namespace}],
-        }))?;
-        Api::<RoleBinding>::namespaced(client, namespace)
-            .create(&PostParams::default(), &lease_binding)
-            .await?;
-
+    pub async fn create(cluster: &Cluster, install: &Install) -> anyhow::Result<Self> {
+        let chart = &install.chart;
+        let namespace = chart.namespace.clone();
+        let service_account = chart.controller_service_account();
         let dir = std::env::temp_dir().join(format!("e2e-controller-{namespace}"));
         std::fs::create_dir_all(&dir)?;
         let token = cluster
-            .service_account_token(namespace, "controller", &[], 3600)
+            .service_account_token(&namespace, &service_account, &[], 3600)
             .await?;
         cluster.write_token_kubeconfig(&dir.join("kubeconfig"), &token)?;
         Ok(Self {
-            namespace: namespace.to_owned(),
-            role,
+            namespace,
+            service_account,
+            lease_name: chart.lease_name(),
+            ledger_name: chart.ledger_name(),
+            sensor_service_account: chart.sensor_service_account_ref(),
             dir,
-            cluster: cluster.clone(),
         })
-    }
-
-    pub async fn delete(&self) -> anyhow::Result<()> {
-        let client = self.cluster.admin().await?;
-        Api::<ClusterRoleBinding>::all(client.clone())
-            .delete(&self.role, &DeleteParams::default())
-            .await?;
-        Api::<ClusterRole>::all(client)
-            .delete(&self.role, &DeleteParams::default())
-            .await?;
-        Ok(())
     }
 }
 
@@ -347,6 +287,8 @@ impl Controller {
                 options.fence_margin_seconds.to_string(),
             )
             .env("AUTO_AGENT_ADMIN_ADDR", admin.to_string())
+            .env("AUTO_AGENT_LEASE_NAME", &identity.lease_name)
+            .env("AUTO_AGENT_LEDGER_NAME", &identity.ledger_name)
             .env("AUTO_AGENT_BUNDLE_DIR", &options.bundle_dir)
             .env(
                 "AUTO_AGENT_SPOOL_DIR",
@@ -401,6 +343,7 @@ pub const CONTROLLER_TLS_NAME: &str = "auto-agent-controller.auto-agent.svc";
 #[derive(Debug)]
 pub struct AgentStack {
     pub namespace: crate::TestNamespace,
+    pub install: Install,
     pub controller_id: ControllerIdentity,
     pub sensor_id: SensorIdentity,
     pub controllers: Vec<Controller>,
@@ -424,10 +367,22 @@ impl AgentStack {
         replicas: usize,
         env: Vec<(String, String)>,
     ) -> anyhow::Result<Self> {
+        Self::start_with(cluster, node, replicas, env, Install::PROCESS_VALUES).await
+    }
+
+    /// Like `start_with_env`, installing the chart with `chart_args` (`&[]`: default values).
+    pub async fn start_with(
+        cluster: &Cluster,
+        node: &str,
+        replicas: usize,
+        env: Vec<(String, String)>,
+        chart_args: &[&str],
+    ) -> anyhow::Result<Self> {
         let namespace = crate::TestNamespace::create(cluster, "agents").await?;
-        let controller_id = ControllerIdentity::create(cluster, &namespace.name).await?;
-        let mut sensor_id = SensorIdentity::create(cluster, &namespace.name).await?;
-        sensor_id.bind_to_node(node).await?;
+        let install = Install::create_with(cluster, &namespace.name, chart_args).await?;
+        let controller_id = ControllerIdentity::create(cluster, &install).await?;
+        let mut sensor_id = SensorIdentity::create(cluster, &install).await?;
+        sensor_id.bind_to_node(&install, node).await?;
         let pki =
             crate::pki::TestPki::create(&controller_id.dir.join("pki"), &[CONTROLLER_TLS_NAME])?;
         let bundle_dir = controller_id.dir.join("bundles");
@@ -435,7 +390,7 @@ impl AgentStack {
         for i in 0..replicas {
             let options = ControllerOptions {
                 name: format!("controller-{i}"),
-                sensor_service_account: format!("{}/sensor", namespace.name),
+                sensor_service_account: controller_id.sensor_service_account.clone(),
                 tls: Some(pki.clone()),
                 lease_seconds: 6,
                 renew_seconds: 2,
@@ -461,6 +416,7 @@ impl AgentStack {
         .await?;
         let stack = Self {
             namespace,
+            install,
             controller_id,
             sensor_id,
             controllers,
@@ -539,8 +495,8 @@ impl AgentStack {
 
     pub async fn delete(self) -> anyhow::Result<()> {
         drop(self.sensor);
-        self.controller_id.delete().await?;
-        self.sensor_id.delete().await?;
+        drop(self.controllers);
+        self.install.chart.uninstall()?;
         Ok(())
     }
 }

@@ -448,7 +448,7 @@ fn chart_lints_clean_with_defaults_and_every_feature() {
         "features.restart=yes",
         "evidence.s3.sse=rot13",
         "tls.certManager.enabled=true",
-        "controller.replicas=0",
+        "controller.replicas=-1",
         "not.a.value=1",
     ] {
         let out = helm().lint(&["--set", bad]).unwrap();

@@ -9,7 +9,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use auto_agent_e2e::agents::{
-    Controller, ControllerIdentity, ControllerOptions, Sensor, SensorIdentity, SensorOptions,
+    Controller, ControllerIdentity, ControllerOptions, Install, Sensor, SensorIdentity,
+    SensorOptions,
 };
 use auto_agent_e2e::pki::TestPki;
 use auto_agent_e2e::process::metric_sum;
@@ -21,9 +22,8 @@ use auto_agent_e2e::{Cluster, TestNamespace};
 use auto_agent_shared::crd::AutoRemediationPolicy;
 use auto_agent_shared::proto::v1::sensor_ingest_client::SensorIngestClient;
 use auto_agent_shared::proto::v1::{self as pb, sensor_message};
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{ListParams, PostParams};
+use kube::api::ListParams;
 use kube::{Api, Client};
 use serde_json::json;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
@@ -98,18 +98,17 @@ async fn leader_failover_loses_no_finding_and_bad_streams_are_refused() {
     let admin = cluster.admin().await.unwrap();
     let agents = TestNamespace::create(&cluster, "agents").await.unwrap();
     let apps = TestNamespace::create(&cluster, "apps").await.unwrap();
-    let controller_id = ControllerIdentity::create(&cluster, &agents.name)
+    let install = Install::create(&cluster, &agents.name).await.unwrap();
+    let controller_id = ControllerIdentity::create(&cluster, &install)
         .await
         .unwrap();
-    let mut sensor_id = SensorIdentity::create(&cluster, &agents.name)
-        .await
-        .unwrap();
-    sensor_id.bind_to_node(TARGET).await.unwrap();
+    let mut sensor_id = SensorIdentity::create(&cluster, &install).await.unwrap();
+    sensor_id.bind_to_node(&install, TARGET).await.unwrap();
     let pki = TestPki::create(&controller_id.dir.join("pki"), &[NAME]).unwrap();
 
     let options = |name: &str| ControllerOptions {
         name: name.into(),
-        sensor_service_account: format!("{}/sensor", agents.name),
+        sensor_service_account: controller_id.sensor_service_account.clone(),
         tls: Some(pki.clone()),
         lease_seconds: 6,
         renew_seconds: 2,
@@ -311,7 +310,7 @@ async fn leader_failover_loses_no_finding_and_bad_streams_are_refused() {
         "{no_token:?}"
     );
     let api_audience = cluster
-        .service_account_token(&agents.name, "sensor", &[], 600)
+        .service_account_token(&agents.name, &sensor_id.service_account, &[], 600)
         .await
         .unwrap();
     let wrong_audience = raw_stream(addr, &pki, Some(&api_audience), TARGET)
@@ -322,22 +321,14 @@ async fn leader_failover_loses_no_finding_and_bad_streams_are_refused() {
         tonic::Code::Unauthenticated,
         "{wrong_audience:?}"
     );
-    let other_pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": "sensor-other"},
-        "spec": {"serviceAccountName": "sensor", "nodeName": OTHER, "automountServiceAccountToken": false,
-                 "containers": [{"name": "sensor", "image": "auto-agent-sensor:e2e"}]},
-    }))
-    .unwrap();
-    let other_pod = Api::<Pod>::namespaced(admin.clone(), &agents.name)
-        .create(&PostParams::default(), &other_pod)
-        .await
-        .unwrap();
+    // A token bound to the chart's sensor pod on another node.
+    let other_pod = install.sensor_pod_on(&cluster, OTHER).await.unwrap();
     let other_token = cluster
         .bound_token(
             &agents.name,
-            "sensor",
-            &["auto-agent"],
-            ("sensor-other", other_pod.metadata.uid.as_deref().unwrap()),
+            &sensor_id.service_account,
+            &[auto_agent_shared::keys::SENSOR_TOKEN_AUDIENCE],
+            (other_pod.0.as_str(), other_pod.1.as_str()),
         )
         .await
         .unwrap();
@@ -370,6 +361,5 @@ async fn leader_failover_loses_no_finding_and_bad_streams_are_refused() {
             "refusal {cause} not counted:\n{metrics}"
         );
     }
-    controller_id.delete().await.unwrap();
-    sensor_id.delete().await.unwrap();
+    install.chart.uninstall().unwrap();
 }

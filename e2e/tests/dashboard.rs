@@ -51,7 +51,10 @@ fn dashboard_queries() -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_query_returns_data_during_a_scenario() {
     let queries = dashboard_queries();
-    assert!(queries.len() >= 20, "the dashboard has its panels: {queries:?}");
+    assert!(
+        queries.len() >= 20,
+        "the dashboard has its panels: {queries:?}"
+    );
     let cluster = Cluster::get().unwrap();
     cluster.install_crds().await.unwrap();
     let admin = cluster.admin().await.unwrap();
@@ -65,7 +68,10 @@ async fn every_dashboard_query_returns_data_during_a_scenario() {
         .unwrap();
     let env = vec![
         ("AUTO_AGENT_PROMETHEUS_URL".to_owned(), signals.url()),
-        ("AUTO_AGENT_SCALE_INTERVAL_SECONDS".to_owned(), "2".to_owned()),
+        (
+            "AUTO_AGENT_SCALE_INTERVAL_SECONDS".to_owned(),
+            "2".to_owned(),
+        ),
     ];
     let stack = AgentStack::start_with_env(&cluster, NODE, 1, env)
         .await

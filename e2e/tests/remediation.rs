@@ -291,7 +291,7 @@ async fn budgets_hold_for_fifty_crash_loops_and_survive_a_leader_kill() {
         5.0
     );
     let ledger: Api<ConfigMap> = Api::namespaced(admin.clone(), &stack.namespace.name);
-    let history = ledger.get("auto-agent-ledger").await.unwrap();
+    let history = ledger.get(&stack.controller_id.ledger_name).await.unwrap();
     assert!(
         history.data.unwrap()["actions.json"]
             .matches("RestartPod")

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use auto_agent_e2e::agents::{Sensor, SensorIdentity, SensorOptions};
+use auto_agent_e2e::agents::{Install, Sensor, SensorIdentity, SensorOptions};
 use auto_agent_e2e::ingest::{IngestServer, Received, Recorder};
 use auto_agent_e2e::pki::TestPki;
 use auto_agent_e2e::process::{free_port, metric_sum};
@@ -79,7 +79,8 @@ async fn sensor_detects_its_node_and_loses_nothing_across_ingest_restarts() {
     let cluster = Cluster::get().unwrap();
     let admin = cluster.admin().await.unwrap();
     let ns = TestNamespace::create(&cluster, "sensor").await.unwrap();
-    let identity = SensorIdentity::create(&cluster, &ns.name).await.unwrap();
+    let install = Install::create(&cluster, &ns.name).await.unwrap();
+    let identity = SensorIdentity::create(&cluster, &install).await.unwrap();
     // A failed earlier run may have left pressure (and its NoSchedule taint) behind.
     for node in [TARGET, OTHER] {
         scenario::node_pressure(&admin, node, NodePressure::Memory, false)
@@ -316,14 +317,15 @@ async fn sensor_detects_its_node_and_loses_nothing_across_ingest_restarts() {
         .await
         .unwrap();
     drop(sensor);
-    identity.delete().await.unwrap();
+    install.chart.uninstall().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sensor_verifies_tls_and_reopens_the_stream_with_a_rotated_token() {
     let cluster = Cluster::get().unwrap();
     let ns = TestNamespace::create(&cluster, "sensor-tls").await.unwrap();
-    let identity = SensorIdentity::create(&cluster, &ns.name).await.unwrap();
+    let install = Install::create(&cluster, &ns.name).await.unwrap();
+    let identity = SensorIdentity::create(&cluster, &install).await.unwrap();
     const NAME: &str = "auto-agent-controller.auto-agent.svc";
     let pki = TestPki::create(&identity.dir.join("pki"), &[NAME]).unwrap();
     let other_pki = TestPki::create(&identity.dir.join("other-pki"), &[NAME]).unwrap();
@@ -389,5 +391,5 @@ async fn sensor_verifies_tls_and_reopens_the_stream_with_a_rotated_token() {
     let output = sensor.process.output();
     assert!(output.contains("Token rotated"), "{output}");
     drop(sensor);
-    identity.delete().await.unwrap();
+    install.chart.uninstall().unwrap();
 }

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use auto_agent_e2e::agents::{Sensor, SensorIdentity, SensorOptions};
+use auto_agent_e2e::agents::{Install, Sensor, SensorIdentity, SensorOptions};
 use auto_agent_e2e::bench::sample_while;
 use auto_agent_e2e::ingest::{IngestServer, Recorder};
 use auto_agent_e2e::process::{free_port, metric_sum};
@@ -58,7 +58,8 @@ async fn main() -> anyhow::Result<()> {
     let client = cluster.admin().await?;
     setup_node(&client).await?;
     let ns = TestNamespace::create(&cluster, "bench-sensor").await?;
-    let identity = SensorIdentity::create(&cluster, &ns.name).await?;
+    let install = Install::create(&cluster, &ns.name).await?;
+    let identity = SensorIdentity::create(&cluster, &install).await?;
     let recorder = Recorder::new();
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
     let _server = IngestServer::start(addr, recorder.clone())?;
@@ -174,7 +175,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     drop(sensor);
-    identity.delete().await?;
+    install.chart.uninstall()?;
     Api::<Deployment>::namespaced(client.clone(), &ns.name)
         .delete("load", &DeleteParams::default())
         .await?;

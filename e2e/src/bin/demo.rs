@@ -2,8 +2,9 @@
 //!
 //! 1. starts (or reuses) the control plane of `e2e/cluster` and installs the CRDs;
 //! 2. applies the seed's example policy in `prod` and a 3-replica `api` Deployment;
-//! 3. runs two controller replicas and one sensor as processes, each with a token of its own
-//!    least-privilege ServiceAccount, TLS between them;
+//! 3. installs the Helm chart with its default values (ServiceAccounts, least-privilege RBAC,
+//!    TLS, the sensor DaemonSet on every fake node) and runs two controller replicas and the sensor
+//!    for one fake node as processes, with tokens minted for the chart's ServiceAccounts;
 //! 4. makes one `api` pod crash-loop with a previous log, and prints what the agent did: the
 //!    evidence bundle, the Event, the replacement pod, the policy status.
 //!
@@ -106,9 +107,24 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_default();
 
     step(&format!(
-        "Starting 2 controller replicas and the sensor for node {node}, each with its own ServiceAccount"
+        "helm install charts/auto-agent (default values); 2 controller replicas and the sensor for {node} run as processes with the chart's ServiceAccount tokens"
     ));
-    let stack = AgentStack::start(&cluster, &node, 2).await?;
+    let stack = AgentStack::start_with(&cluster, &node, 2, Vec::new(), &[]).await?;
+    let helm = auto_agent_e2e::helm::Helm::for_cluster(&cluster)?;
+    print!(
+        "{}",
+        helm.run(&["list", "-n", &stack.namespace.name])?.stdout
+    );
+    let (_, out, _) = cluster.kubectl(
+        &[
+            "get",
+            "daemonset,deployment,serviceaccount",
+            "-n",
+            &stack.namespace.name,
+        ],
+        None,
+    )?;
+    print!("{out}");
     if let Some(i) = stack.leader().await {
         println!("leader: {}", stack.controllers[i].name);
     }
@@ -212,7 +228,7 @@ async fn main() -> anyhow::Result<()> {
 
     step("Not built yet");
     println!(
-        "S3 evidence store, image mirror swaps, node cordon/evict, scaling, GitOps PRs, tickets and Slack."
+        "GitOps pull requests, tickets, Slack escalation and LLM summaries (see README, Status)."
     );
 
     step("Next commands to try (the cluster stays up; the agent processes stop with this demo)");

@@ -11,6 +11,7 @@ mod act;
 mod auth;
 mod bundle;
 mod events;
+mod features;
 mod gather;
 mod ingest;
 mod leader;
@@ -220,6 +221,17 @@ struct Args {
     )]
     cluster_restarts_per_hour: u32,
 
+    /// Remediation features this installation allows (comma-separated: restart, memoryBump,
+    /// mirrorImage, nodeRemediation, scaling); the chart sets it from `features.*` with the RBAC.
+    /// A disabled feature's actions are refused as FeatureDisabled.
+    #[arg(
+        long,
+        env = "AUTO_AGENT_FEATURES",
+        value_delimiter = ',',
+        default_value = "restart,memoryBump,mirrorImage,nodeRemediation,scaling"
+    )]
+    features: Vec<String>,
+
     /// Prometheus base URL for policies with scale.enabled (e.g. http://prometheus:9090); without
     /// it such policies show Degraded/PrometheusNotConfigured and nothing scales.
     #[arg(long, env = "AUTO_AGENT_PROMETHEUS_URL")]
@@ -277,6 +289,7 @@ async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let registry = runtime_metrics::registry()?;
     let metrics = ControllerMetrics::register(&registry)?;
+    let features = features::Features::parse(&args.features)?;
     let config =
         auto_agent_shared::runtime::kube_config::kube_config(args.kubeconfig.as_deref()).await?;
     let client = kube::Client::try_from(config.clone())?;
@@ -386,6 +399,7 @@ async fn main() -> anyhow::Result<()> {
         ledger: ledger.clone(),
         leadership: leadership.clone(),
         metrics: metrics.clone(),
+        features: features.clone(),
     };
     let sweeper = tokio::spawn(node_remediator.clone().run_sweeper(stop.clone()));
     let (evidence, bundle_defaults) = evidence_keeper(&args, &registry).await?;
@@ -409,6 +423,7 @@ async fn main() -> anyhow::Result<()> {
             evidence: evidence.clone(),
         },
         bundle_defaults,
+        features: features.clone(),
         recent: recent.clone(),
         cluster_budgets: vec![auto_agent_engine::decide::BudgetLimit {
             action: auto_agent_engine::decide::ActionKind::RestartPod,
@@ -440,6 +455,7 @@ async fn main() -> anyhow::Result<()> {
         health: scale_health,
         interval: Duration::from_secs(args.scale_interval_seconds),
         failures_before_degraded: args.scale_failures_before_degraded,
+        features,
     };
     let scale_task = tokio::spawn(scaler.run(stop.clone()));
     let report_task = tokio::spawn(reporter.run(changes_rx, work_stop.clone()));

@@ -40,6 +40,7 @@ pub struct NodeRemediator {
     pub ledger: Ledger,
     pub leadership: Leadership,
     pub metrics: ControllerMetrics,
+    pub features: crate::features::Features,
 }
 
 fn bad(node: &Node, condition: &str) -> bool {
@@ -101,6 +102,20 @@ impl NodeRemediator {
             .await;
             return Ok(());
         };
+        if !self.features.enabled("nodeRemediation") {
+            self.metrics
+                .decisions
+                .with_label_values(&["refused", "FeatureDisabled"])
+                .inc();
+            let note = format!(
+                "{condition} on node {}: policy {} would act, but this installation has features.nodeRemediation off; reported only",
+                f.node, policy.view.name
+            );
+            self.events
+                .publish(&node_ref, EventType::Warning, "FeatureDisabled", note)
+                .await;
+            return Ok(());
+        }
         for _attempt in 0..3 {
             let all = nodes.list(&ListParams::default()).await?;
             let selected: Vec<&Node> = all

@@ -38,6 +38,7 @@ pub struct Reporter {
     pub nodes: crate::nodes::NodeRemediator,
     pub registry: crate::registry::RegistryClient,
     pub bundle_defaults: crate::bundle::BundleDefaults,
+    pub features: crate::features::Features,
 }
 
 fn pod_ref(f: &Finding) -> Option<ObjectReference> {
@@ -292,6 +293,25 @@ impl Reporter {
             let Some(action) = plan.actions.first() else {
                 return;
             };
+            if !self.features.allows(action.kind) {
+                let feature = crate::features::Features::of(action.kind);
+                return self
+                    .refused(
+                        f,
+                        key,
+                        entry,
+                        target,
+                        &workload,
+                        Refusal {
+                            reason: decide::RefusalReason::FeatureDisabled,
+                            message: format!(
+                                "{} is planned, but this installation has features.{feature} off (no RBAC for it)",
+                                action.kind.as_str()
+                            ),
+                        },
+                    )
+                    .await;
+            }
             let record = ActionRecord {
                 at_ms: now,
                 action: action.kind,

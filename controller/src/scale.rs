@@ -102,6 +102,7 @@ pub struct Scaler {
     pub interval: Duration,
     /// Consecutive passes with failed queries before a policy shows Degraded.
     pub failures_before_degraded: u32,
+    pub features: crate::features::Features,
 }
 
 fn now_ms() -> i64 {
@@ -197,6 +198,17 @@ impl Scaler {
                     self.health.set(&policy.namespace, &policy.name, None);
                     continue;
                 };
+                if !self.features.enabled("scaling") {
+                    self.health.set(
+                        &policy.namespace,
+                        &policy.name,
+                        Some((
+                            "FeatureDisabled",
+                            "scale.enabled, but this installation has features.scaling off".into(),
+                        )),
+                    );
+                    continue;
+                }
                 let Some(prom) = &self.prom else {
                     self.health.set(
                         &policy.namespace,

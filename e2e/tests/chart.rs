@@ -825,6 +825,19 @@ fn every_feature_renders_and_keeps_secrets_in_secrets() {
     assert_eq!(shipped, dashboard());
 }
 
+/// The controller's AUTO_AGENT_FEATURES in rendered manifests.
+fn features_env(docs: &[Value]) -> String {
+    let deployment = one(docs, "Deployment", &controller_name());
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "AUTO_AGENT_FEATURES")
+        .and_then(|e| e["value"].as_str())
+        .unwrap()
+        .to_owned()
+}
+
 #[test]
 fn turning_a_feature_off_removes_exactly_its_rules() {
     let started = Instant::now();
@@ -883,6 +896,14 @@ fn turning_a_feature_off_removes_exactly_its_rules() {
         let gone: BTreeSet<Triple> = full.difference(&rules).cloned().collect();
         assert_eq!(gone, expand(removed), "{sets:?}");
         assert!(rules.is_subset(&full), "{sets:?} adds nothing");
+        // The controller is told, so it refuses the action up front instead of meeting a 403.
+        let env = features_env(&docs);
+        for s in *sets {
+            let feature = s.trim_start_matches("features.").trim_end_matches("=false");
+            if feature != "evidenceApiLogs" {
+                assert!(!env.split(',').any(|f| f == feature), "{sets:?}: {env}");
+            }
+        }
         // The sensor and the namespaced Role do not depend on features.
         assert_eq!(
             triples(one(&docs, "ClusterRole", &sensor_name())),
@@ -899,6 +920,11 @@ fn turning_a_feature_off_removes_exactly_its_rules() {
         "--set",
         "features.restart=false,features.memoryBump=false,features.mirrorImage=false,features.nodeRemediation=false,features.scaling=false,features.evidenceApiLogs=false",
     ]);
+    assert_eq!(features_env(&docs), "");
+    assert_eq!(
+        features_env(&render(&[])),
+        "restart,memoryBump,mirrorImage,nodeRemediation,scaling"
+    );
     let core = triples(one(&docs, "ClusterRole", &controller_name()));
     let writes: BTreeSet<Triple> = core
         .iter()

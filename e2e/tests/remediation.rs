@@ -930,3 +930,58 @@ async fn gitops_managed_workloads_and_mirror_pods_are_reported_not_changed() {
     stack.delete().await.unwrap();
     apps.delete(admin).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feature_the_installation_left_out_is_refused_before_any_reservation() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::get().unwrap();
+    cluster.install_crds().await.unwrap();
+    let admin = cluster.admin().await.unwrap();
+    let apps = TestNamespace::create(&cluster, "nofeature").await.unwrap();
+    // As the chart renders it with features.restart=false.
+    let env = vec![(
+        "AUTO_AGENT_FEATURES".to_owned(),
+        "memoryBump,mirrorImage,nodeRemediation,scaling".to_owned(),
+    )];
+    let stack = AgentStack::start_with_env(&cluster, NODE, 1, env)
+        .await
+        .unwrap();
+    apply_policy(
+        &cluster,
+        &apps.name,
+        "live",
+        json!({"targetSelector": {"matchLabels": {"mode": "live"}}, "actions": {"restartStuckPods": true}}),
+    );
+    rollout(
+        &admin,
+        &apps.name,
+        deployment("api", 3, json!({"mode": "live"}), json!({}), None),
+    )
+    .await;
+    let pod = ready_pods(&admin, &apps.name, "api").await[0]
+        .metadata
+        .name
+        .clone()
+        .unwrap();
+    scenario::crash_loop(&admin, &apps.name, &pod, None, 2, 1)
+        .await
+        .unwrap();
+    let note = wait_event(&admin, &apps.name, "api", "FeatureDisabled").await;
+    assert!(note.contains("features.restart off"), "{note}");
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), &apps.name);
+    assert!(pods.get_opt(&pod).await.unwrap().is_some(), "the pod stays");
+    let ledger: Api<ConfigMap> = Api::namespaced(admin.clone(), &stack.namespace.name);
+    let spent = ledger
+        .get_opt(&stack.controller_id.ledger_name)
+        .await
+        .unwrap()
+        .and_then(|cm| cm.data)
+        .is_some_and(|d| d.values().any(|v| v.contains("RestartPod")));
+    assert!(!spent, "no budget reserved for a refused feature");
+    assert!(
+        stack.bundles().is_empty(),
+        "no bundle for an action not taken"
+    );
+    stack.delete().await.unwrap();
+    apps.delete(admin).await.unwrap();
+}

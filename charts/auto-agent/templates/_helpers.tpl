@@ -159,3 +159,16 @@ explicit expiry. kube-rs re-reads the rotated token file.
 {{- define "auto-agent.ledgerName" -}}
 {{- printf "%s-ledger" (include "auto-agent.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
+
+{{/*
+The enabled action features, comma-separated, for AUTO_AGENT_FEATURES.
+*/}}
+{{- define "auto-agent.enabledFeatures" -}}
+{{- $on := list -}}
+{{- range $name := list "restart" "memoryBump" "mirrorImage" "nodeRemediation" "scaling" -}}
+{{- if index $.Values.features $name -}}
+{{- $on = append $on $name -}}
+{{- end -}}
+{{- end -}}
+{{- join "," $on -}}
+{{- end -}}

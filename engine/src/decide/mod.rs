@@ -141,6 +141,8 @@ pub enum RefusalReason {
     CriticalPriority,
     EvictionNotAllowed,
     MirrorMissing,
+    /// The installation's `features.*` leaves this action out (the controller has no RBAC for it).
+    FeatureDisabled,
 }
 
 impl RefusalReason {
@@ -165,6 +167,7 @@ impl RefusalReason {
             Self::CriticalPriority => "CriticalPriority",
             Self::EvictionNotAllowed => "EvictionNotAllowed",
             Self::MirrorMissing => "MirrorMissing",
+            Self::FeatureDisabled => "FeatureDisabled",
         }
     }
 

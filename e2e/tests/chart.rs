@@ -776,6 +776,10 @@ fn every_feature_renders_and_keeps_secrets_in_secrets() {
         volume(controller, "bundles")["persistentVolumeClaim"]["claimName"],
         "auto-agent-bundles"
     );
+    assert_eq!(
+        volume(controller, "spool")["persistentVolumeClaim"]["claimName"],
+        "auto-agent-spool"
+    );
     // IRSA on the controller's ServiceAccount only.
     let csa = one(&docs, "ServiceAccount", "auto-agent-controller");
     assert_eq!(

@@ -25,6 +25,8 @@ const NODE: &str = "kwok-node-1";
 const TIMEOUT: Duration = Duration::from_secs(90);
 const WINDOW_SECONDS: u64 = 8;
 const COOLDOWN_DOWN_SECONDS: u64 = 6;
+// Each stack's controllers read every policy in the cluster: one scaling test at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn deployment(name: &str, replicas: i32, gitops: bool) -> Deployment {
     let labels = if gitops {
@@ -76,6 +78,7 @@ fn held(reason: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scales_on_cpu_and_a_gate_slowly_down_holds_without_prometheus_and_respects_bounds() {
+    let _serial = SERIAL.lock().await;
     let cluster = Cluster::get().unwrap();
     cluster.install_crds().await.unwrap();
     let admin = cluster.admin().await.unwrap();
@@ -232,6 +235,86 @@ async fn scales_on_cpu_and_a_gate_slowly_down_holds_without_prometheus_and_respe
         "the hold is an Event: {:?}",
         all["web"]
     );
+    stack.delete().await.unwrap();
+    apps.delete(admin).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metric_anomaly_is_reported_and_vetoes_scale_down_until_it_passes() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::get().unwrap();
+    cluster.install_crds().await.unwrap();
+    let admin = cluster.admin().await.unwrap();
+    let apps = TestNamespace::create(&cluster, "anomaly").await.unwrap();
+    let exporter = Exporter::start().await.unwrap();
+    exporter.set("test_cpu_ratio", &[("workload", "shop")], 0.5);
+    exporter.set("test_requests", &[("workload", "shop")], 100.0);
+    let prometheus = Prometheus::start(&[ScrapeTarget::http("app", exporter.addr())])
+        .await
+        .unwrap();
+    let env = vec![
+        ("AUTO_AGENT_PROMETHEUS_URL".to_owned(), prometheus.url()),
+        (
+            "AUTO_AGENT_SCALE_INTERVAL_SECONDS".to_owned(),
+            "1".to_owned(),
+        ),
+    ];
+    let stack = AgentStack::start_with_env(&cluster, NODE, 1, env)
+        .await
+        .unwrap();
+    apply_policy(
+        &cluster,
+        &apps.name,
+        "anomaly",
+        json!({"targetSelector": {"matchLabels": {"scale": "on"}},
+               "actions": {"scale": {
+                   "enabled": true, "minReplicas": 1, "maxReplicas": 3,
+                   "cpuQuery": "max(test_cpu_ratio{workload=\"$workload\"})",
+                   "cooldownDownSeconds": 0, "stabilizationWindowSeconds": 0,
+                   "anomaly": {"query": "max(test_requests{workload=\"$workload\"})",
+                               "windowSeconds": 60, "stepSeconds": 1, "zThreshold": 3}}}}),
+    );
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &apps.name);
+    rollout(&admin, &apps.name, deployment("shop", 2, false)).await;
+    // A steady baseline of requests first (20 points; the engine needs five).
+    prometheus
+        .wait_for_value("count_over_time(test_requests[1m])", |n| n >= 20.0, TIMEOUT)
+        .await
+        .unwrap();
+
+    // A spike in requests while CPU is low: reported, and the scale-down waits.
+    exporter.set("test_requests", &[("workload", "shop")], 5000.0);
+    exporter.set("test_cpu_ratio", &[("workload", "shop")], 0.1);
+    let note = wait_event(&admin, &apps.name, "shop", "AnomalyDetected").await;
+    assert!(note.contains("z = "), "{note}");
+    // While the anomaly lasts, no scale-down (replicas are read first: the loop clears the
+    // anomaly before it scales, so 1 replica with the anomaly still active would be a violation).
+    // A level shift stops being anomalous once the window has absorbed it; then the down goes on.
+    let vetoed_while_active = std::sync::atomic::AtomicU32::new(0);
+    poll_until("the anomaly to pass", TIMEOUT, || {
+        let (stack, deployments, seen) = (&stack, &deployments, &vetoed_while_active);
+        async move {
+            let r = replicas(deployments, "shop").await;
+            let active = stack.metric("auto_agent_anomalies_active").await;
+            if active >= 1.0 {
+                assert_eq!(r, 2, "scaled down during the anomaly");
+                seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(active == 0.0)
+        }
+    })
+    .await
+    .unwrap();
+    println!(
+        "anomaly seen active in {} polls, replicas 2 throughout",
+        vetoed_while_active.into_inner()
+    );
+    assert!(
+        stack.metric(&held("AnomalyActive")).await >= 1.0,
+        "a veto was counted"
+    );
+    wait_event(&admin, &apps.name, "shop", "AnomalyResolved").await;
+    wait_replicas(&deployments, "shop", 1).await;
     stack.delete().await.unwrap();
     apps.delete(admin).await.unwrap();
 }

@@ -23,7 +23,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::events::EventType;
 use kube::{Api, Client};
 use serde_json::json;
@@ -159,6 +159,17 @@ struct Target {
 }
 
 impl Target {
+    /// The workload through the dynamic API: one code path for the scale subresource of either
+    /// kind.
+    fn api(&self, client: &Client, ns: &str) -> Api<DynamicObject> {
+        let resource = if self.kind == "StatefulSet" {
+            ApiResource::erase::<StatefulSet>(&())
+        } else {
+            ApiResource::erase::<Deployment>(&())
+        };
+        Api::namespaced_with(client.clone(), ns, &resource)
+    }
+
     fn id(&self, ns: &str) -> String {
         format!("{}/{ns}/{}", self.kind, self.name)
     }
@@ -347,18 +358,10 @@ impl Scaler {
     }
 
     async fn current_replicas(&self, ns: &str, target: &Target) -> Result<i32, kube::Error> {
-        let scale = match target.kind {
-            "StatefulSet" => {
-                Api::<StatefulSet>::namespaced(self.client.clone(), ns)
-                    .get_scale(&target.name)
-                    .await?
-            }
-            _ => {
-                Api::<Deployment>::namespaced(self.client.clone(), ns)
-                    .get_scale(&target.name)
-                    .await?
-            }
-        };
+        let scale = target
+            .api(&self.client, ns)
+            .get_scale(&target.name)
+            .await?;
         Ok(scale.spec.and_then(|s| s.replicas).unwrap_or(0))
     }
 
@@ -779,19 +782,10 @@ impl Scaler {
                 .fence("scale")
                 .map_err(|_| anyhow::anyhow!("not the leader any more"))?;
             let patch = json!({"spec": {"replicas": to}});
-            let params = PatchParams::default();
-            match target.kind {
-                "StatefulSet" => {
-                    Api::<StatefulSet>::namespaced(self.client.clone(), ns)
-                        .patch_scale(&target.name, &params, &Patch::Merge(&patch))
-                        .await?;
-                }
-                _ => {
-                    Api::<Deployment>::namespaced(self.client.clone(), ns)
-                        .patch_scale(&target.name, &params, &Patch::Merge(&patch))
-                        .await?;
-                }
-            }
+            target
+                .api(&self.client, ns)
+                .patch_scale(&target.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
             return Ok(None);
         }
         anyhow::bail!("the action ledger kept changing")

@@ -293,6 +293,18 @@ impl Scaler {
                 return Some(format!("listing HorizontalPodAutoscalers: {e}"));
             }
         };
+        // One ledger read per pass, not per workload. Without it the cooldowns are unknown: hold.
+        let history = match self.ledger.load().await {
+            Ok((history, _)) => history,
+            Err(e) => {
+                tracing::warn!(error = %e, "Reading the action ledger failed; scaling holds");
+                self.metrics
+                    .scale_decisions
+                    .with_label_values(&["held", "LedgerUnavailable"])
+                    .inc();
+                return Some(format!("reading the action ledger: {e}"));
+            }
+        };
         let spec = scale_spec(scale);
         let dry_run = policy.spec.as_ref().is_some_and(|s| s.dry_run);
         let mut failed = None;
@@ -306,7 +318,7 @@ impl Scaler {
                 .and_then(|h| h.metadata.name.clone());
             let st = state.entry(target.id(ns)).or_default();
             let (facts, query_error) = self
-                .facts(prom, ns, &target, scale, &spec, hpa, dry_run, st)
+                .facts(prom, ns, &target, scale, &spec, hpa, dry_run, &history, st)
                 .await;
             if let Some(e) = query_error {
                 failed = Some(e);
@@ -358,10 +370,7 @@ impl Scaler {
     }
 
     async fn current_replicas(&self, ns: &str, target: &Target) -> Result<i32, kube::Error> {
-        let scale = target
-            .api(&self.client, ns)
-            .get_scale(&target.name)
-            .await?;
+        let scale = target.api(&self.client, ns).get_scale(&target.name).await?;
         Ok(scale.spec.and_then(|s| s.replicas).unwrap_or(0))
     }
 
@@ -402,6 +411,7 @@ impl Scaler {
         spec: &ScaleSpec,
         hpa: Option<String>,
         dry_run: bool,
+        history: &History,
         st: &mut WorkloadState,
     ) -> (ScaleFacts, Option<String>) {
         let mut error = None;
@@ -442,8 +452,7 @@ impl Scaler {
             None => AnomalyState::NotConfigured,
             Some(a) => self.anomaly(prom, a, ns, &target.name).await,
         };
-        let (history, _) = self.ledger.load().await.unwrap_or_default();
-        let (last_scale_up_ms, last_scale_ms) = last_scaled(&history, &target.id(ns));
+        let (last_scale_up_ms, last_scale_ms) = last_scaled(history, &target.id(ns));
         let mut facts = ScaleFacts {
             current_replicas,
             cpu,

@@ -178,11 +178,10 @@ impl Keeper {
         .await
         {
             Ok(r) => r,
-            Err(_) => Err(StoreError::S3 {
-                op: "PutObject",
-                bucket: dest.store_name().to_owned(),
+            Err(_) => Err(StoreError::Timeout {
+                store: dest.store_name(),
                 key: key.to_owned(),
-                message: format!("no answer within {:?}", self.put_timeout),
+                after: self.put_timeout,
             }),
         };
         let store = dest.store_name();

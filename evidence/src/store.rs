@@ -82,6 +82,12 @@ pub enum StoreError {
     },
     #[error("no S3 client is configured")]
     NoS3Client,
+    #[error("{store} store: no answer for {key} within {after:?}")]
+    Timeout {
+        store: &'static str,
+        key: String,
+        after: std::time::Duration,
+    },
 }
 
 /// Builds the S3 client the way a user's environment configures it. The HTTPS client uses rustls

@@ -8,6 +8,7 @@
 //! Listing pods happens only here, for one node under pressure (`spec.nodeName=<node>`), like a
 //! drain does; the controller never lists all pods.
 
+use auto_agent_shared::clock::now_ms;
 use std::time::Duration;
 
 use auto_agent_engine::decide::node::{
@@ -54,13 +55,6 @@ fn bad(node: &Node, condition: &str) -> bool {
         "NotReady" => find("Ready") != Some("True"),
         other => find(other) == Some("True"),
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }
 
 impl NodeRemediator {

@@ -2,6 +2,7 @@
 //! the ingest acknowledges a finding only after this step. New and changed incidents go on to the
 //! report stage (gather -> match policy -> decide boundary -> report).
 
+use auto_agent_shared::clock::now_ms;
 use std::time::Instant;
 
 use auto_agent_engine::{Finding, IncidentBook, IncidentKeyError, Observed};
@@ -48,13 +49,6 @@ impl Pipeline {
             .map_err(|_| PipelineError::Closed)?;
         Ok(rx.await.map_err(|_| PipelineError::Closed)??)
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }
 
 /// How long a finding id is remembered for dedupe, and a resolved incident kept.

@@ -3,6 +3,8 @@
 //! after reserving the budget in the ledger) -> report (an Event on the target for every action and
 //! refusal, metrics, policy status). Dry-run runs the same steps and stops before acting.
 
+use auto_agent_shared::clock::now_ms;
+use auto_agent_shared::clock::now_rfc3339;
 use std::sync::Arc;
 
 use auto_agent_engine::decide::{
@@ -87,19 +89,6 @@ pub fn done_reason(kind: ActionKind) -> &'static str {
         ActionKind::ScaleUp => "ScaledUp",
         ActionKind::ScaleDown => "ScaledDown",
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
-
-fn now_rfc3339() -> String {
-    k8s_openapi::jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
 }
 
 impl Reporter {

@@ -5,6 +5,7 @@
 //! across failover. Every decision is a metric; an Event is written when a workload scales, or its
 //! hold reason or anomaly state changes (not every interval, which would flood the namespace).
 
+use auto_agent_shared::clock::now_ms;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -103,13 +104,6 @@ pub struct Scaler {
     /// Consecutive passes with failed queries before a policy shows Degraded.
     pub failures_before_degraded: u32,
     pub features: crate::features::Features,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }
 
 /// The engine's view of a policy's `scale` section.
@@ -740,9 +734,7 @@ impl Scaler {
             &policy.namespace,
             &policy.name,
             RecentAction {
-                time: k8s_openapi::jiff::Timestamp::now()
-                    .strftime("%Y-%m-%dT%H:%M:%SZ")
-                    .to_string(),
+                time: auto_agent_shared::clock::now_rfc3339(),
                 action: crate::report::action_type(action_kind(direction)),
                 outcome,
                 target: target.id(ns),

@@ -2,6 +2,7 @@
 //! Each event becomes a compact view, is compared with the previous view of the same object, and
 //! the findings go to the outbound queue (crash and OOM findings after their log tail is read).
 
+use auto_agent_shared::clock::now_ms;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -92,13 +93,6 @@ impl SyncGate {
             tracing::info!("Initial sync done; ready");
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }
 
 /// Watches the pods of `node` until `stop`.

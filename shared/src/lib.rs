@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod clock;
 pub mod convert;
 pub mod crd;
 pub mod keys;

@@ -35,6 +35,30 @@ impl RecentActions {
         self.changed.notify_one();
     }
 
+    /// Records what happened now under `policy`'s status.
+    pub fn record(
+        &self,
+        policy: &crate::policies::PolicyEntry,
+        kind: auto_agent_engine::decide::ActionKind,
+        outcome: auto_agent_shared::crd::ActionOutcome,
+        target: &str,
+        reason: &str,
+        message: &str,
+    ) {
+        self.push(
+            &policy.namespace,
+            &policy.name,
+            RecentAction {
+                time: auto_agent_shared::clock::now_rfc3339(),
+                action: crate::report::action_type(kind),
+                outcome,
+                target: target.to_owned(),
+                reason: reason.to_owned(),
+                message: message.to_owned(),
+            },
+        );
+    }
+
     pub fn get(&self, namespace: &str, policy: &str) -> Vec<RecentAction> {
         let map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         map.get(&(namespace.to_owned(), policy.to_owned()))

@@ -4,14 +4,13 @@
 //! refusal, metrics, policy status). Dry-run runs the same steps and stops before acting.
 
 use auto_agent_shared::clock::now_ms;
-use auto_agent_shared::clock::now_rfc3339;
 use std::sync::Arc;
 
 use auto_agent_engine::decide::{
     self, ActionKind, ActionRecord, Decision, Input, Plan, Refusal, workload_target,
 };
 use auto_agent_engine::{Finding, IncidentKey, Observed};
-use auto_agent_shared::crd::{ActionOutcome, ActionType, RecentAction};
+use auto_agent_shared::crd::{ActionOutcome, ActionType};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::runtime::events::EventType;
@@ -192,29 +191,6 @@ impl Reporter {
         (Some(workload.reference), policy)
     }
 
-    fn remember(
-        &self,
-        entry: &PolicyEntry,
-        kind: ActionKind,
-        outcome: ActionOutcome,
-        target: &str,
-        reason: &str,
-        message: &str,
-    ) {
-        self.recent.push(
-            &entry.namespace,
-            &entry.name,
-            RecentAction {
-                time: now_rfc3339(),
-                action: action_type(kind),
-                outcome,
-                target: target.to_owned(),
-                reason: reason.to_owned(),
-                message: message.to_owned(),
-            },
-        );
-    }
-
     async fn decide_and_act(
         &self,
         f: &Finding,
@@ -333,7 +309,7 @@ impl Reporter {
                         .inc();
                     let note = format!("{} (policy {})", done.note, entry.name);
                     tracing::info!(incident = %key, action = action.kind.as_str(), policy = %entry.name, "{note}");
-                    self.remember(
+                    self.recent.record(
                         entry,
                         action.kind,
                         ActionOutcome::Executed,
@@ -360,7 +336,7 @@ impl Reporter {
                         entry.name
                     );
                     tracing::warn!(incident = %key, "{note}");
-                    self.remember(
+                    self.recent.record(
                         entry,
                         action.kind,
                         ActionOutcome::Failed,
@@ -439,7 +415,8 @@ impl Reporter {
             auto_agent_engine::FindingKind::ImagePullBackOff => ActionKind::MirrorImage,
             _ => ActionKind::RestartPod,
         };
-        self.remember(entry, kind, ActionOutcome::Refused, workload, reason, &note);
+        self.recent
+            .record(entry, kind, ActionOutcome::Refused, workload, reason, &note);
         self.events
             .publish(
                 target,
@@ -475,7 +452,7 @@ impl Reporter {
                 entry.name
             );
             tracing::info!(policy = %entry.name, "{note}");
-            self.remember(
+            self.recent.record(
                 entry,
                 action.kind,
                 ActionOutcome::DryRun,

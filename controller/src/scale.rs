@@ -18,8 +18,8 @@ use auto_agent_engine::scale::{
     ScaleSpec,
 };
 use auto_agent_prom::{PromClient, PromError};
+use auto_agent_shared::crd::ActionOutcome;
 use auto_agent_shared::crd::policy::{Scale, ScaleAnomaly};
-use auto_agent_shared::crd::{ActionOutcome, RecentAction};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -592,12 +592,11 @@ impl Scaler {
                     "GitOps-managed: proposing replicas {from} -> {to} ({reason}) instead of patching; commit it to the repository (policy {})",
                     policy.name
                 );
-                self.remember(
+                self.recent.record(
                     policy,
-                    *direction,
+                    action_kind(*direction),
                     ActionOutcome::Refused,
-                    target,
-                    ns,
+                    &target.id(ns),
                     "GitOpsManaged",
                     &note,
                 );
@@ -625,12 +624,11 @@ impl Scaler {
                     "dry-run: would scale {} {} from {from} to {to} because {reason} (policy {}); nothing changed",
                     target.kind, target.name, policy.name
                 );
-                self.remember(
+                self.recent.record(
                     policy,
-                    *direction,
+                    action_kind(*direction),
                     ActionOutcome::DryRun,
-                    target,
-                    ns,
+                    &target.id(ns),
                     "DryRun",
                     &note,
                 );
@@ -657,12 +655,11 @@ impl Scaler {
                             "not scaling {} {} to {to}: {refusal} (policy {})",
                             target.kind, target.name, policy.name
                         );
-                        self.remember(
+                        self.recent.record(
                             policy,
-                            *direction,
+                            action_kind(*direction),
                             ActionOutcome::Refused,
-                            target,
-                            ns,
+                            &target.id(ns),
                             "BudgetExhausted",
                             &note,
                         );
@@ -688,12 +685,11 @@ impl Scaler {
                     );
                     tracing::info!(workload = %target.name, "{note}");
                     let event_reason = crate::report::done_reason(kind);
-                    self.remember(
+                    self.recent.record(
                         policy,
-                        *direction,
+                        action_kind(*direction),
                         ActionOutcome::Executed,
-                        target,
-                        ns,
+                        &target.id(ns),
                         event_reason,
                         &note,
                     );
@@ -717,31 +713,6 @@ impl Scaler {
                 }
             },
         }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn remember(
-        &self,
-        policy: &PolicyEntry,
-        direction: Direction,
-        outcome: ActionOutcome,
-        target: &Target,
-        ns: &str,
-        reason: &str,
-        message: &str,
-    ) {
-        self.recent.push(
-            &policy.namespace,
-            &policy.name,
-            RecentAction {
-                time: auto_agent_shared::clock::now_rfc3339(),
-                action: crate::report::action_type(action_kind(direction)),
-                outcome,
-                target: target.id(ns),
-                reason: reason.to_owned(),
-                message: message.to_owned(),
-            },
-        );
     }
 
     /// Reserve in the ledger (cooldowns survive failover), then patch the scale subresource.

@@ -325,42 +325,19 @@ impl Scaler {
         failed
     }
 
+    /// The Deployments and StatefulSets the policy selects (the kinds with a scale subresource).
     async fn targets(&self, policy: &PolicyEntry) -> Result<Vec<Target>, kube::Error> {
-        let ns = &policy.namespace;
-        let labels_of = |t: &k8s_openapi::api::core::v1::PodTemplateSpec| {
-            t.metadata
-                .as_ref()
-                .and_then(|m| m.labels.clone())
-                .unwrap_or_default()
-        };
-        let mut out = Vec::new();
-        for d in Api::<Deployment>::namespaced(self.client.clone(), ns)
-            .list(&ListParams::default())
+        Ok(crate::workloads::list(&self.client, &policy.namespace)
             .await?
-        {
-            let labels = d.spec.as_ref().map(|s| labels_of(&s.template));
-            if labels.is_some_and(|l| policy.selects(&l)) {
-                out.push(Target {
-                    kind: "Deployment",
-                    name: d.metadata.name.clone().unwrap_or_default(),
-                    meta: d.metadata,
-                });
-            }
-        }
-        for s in Api::<StatefulSet>::namespaced(self.client.clone(), ns)
-            .list(&ListParams::default())
-            .await?
-        {
-            let labels = s.spec.as_ref().map(|s| labels_of(&s.template));
-            if labels.is_some_and(|l| policy.selects(&l)) {
-                out.push(Target {
-                    kind: "StatefulSet",
-                    name: s.metadata.name.clone().unwrap_or_default(),
-                    meta: s.metadata,
-                });
-            }
-        }
-        Ok(out)
+            .into_iter()
+            .filter(|w| matches!(w.kind, "Deployment" | "StatefulSet"))
+            .filter(|w| policy.selects(&w.pod_labels))
+            .map(|w| Target {
+                kind: w.kind,
+                name: w.meta.name.clone().unwrap_or_default(),
+                meta: w.meta,
+            })
+            .collect())
     }
 
     async fn current_replicas(&self, ns: &str, target: &Target) -> Result<i32, kube::Error> {

@@ -9,10 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use auto_agent_shared::crd::{AutoRemediationPolicy, CONDITION_DEGRADED, CONDITION_READY};
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::{Api, Client};
 use serde_json::json;
@@ -40,32 +39,11 @@ async fn template_labels(
     client: &Client,
     namespace: &str,
 ) -> Result<Vec<BTreeMap<String, String>>, kube::Error> {
-    let lp = ListParams::default();
-    let labels_of = |t: Option<&k8s_openapi::api::core::v1::PodTemplateSpec>| {
-        t.and_then(|t| t.metadata.as_ref())
-            .and_then(|m| m.labels.clone())
-            .unwrap_or_default()
-    };
-    let mut out = Vec::new();
-    for d in Api::<Deployment>::namespaced(client.clone(), namespace)
-        .list(&lp)
+    Ok(crate::workloads::list(client, namespace)
         .await?
-    {
-        out.push(labels_of(d.spec.as_ref().map(|s| &s.template)));
-    }
-    for d in Api::<StatefulSet>::namespaced(client.clone(), namespace)
-        .list(&lp)
-        .await?
-    {
-        out.push(labels_of(d.spec.as_ref().map(|s| &s.template)));
-    }
-    for d in Api::<DaemonSet>::namespaced(client.clone(), namespace)
-        .list(&lp)
-        .await?
-    {
-        out.push(labels_of(d.spec.as_ref().map(|s| &s.template)));
-    }
-    Ok(out)
+        .into_iter()
+        .map(|w| w.pod_labels)
+        .collect())
 }
 
 fn conditions(d: &Desired, now: &serde_json::Value) -> serde_json::Value {

@@ -65,6 +65,54 @@ fn fetched<K: Resource<DynamicType = ()>>(
     }
 }
 
+/// A workload listed in a namespace, with what policy selection needs.
+#[derive(Clone, Debug)]
+pub struct Listed {
+    pub kind: &'static str,
+    pub meta: ObjectMeta,
+    /// Labels of its pod template.
+    pub pod_labels: BTreeMap<String, String>,
+}
+
+fn listed<K: Resource>(kind: &'static str, obj: K, template: Option<&PodTemplateSpec>) -> Listed {
+    Listed {
+        kind,
+        pod_labels: template
+            .and_then(|t| t.metadata.as_ref())
+            .and_then(|m| m.labels.clone())
+            .unwrap_or_default(),
+        meta: obj.meta().clone(),
+    }
+}
+
+/// The Deployments, StatefulSets and DaemonSets of a namespace (a policy can select any of them).
+pub async fn list(client: &Client, namespace: &str) -> Result<Vec<Listed>, kube::Error> {
+    let lp = kube::api::ListParams::default();
+    let mut out = Vec::new();
+    for d in Api::<Deployment>::namespaced(client.clone(), namespace)
+        .list(&lp)
+        .await?
+    {
+        let t = d.spec.as_ref().map(|s| s.template.clone());
+        out.push(listed("Deployment", d, t.as_ref()));
+    }
+    for d in Api::<StatefulSet>::namespaced(client.clone(), namespace)
+        .list(&lp)
+        .await?
+    {
+        let t = d.spec.as_ref().map(|s| s.template.clone());
+        out.push(listed("StatefulSet", d, t.as_ref()));
+    }
+    for d in Api::<DaemonSet>::namespaced(client.clone(), namespace)
+        .list(&lp)
+        .await?
+    {
+        let t = d.spec.as_ref().map(|s| s.template.clone());
+        out.push(listed("DaemonSet", d, t.as_ref()));
+    }
+    Ok(out)
+}
+
 /// One GET of the workload `kind/name` (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job);
 /// `None` when it does not exist or the kind is not one of these.
 pub async fn fetch(

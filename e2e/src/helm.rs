@@ -151,6 +151,22 @@ impl Helm {
         self.run(&args)
     }
 
+    /// `helm <verb> <release> charts/auto-agent -n <namespace> <flags> <extra>`.
+    fn with_chart(
+        &self,
+        verb: &str,
+        release: &str,
+        namespace: &str,
+        flags: &[&str],
+        extra: &[&str],
+    ) -> anyhow::Result<String> {
+        let chart = chart_dir();
+        let mut args = vec![verb, release, path_str(&chart)?, "-n", namespace];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(extra);
+        self.run(&args)?.ok(&format!("helm {verb}"))
+    }
+
     /// `helm template <release> charts/auto-agent -n <namespace> <extra>`: the rendered manifests.
     pub fn template(
         &self,
@@ -158,10 +174,7 @@ impl Helm {
         namespace: &str,
         extra: &[&str],
     ) -> anyhow::Result<String> {
-        let chart = chart_dir();
-        let mut args = vec!["template", release, path_str(&chart)?, "-n", namespace];
-        args.extend_from_slice(extra);
-        self.run(&args)?.ok("helm template")
+        self.with_chart("template", release, namespace, &[], extra)
     }
 
     /// `helm install <release> charts/auto-agent -n <namespace> --create-namespace --wait=false
@@ -172,18 +185,8 @@ impl Helm {
         namespace: &str,
         extra: &[&str],
     ) -> anyhow::Result<String> {
-        let chart = chart_dir();
-        let mut args = vec![
-            "install",
-            release,
-            path_str(&chart)?,
-            "-n",
-            namespace,
-            "--create-namespace",
-            "--wait=false",
-        ];
-        args.extend_from_slice(extra);
-        self.run(&args)?.ok("helm install")
+        let flags = ["--create-namespace", "--wait=false"];
+        self.with_chart("install", release, namespace, &flags, extra)
     }
 
     /// `helm upgrade <release> charts/auto-agent -n <namespace> --wait=false <extra>`.
@@ -193,17 +196,7 @@ impl Helm {
         namespace: &str,
         extra: &[&str],
     ) -> anyhow::Result<String> {
-        let chart = chart_dir();
-        let mut args = vec![
-            "upgrade",
-            release,
-            path_str(&chart)?,
-            "-n",
-            namespace,
-            "--wait=false",
-        ];
-        args.extend_from_slice(extra);
-        self.run(&args)?.ok("helm upgrade")
+        self.with_chart("upgrade", release, namespace, &["--wait=false"], extra)
     }
 
     /// `helm uninstall <release> -n <namespace> --wait` (also removes the cluster-scoped RBAC).

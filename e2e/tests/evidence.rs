@@ -181,6 +181,13 @@ async fn crash_loop_bundles_land_in_s3_and_on_a_filesystem_with_secrets_redacted
     assert_eq!(doc["owner"]["name"], "secretive");
     assert_eq!(doc["node"]["name"], NODE);
     assert!(doc["pod"]["spec"]["containers"][0]["env"].is_array());
+    // The pod's own Events (the scheduler's at least) and the node's conditions come along.
+    assert!(
+        !doc["events"].as_array().unwrap().is_empty(),
+        "{}",
+        doc["events"]
+    );
+    assert!(!doc["node"]["conditions"].as_array().unwrap().is_empty());
     assert!(
         doc["redactions"].as_u64().unwrap() >= 7,
         "{}",

@@ -483,6 +483,10 @@ impl Scaler {
         }
         st.anomalous = now_anomalous;
         let reference = target.reference(ns);
+        // The incident's stable key, for whoever follows it up (the same key on detect and resolve).
+        let incident =
+            auto_agent_engine::IncidentKey::for_metric_anomaly(ns, target.kind, &target.name)
+                .map_or_else(|e| format!("(no incident key: {e})"), |k| k.to_string());
         if let AnomalyState::Anomalous { z } = anomaly {
             self.metrics.anomalies_active.inc();
             self.metrics
@@ -490,18 +494,20 @@ impl Scaler {
                 .with_label_values(&["MetricAnomaly", ns, &target.name])
                 .inc();
             let note = format!(
-                "metric anomaly on {} {}: z = {z:.2} over the policy's window; scale-down vetoed while it lasts (policy {})",
+                "metric anomaly on {} {}: z = {z:.2} over the policy's window; scale-down vetoed while it lasts (incident {incident}, policy {})",
                 target.kind, target.name, policy.name
             );
+            tracing::warn!(%incident, z, policy = %policy.name, "Metric anomaly");
             self.events
                 .publish(&reference, EventType::Warning, "AnomalyDetected", note)
                 .await;
         } else {
             self.metrics.anomalies_active.dec();
             let note = format!(
-                "metric back within the z threshold (policy {})",
+                "metric back within the z threshold (incident {incident}, policy {})",
                 policy.name
             );
+            tracing::info!(%incident, policy = %policy.name, "Metric anomaly resolved");
             self.events
                 .publish(&reference, EventType::Normal, "AnomalyResolved", note)
                 .await;

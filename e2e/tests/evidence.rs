@@ -341,3 +341,102 @@ async fn s3_outage_spools_twenty_bundles_and_delivers_each_exactly_once() {
     stack.delete().await.unwrap();
     apps.delete(admin).await.unwrap();
 }
+
+/// `--bundle-durability remote`: with S3 down the restart is refused and the pod kept (its
+/// evidence is still on the node); the spooled bundle arrives when S3 is back, and the next
+/// restart of the crash loop goes ahead with its bundle stored first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_durability_keeps_the_pod_until_its_bundle_is_in_s3() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::get().unwrap();
+    cluster.install_crds().await.unwrap();
+    let admin = cluster.admin().await.unwrap();
+    let apps = TestNamespace::create(&cluster, "remote").await.unwrap();
+    let work = cluster.state_dir().join(format!("evidence-{}", apps.name));
+    let mut s3 = S3Server::start(&work.join("s3"), &["evidence"])
+        .await
+        .unwrap();
+    let mut env = s3.controller_env();
+    env.push(("AUTO_AGENT_BUNDLE_DURABILITY".into(), "remote".into()));
+    let stack = AgentStack::start_with_env(&cluster, NODE, 1, env)
+        .await
+        .unwrap();
+    apply_policy(
+        &cluster,
+        &apps.name,
+        "remote",
+        json!({"targetSelector": {"matchLabels": {"store": "s3"}}, "actions": {"restartStuckPods": true},
+               "safety": {"minReadyReplicas": 0, "maxUnhealthyPercent": 100, "cooldownSeconds": 0},
+               "logBundle": {"s3": {"bucket": "evidence", "prefix": "bundles"}}}),
+    );
+    rollout(&admin, &apps.name, deployment("keeper", 1, "s3", false)).await;
+    let pod = ready_pods(&admin, &apps.name, "keeper").await[0].clone();
+    let name = pod.metadata.name.clone().unwrap();
+    let uid = pod.metadata.uid.clone().unwrap();
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(admin.clone(), &apps.name);
+
+    s3.stop();
+    scenario::crash_loop(&admin, &apps.name, &name, None, 2, 1)
+        .await
+        .unwrap();
+    let refused = wait_event(&admin, &apps.name, "keeper", "ActionFailed").await;
+    assert!(refused.contains("waits for the remote copy"), "{refused}");
+    assert!(refused.contains("pod is kept"), "{refused}");
+    let kept = pods.get(&name).await.unwrap();
+    assert_eq!(kept.metadata.uid.as_deref(), Some(uid.as_str()));
+    assert!(
+        kept.metadata.deletion_timestamp.is_none(),
+        "the pod was not deleted"
+    );
+    assert!(
+        !events(&admin, &apps.name)
+            .await
+            .get("keeper")
+            .is_some_and(|v| v.iter().any(|(r, _)| r == "RestartedPod")),
+        "no restart without the remote copy"
+    );
+    assert_eq!(stack.metric("auto_agent_bundle_spool_entries").await, 1.0);
+
+    s3.start_again().await.unwrap();
+    poll_until("the refused restart's bundle arrives", TIMEOUT, || {
+        let s = &stack;
+        async move { Ok(s.metric("auto_agent_bundle_spool_entries").await == 0.0) }
+    })
+    .await
+    .unwrap();
+    let keys = s3.keys("evidence");
+    assert!(
+        keys.iter().any(|k| k.ends_with(&format!("/{name}-2.json"))),
+        "{keys:?}"
+    );
+
+    // The crash loop goes on; now the bundle is stored first and the restart proceeds.
+    scenario::crash_loop(&admin, &apps.name, &name, None, 3, 1)
+        .await
+        .unwrap();
+    let note = wait_event(&admin, &apps.name, "keeper", "RestartedPod").await;
+    assert!(!note.contains("spooled"), "{note}");
+    let key = format!(
+        "bundles/{}/keeper/CrashLoopBackOff/{}/{name}-3.json",
+        apps.name,
+        today()
+    );
+    assert!(s3.keys("evidence").contains(&key), "{key} missing");
+    assert!(note.contains(&key), "the Event names the bundle: {note}");
+    poll_until("the pod is replaced", TIMEOUT, || {
+        let pods = pods.clone();
+        let name = name.clone();
+        let uid = uid.clone();
+        async move {
+            Ok(match pods.get_opt(&name).await? {
+                None => true,
+                Some(p) => p.metadata.uid.as_deref() != Some(uid.as_str()),
+            })
+        }
+    })
+    .await
+    .unwrap();
+    stack.delete().await.unwrap();
+    apps.delete(admin).await.unwrap();
+}

@@ -287,6 +287,11 @@ async fn a_metric_anomaly_is_reported_and_vetoes_scale_down_until_it_passes() {
     exporter.set("test_cpu_ratio", &[("workload", "shop")], 0.1);
     let note = wait_event(&admin, &apps.name, "shop", "AnomalyDetected").await;
     assert!(note.contains("z = "), "{note}");
+    let incident = format!(
+        "incident workload/{}/Deployment/shop/MetricAnomaly",
+        apps.name
+    );
+    assert!(note.contains(&incident), "{note}");
     // While the anomaly lasts, no scale-down (replicas are read first: the loop clears the
     // anomaly before it scales, so 1 replica with the anomaly still active would be a violation).
     // A level shift stops being anomalous once the window has absorbed it; then the down goes on.
@@ -313,7 +318,11 @@ async fn a_metric_anomaly_is_reported_and_vetoes_scale_down_until_it_passes() {
         stack.metric(&held("AnomalyActive")).await >= 1.0,
         "a veto was counted"
     );
-    wait_event(&admin, &apps.name, "shop", "AnomalyResolved").await;
+    let resolved = wait_event(&admin, &apps.name, "shop", "AnomalyResolved").await;
+    assert!(
+        resolved.contains(&incident),
+        "the same incident: {resolved}"
+    );
     wait_replicas(&deployments, "shop", 1).await;
     stack.delete().await.unwrap();
     apps.delete(admin).await.unwrap();

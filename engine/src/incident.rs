@@ -6,11 +6,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::finding::{Finding, FindingKind};
 
-/// `pod/<namespace>/<workload kind>/<workload name>/<kind>` or `node/<node>/<kind>`.
+/// `pod/<namespace>/<workload kind>/<workload name>/<kind>`, `node/<node>/<kind>` or, for metric
+/// anomalies, `workload/<namespace>/<workload kind>/<workload name>/MetricAnomaly`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct IncidentKey(String);
 
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum IncidentKeyError {
     #[error("a {0} finding needs a pod reference")]
     MissingPod(FindingKind),
@@ -56,6 +57,21 @@ impl IncidentKey {
         Ok(Self(format!(
             "pod/{namespace}/{owner_kind}/{owner_name}/{}",
             kind.as_str()
+        )))
+    }
+
+    /// The key of a metric anomaly on a scaled workload (one per workload, whatever the z-score):
+    /// `workload/<namespace>/<kind>/<name>/MetricAnomaly`.
+    pub fn for_metric_anomaly(
+        namespace: &str,
+        workload_kind: &str,
+        workload_name: &str,
+    ) -> Result<Self, IncidentKeyError> {
+        Ok(Self(format!(
+            "workload/{}/{}/{}/MetricAnomaly",
+            part("namespace", namespace)?,
+            part("workload.kind", workload_kind)?,
+            part("workload.name", workload_name)?,
         )))
     }
 

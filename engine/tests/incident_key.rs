@@ -235,3 +235,63 @@ fn digest_is_stable_and_short() {
     // Pinned: a change here would orphan every existing ticket label and GitOps branch.
     assert_eq!(digest, "2090d3d531be");
 }
+
+#[test]
+fn metric_anomaly_keys_name_the_workload_and_nothing_else() {
+    let table: &[(&str, &str, &str, Result<&str, IncidentKeyError>)] = &[
+        (
+            "shop",
+            "Deployment",
+            "api",
+            Ok("workload/shop/Deployment/api/MetricAnomaly"),
+        ),
+        (
+            "shop",
+            "StatefulSet",
+            "api",
+            Ok("workload/shop/StatefulSet/api/MetricAnomaly"),
+        ),
+        (
+            "",
+            "Deployment",
+            "api",
+            Err(IncidentKeyError::BadField { field: "namespace" }),
+        ),
+        (
+            "shop",
+            "apps/Deployment",
+            "api",
+            Err(IncidentKeyError::BadField {
+                field: "workload.kind",
+            }),
+        ),
+        (
+            "shop",
+            "Deployment",
+            "",
+            Err(IncidentKeyError::BadField {
+                field: "workload.name",
+            }),
+        ),
+    ];
+    for (ns, kind, name, want) in table {
+        let got = IncidentKey::for_metric_anomaly(ns, kind, name);
+        assert_eq!(
+            got.as_ref().map(IncidentKey::as_str).map_err(Clone::clone),
+            want.clone(),
+            "{ns}/{kind}/{name}"
+        );
+    }
+    // Never the same key as the workload's pod incidents.
+    let pod = IncidentKey::for_finding(&pod_finding(
+        FindingKind::CrashLoopBackOff,
+        "shop",
+        "api-1",
+        Some(("Deployment", "api")),
+    ))
+    .unwrap();
+    assert_ne!(
+        IncidentKey::for_metric_anomaly("shop", "Deployment", "api").unwrap(),
+        pod
+    );
+}

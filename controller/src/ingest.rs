@@ -163,6 +163,7 @@ impl SensorIngest for Ingest {
         tx.send(message(controller_message::Message::Welcome(pb::Welcome {
             leader_identity: self.identity.clone(),
             max_message_bytes: self.limits.max_message_bytes as u32,
+            leader_term: self.leadership.view().term.unwrap_or_default(),
         })))
         .await
         .map_err(|_| Status::cancelled("closed"))?;

@@ -43,6 +43,9 @@ pub struct LeaderView {
     pub holder: Option<String>,
     /// The leader's gRPC endpoint from the Lease annotation.
     pub endpoint: Option<String>,
+    /// While leading: unique to this term (this process, this acquisition). In-memory state such
+    /// as the incident book belongs to one term; sensors re-send what still holds to a new term.
+    pub term: Option<String>,
 }
 
 /// Why a write was dropped.
@@ -144,6 +147,8 @@ pub async fn run(
         },
     );
     let leases: Api<Lease> = Api::namespaced(client, &config.namespace);
+    let instance = auto_agent_shared::clock::process_instance_id();
+    let mut acquisitions = 0u64;
     loop {
         let started = Instant::now();
         let was_leader = tx.borrow().is_leader;
@@ -156,11 +161,13 @@ pub async fn run(
                         publish_endpoint(&leases, &config).await;
                         tracing::info!(identity = %config.identity, "Acquired the lease; leading");
                         metrics.leader.set(1);
+                        acquisitions += 1;
                         let _ = tx.send(LeaderView {
                             is_leader: true,
                             valid_until: Some(started + config.ttl),
                             holder: Some(config.identity.clone()),
                             endpoint: Some(config.advertise.clone()),
+                            term: Some(format!("{instance}-{acquisitions}")),
                         });
                     }
                     Ok(LeaseLockResult::NotAcquired(lease)) => follow(&tx, &lease),
@@ -212,6 +219,7 @@ fn follow(tx: &watch::Sender<LeaderView>, lease: &Lease) {
         valid_until: None,
         holder: holder_of(lease),
         endpoint: endpoint_of(lease),
+        term: None,
     };
     tx.send_if_modified(|v| {
         let changed = *v != view;

@@ -370,7 +370,12 @@ async fn main() -> anyhow::Result<()> {
     // The pipeline and reporter keep running through the drain; they stop when `work_stop` fires.
     let work_stop = CancellationToken::new();
     let (changes_tx, changes_rx) = mpsc::channel(1024);
-    let (pipeline, pipeline_task) = pipeline::start(metrics.clone(), changes_tx, work_stop.clone());
+    let (pipeline, pipeline_task) = pipeline::start(
+        metrics.clone(),
+        leadership.clone(),
+        changes_tx,
+        work_stop.clone(),
+    );
     let node_policies = node_policies::NodePolicyIndex::default();
     let node_policy_watch = tokio::spawn(node_policies::watch(
         client.clone(),

@@ -1,6 +1,6 @@
-//! The incident pipeline: findings accepted from sensors enter the incident book in arrival order;
-//! the ingest acknowledges a finding only after this step. New and changed incidents go on to the
-//! report stage (gather -> match policy -> decide boundary -> report).
+//! The incident pipeline: findings accepted from sensors enter the incident book (one per leadership
+//! term) in arrival order; the ingest acknowledges a finding only after this step. New and changed
+//! incidents go on to the report stage (gather -> match policy -> decide boundary -> report).
 
 use auto_agent_shared::clock::now_ms;
 use std::time::Instant;
@@ -9,6 +9,7 @@ use auto_agent_engine::{Finding, IncidentBook, IncidentKeyError, Observed};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::leader::Leadership;
 use crate::metrics::ControllerMetrics;
 
 /// A finding to record, with the reply the ingest waits for before acknowledging.
@@ -57,12 +58,14 @@ const RESOLVED_KEEP_MS: i64 = 60 * 60 * 1000;
 
 pub fn start(
     metrics: ControllerMetrics,
+    leadership: Leadership,
     changes: mpsc::Sender<Change>,
     stop: CancellationToken,
 ) -> (Pipeline, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Submission>(1024);
     let task = tokio::spawn(async move {
         let mut book = IncidentBook::new(ID_TTL_MS);
+        let mut term: Option<String> = None;
         let mut prune = tokio::time::interval(std::time::Duration::from_secs(60));
         loop {
             let submission = tokio::select! {
@@ -77,6 +80,15 @@ pub fn start(
                 return;
             };
             let received = Instant::now();
+            // One book per leadership term: after leading, losing and leading again, the sensors'
+            // re-sent findings must be decided anew, not dropped as already seen.
+            let current = leadership.view().term;
+            if current.is_some() && current != term {
+                if term.is_some() {
+                    book = IncidentBook::new(ID_TTL_MS);
+                }
+                term = current;
+            }
             let result = book.observe(&finding, now_ms());
             let outcome = match &result {
                 Ok(Observed::Duplicate) => "duplicate",

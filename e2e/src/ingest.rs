@@ -90,6 +90,8 @@ impl SensorIngest for Service {
             message: Some(controller_message::Message::Welcome(pb::Welcome {
                 leader_identity: "e2e-ingest".into(),
                 max_message_bytes: 1 << 20,
+                // One term for the recorder's life: reconnects re-send only what is unacked.
+                leader_term: "e2e-ingest-1".into(),
             })),
         };
         tx.send(Ok(welcome))

@@ -151,7 +151,7 @@ async fn leader_failover_loses_no_finding_and_bad_streams_are_refused() {
     let service = ServiceProxy::start(replicas.iter().map(|c| c.grpc).collect())
         .await
         .unwrap();
-    let _sensor = Sensor::start(
+    let sensor = Sensor::start(
         &cluster,
         &sensor_id,
         &SensorOptions {
@@ -231,8 +231,7 @@ async fn leader_failover_loses_no_finding_and_bad_streams_are_refused() {
     .await
     .unwrap();
 
-    // The three decisions are made (and reported) before the kill; a decision in flight when the
-    // leader dies is only retried on the incident's next finding.
+    // The three decisions are made (and reported) before the kill.
     poll_until(
         "three decisions at the first leader",
         TIMEOUT,
@@ -262,19 +261,29 @@ async fn leader_failover_loses_no_finding_and_bad_streams_are_refused() {
         "leadership moved after {:?} (lease 6 s, renew 2 s)",
         t0.elapsed()
     );
-    poll_until("two incidents at the new leader", TIMEOUT, || async move {
-        Ok(metric(survivor, "auto_agent_incidents_total").await == 2.0)
+    // The new leader's book starts empty; the sensor, welcomed in a new term, re-sends the three
+    // conditions that still hold besides the two new ones: it knows all five (a finding the old
+    // leader acknowledged but never decided on would not be lost).
+    poll_until("five incidents at the new leader", TIMEOUT, || async move {
+        Ok(metric(survivor, "auto_agent_incidents_total").await == 5.0)
     })
     .await
     .unwrap();
     println!(
-        "sensor stream followed; last finding recorded {:?} after the kill",
+        "sensor stream followed; all five conditions known {:?} after the kill",
         t0.elapsed()
     );
     assert_eq!(
-        killed_incidents + metric(survivor, "auto_agent_incidents_total").await,
-        5.0,
-        "incidents == injected failures"
+        killed_incidents, 3.0,
+        "the first leader saw the first three"
+    );
+    assert_eq!(
+        metric_sum(
+            &sensor.metrics().await.unwrap(),
+            "auto_agent_sensor_resyncs_total"
+        ),
+        1.0,
+        "one re-send, for the one new term"
     );
 
     // One Event per workload, naming the policy: single-replica workloads are not restarted

@@ -121,14 +121,6 @@ fn tls_config(args: &Args) -> anyhow::Result<Option<TlsConfig>> {
     }))
 }
 
-fn instance_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("{}-{nanos:x}", std::process::id())
-}
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -165,19 +157,21 @@ async fn main() -> anyhow::Result<()> {
     let gate = SyncGate::new(2, readiness.clone());
     let stop = shutdown.token();
 
+    let (resync_tx, resync_rx) = tokio::sync::watch::channel(0u64);
     let streamer = Streamer {
         config: StreamConfig {
             controller: args.controller.clone(),
             tls,
             token_file: args.token_file.clone(),
             node: args.node_name.clone(),
-            instance_id: instance_id(),
+            instance_id: auto_agent_shared::clock::process_instance_id(),
             window: 128,
             token_check: Duration::from_secs(args.token_check_seconds.max(1)),
         },
         queue,
         notify,
         metrics,
+        resync: resync_tx,
     };
     tracing::info!(node = %args.node_name, controller = %args.controller, version = auto_agent_shared::VERSION, "Sensor starting");
     let pods = tokio::spawn(watch::pods(
@@ -186,6 +180,7 @@ async fn main() -> anyhow::Result<()> {
         args.watch_page_size,
         sink.clone(),
         gate.clone(),
+        resync_rx.clone(),
         stop.clone(),
     ));
     let node = tokio::spawn(watch::node(
@@ -193,6 +188,7 @@ async fn main() -> anyhow::Result<()> {
         args.node_name.clone(),
         sink,
         gate,
+        resync_rx,
         stop.clone(),
     ));
     let stream = tokio::spawn(streamer.run(stop.clone()));

@@ -14,6 +14,7 @@ pub struct SensorMetrics {
     pub rejected: IntCounterVec,
     pub stream_reconnects: IntCounter,
     pub redirects: IntCounter,
+    pub resyncs: IntCounter,
     pub watch_restarts: IntCounterVec,
     pub log_reads: IntCounterVec,
     pub watched_pods: IntGauge,
@@ -62,6 +63,10 @@ impl SensorMetrics {
                 format!("{p}_leader_redirects_total"),
                 "Streams redirected to the leader",
             )?,
+            resyncs: IntCounter::new(
+                format!("{p}_resyncs_total"),
+                "Re-sends of every condition that still holds, on a new leadership term",
+            )?,
             watch_restarts: IntCounterVec::new(
                 Opts::new(
                     format!("{p}_watch_restarts_total"),
@@ -109,6 +114,7 @@ impl SensorMetrics {
         registry.register(Box::new(m.rejected.clone()))?;
         registry.register(Box::new(m.stream_reconnects.clone()))?;
         registry.register(Box::new(m.redirects.clone()))?;
+        registry.register(Box::new(m.resyncs.clone()))?;
         registry.register(Box::new(m.watch_restarts.clone()))?;
         registry.register(Box::new(m.log_reads.clone()))?;
         registry.register(Box::new(m.watched_pods.clone()))?;

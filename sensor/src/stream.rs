@@ -105,6 +105,15 @@ pub struct Streamer {
     pub queue: Arc<Mutex<Queue>>,
     pub notify: Arc<Notify>,
     pub metrics: SensorMetrics,
+    /// Bumped when a new leadership term welcomes us: the watches re-send what still holds.
+    pub resync: tokio::sync::watch::Sender<u64>,
+}
+
+/// Whether a Welcome starts a leadership term this sensor has not streamed to before. The first
+/// term needs no re-send (the initial sync queued everything) and an empty term is a controller
+/// that predates terms.
+pub fn is_new_term(last: Option<&str>, welcomed: &str) -> bool {
+    !welcomed.is_empty() && last.is_some_and(|l| l != welcomed)
 }
 
 impl Streamer {
@@ -122,11 +131,12 @@ impl Streamer {
         let mut backoff = Self::backoff();
         let mut leader: Option<String> = None;
         let mut redirects_in_a_row = 0u32;
+        let mut term: Option<String> = None;
         loop {
             let target = leader
                 .clone()
                 .unwrap_or_else(|| self.config.controller.clone());
-            let result = self.session(&target, &stop, &mut backoff).await;
+            let result = self.session(&target, &stop, &mut backoff, &mut term).await;
             let requeued = self
                 .queue
                 .lock()
@@ -205,6 +215,7 @@ impl Streamer {
         target: &str,
         stop: &CancellationToken,
         backoff: &mut backon::ExponentialBackoff,
+        term: &mut Option<String>,
     ) -> Result<End, StreamError> {
         let token = read_token(&self.config.token_file)?;
         let channel = self.channel(target).await?;
@@ -229,8 +240,19 @@ impl Streamer {
 
         match inbound.message().await?.and_then(|m| m.message) {
             Some(controller_message::Message::Welcome(w)) => {
-                tracing::info!(target = %target, leader = %w.leader_identity, "Stream to the leader established");
+                tracing::info!(target = %target, leader = %w.leader_identity, term = %w.leader_term, "Stream to the leader established");
                 *backoff = Self::backoff();
+                if is_new_term(term.as_deref(), &w.leader_term) {
+                    // The new leader's incident book starts empty: tell it what still holds.
+                    tracing::info!(
+                        "A new leadership term; re-sending every condition that still holds"
+                    );
+                    self.metrics.resyncs.inc();
+                    self.resync.send_modify(|generation| *generation += 1);
+                }
+                if !w.leader_term.is_empty() {
+                    *term = Some(w.leader_term);
+                }
             }
             Some(controller_message::Message::NotLeader(n)) => {
                 return Ok(End::Redirect(n.leader_endpoint));
@@ -298,5 +320,29 @@ impl Streamer {
         let q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         self.metrics.queue_depth.set(q.len() as i64);
         self.metrics.inflight.set(q.inflight_len() as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_new_term;
+
+    #[test]
+    fn only_a_different_known_term_triggers_a_resend() {
+        let table: &[(Option<&str>, &str, bool)] = &[
+            (None, "a-1", false), // the first term: the initial sync already queued everything
+            (Some("a-1"), "a-1", false), // a reconnect to the same term
+            (Some("a-1"), "a-2", true), // the same process leads again: a new book
+            (Some("a-1"), "b-1", true), // another replica took over
+            (Some("a-1"), "", false), // a controller without terms
+            (None, "", false),
+        ];
+        for (last, welcomed, want) in table {
+            assert_eq!(
+                is_new_term(*last, welcomed),
+                *want,
+                "{last:?} -> {welcomed}"
+            );
+        }
     }
 }

@@ -102,6 +102,7 @@ pub async fn pods(
     page_size: u32,
     sink: Sink,
     gate: SyncGate,
+    mut resync: tokio::sync::watch::Receiver<u64>,
     stop: CancellationToken,
 ) {
     // any_semantic: the initial list is served from the apiserver's watch cache.
@@ -118,6 +119,15 @@ pub async fn pods(
     loop {
         let event = tokio::select! {
             e = events.next() => e,
+            Ok(()) = resync.changed() => {
+                // Every pod seen for the first time again: the same ids as the first findings.
+                for view in known.values() {
+                    for f in detect_pod(None, view, now_ms()) {
+                        sink.submit(f);
+                    }
+                }
+                continue;
+            }
             () = stop.cancelled() => return,
         };
         match event {
@@ -172,6 +182,7 @@ pub async fn node(
     node: String,
     sink: Sink,
     gate: SyncGate,
+    mut resync: tokio::sync::watch::Receiver<u64>,
     stop: CancellationToken,
 ) {
     let config = watcher::Config::default()
@@ -185,6 +196,12 @@ pub async fn node(
     loop {
         let event = tokio::select! {
             e = events.next() => e,
+            Ok(()) = resync.changed() => {
+                for f in last.iter().flat_map(|view| detect_node(None, view, now_ms())) {
+                    sink.submit(f);
+                }
+                continue;
+            }
             () = stop.cancelled() => return,
         };
         match event {

@@ -14,3 +14,13 @@ pub fn now_rfc3339() -> String {
         .strftime("%Y-%m-%dT%H:%M:%SZ")
         .to_string()
 }
+
+/// An id for this process, different after every restart (pid and start time in nanoseconds): the
+/// sensor's instance in `Hello`, the leader's instance in `Welcome`.
+pub fn process_instance_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{}-{nanos:x}", std::process::id())
+}

@@ -85,7 +85,10 @@ pub async fn facts(
     {
         match registry.has_manifest(&mirrored).await {
             Ok(found) => facts.mirror_image = Some((text, found)),
-            Err(e) => tracing::warn!(image = %text, error = %e, "Checking the mirror failed"),
+            Err(e) => {
+                tracing::warn!(image = %text, error = %e, "Checking the mirror failed");
+                facts.mirror_check_error = Some(format!("{text}: {e}"));
+            }
         }
     }
     let Some(pod_ref) = &f.pod else {

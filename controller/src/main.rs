@@ -261,6 +261,12 @@ struct Args {
     #[arg(long, env = "AUTO_AGENT_PLAIN_HTTP_REGISTRIES", value_delimiter = ',')]
     plain_http_registries: Vec<String>,
 
+    /// Docker config JSON with mirror registry logins (`{"auths": {"host": {"auth": ...}}}`, the
+    /// `.dockerconfigjson` of a Secret); read on every mirror check. Without it, checks are anonymous
+    /// (public registries' anonymous tokens still work).
+    #[arg(long, env = "AUTO_AGENT_REGISTRY_AUTH_FILE")]
+    registry_auth_file: Option<PathBuf>,
+
     /// Kubeconfig file; in a pod the in-cluster configuration is used.
     #[arg(long, env = "KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
@@ -421,7 +427,10 @@ async fn main() -> anyhow::Result<()> {
         client: client.clone(),
         ledger: ledger.clone(),
         nodes: node_remediator,
-        registry: registry::RegistryClient::new(args.plain_http_registries.clone())?,
+        registry: registry::RegistryClient::new(
+            args.plain_http_registries.clone(),
+            args.registry_auth_file.clone(),
+        )?,
         executor: act::Executor {
             client: client.clone(),
             leadership: leadership.clone(),

@@ -384,6 +384,20 @@ fn image_mirror_only_when_the_mirror_has_the_image() {
         outcome(&run(&pull, Some(&p), &facts(), &History::default(), &[], 0)),
         Err(RefusalReason::MirrorMissing)
     );
+    // A failed check is refused with its cause, so the Event says what to fix.
+    let unchecked = Facts {
+        mirror_check_error: Some(
+            "mirror.local/cache/api:1: mirror.local requires credentials".into(),
+        ),
+        ..facts()
+    };
+    match run(&pull, Some(&p), &unchecked, &History::default(), &[], 0) {
+        Decision::Refuse(r) => {
+            assert_eq!(r.reason, RefusalReason::MirrorMissing);
+            assert!(r.message.contains("requires credentials"), "{}", r.message);
+        }
+        other => panic!("{other:?}"),
+    }
     // GitOps-managed workloads get a proposal, not a live swap.
     let managed = Facts {
         gitops_managed: true,

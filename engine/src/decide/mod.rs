@@ -92,6 +92,9 @@ pub struct Facts {
     /// The failing image's mirror reference and whether the mirror serves it (manifest HEAD);
     /// `None` when not checked (no mirror, or the check failed).
     pub mirror_image: Option<(String, bool)>,
+    /// Why the mirror could not be checked (unreachable, credentials missing or refused), for the
+    /// refusal's message.
+    pub mirror_check_error: Option<String>,
 }
 
 /// One step of a plan.
@@ -321,7 +324,10 @@ pub fn plan_for(input: &Input<'_>, policy: &PolicyView) -> Result<Vec<PlannedAct
             }),
             None => Err(Refusal {
                 reason: RefusalReason::MirrorMissing,
-                message: "the mirror could not be checked for this image".into(),
+                message: match &input.facts.mirror_check_error {
+                    Some(why) => format!("the mirror could not be checked: {why}; escalating"),
+                    None => "the mirror could not be checked for this image; escalating".into(),
+                },
             }),
         },
         _ => Err(Refusal {

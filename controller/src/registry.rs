@@ -268,6 +268,7 @@ impl RegistryClient {
             .and_then(parse_challenge)
             .ok_or(RegistryError::Status(401))?;
         let credential = self.credential_for(&image.registry)?;
+        let anonymous = credential.is_none();
         let authorization = match challenge {
             Challenge::Basic => credential
                 .ok_or_else(|| RegistryError::NoCredentials {
@@ -299,6 +300,10 @@ impl RegistryClient {
             .status()
             .as_u16();
         match status {
+            // An anonymous token without pull rights: the registry wants a login.
+            401 | 403 if anonymous => Err(RegistryError::NoCredentials {
+                registry: image.registry.clone(),
+            }),
             401 | 403 => Err(RegistryError::CredentialsRefused {
                 registry: image.registry.clone(),
                 status,
@@ -348,6 +353,11 @@ impl RegistryClient {
         }
         let response = request.send().await?;
         let status = response.status().as_u16();
+        if (status == 401 || status == 403) && credential.is_none() {
+            return Err(RegistryError::NoCredentials {
+                registry: registry.to_owned(),
+            });
+        }
         if status == 401 || status == 403 {
             return Err(RegistryError::CredentialsRefused {
                 registry: registry.to_owned(),

@@ -19,6 +19,7 @@ pub mod pki;
 pub mod process;
 pub mod prometheus;
 pub mod proxy;
+pub mod registry;
 pub mod s3;
 pub mod scenario;
 pub mod steps;

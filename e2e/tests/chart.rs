@@ -769,9 +769,26 @@ fn every_feature_renders_and_keeps_secrets_in_secrets() {
         ),
         ("AUTO_AGENT_PLAIN_HTTP_REGISTRIES", "mirror.local:5000"),
         ("AUTO_AGENT_CLUSTER_RESTARTS_PER_HOUR", "20"),
+        (
+            "AUTO_AGENT_REGISTRY_AUTH_FILE",
+            "/etc/auto-agent/registry/config.json",
+        ),
     ] {
         assert_eq!(env_value(cc, var), value, "{var}");
     }
+    // Mirror logins: the Secret's .dockerconfigjson as the file the flag names, read-only.
+    let logins = volume(controller, "registry-credentials");
+    assert_eq!(logins["secret"]["secretName"], "mirror-logins");
+    assert_eq!(logins["secret"]["items"][0]["key"], ".dockerconfigjson");
+    assert_eq!(logins["secret"]["items"][0]["path"], "config.json");
+    let mount = cc["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "registry-credentials")
+        .expect("the logins are mounted");
+    assert_eq!(mount["mountPath"], "/etc/auto-agent/registry");
+    assert_eq!(mount["readOnly"], true);
     assert_eq!(
         volume(controller, "bundles")["persistentVolumeClaim"]["claimName"],
         "auto-agent-bundles"

@@ -1,15 +1,18 @@
 //! ImagePullBackOff with a mirror, against a real registry (Debian's `docker-registry`, the CNCF
 //! distribution registry) started by the test: the image is swapped only when the mirror has it,
-//! the original is kept in an annotation, and a missing image is refused with a reason.
+//! the original is kept in an annotation, and a missing image is refused with a reason. Private
+//! mirrors (token authentication with a token service, and htpasswd Basic) are checked with the
+//! logins of the credentials file; missing or refused logins are refused with their cause, and no
+//! password appears in an Event or the controller log.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
 use std::time::Duration;
 
 use auto_agent_e2e::agents::AgentStack;
-use auto_agent_e2e::process::{Process, free_port, http_get};
+use auto_agent_e2e::registry::{Grant, Registry, RegistryAuth, TokenService};
 use auto_agent_e2e::scenario::{self, StartFailure};
+use auto_agent_e2e::steps::{apply_policy, events, wait_event};
 use auto_agent_e2e::wait::poll_until;
 use auto_agent_e2e::workloads::single_pod_deployment;
 use auto_agent_e2e::{Cluster, TestNamespace};
@@ -18,86 +21,9 @@ use k8s_openapi::api::events::v1::Event;
 use kube::Api;
 use kube::api::ListParams;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 const NODE: &str = "kwok-node-2";
 const TIMEOUT: Duration = Duration::from_secs(90);
-
-fn digest(bytes: &[u8]) -> String {
-    format!(
-        "sha256:{}",
-        Sha256::digest(bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    )
-}
-
-/// Pushes a minimal OCI image (one config blob, one layer blob) as `repo:tag`.
-async fn push(registry: &str, repo: &str, tag: &str) {
-    // reqwest is built with rustls but no provider (the workspace standardises on ring).
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::new();
-    let upload = |bytes: Vec<u8>| {
-        let http = http.clone();
-        let repo = repo.to_owned();
-        let registry = registry.to_owned();
-        async move {
-            let start = http
-                .post(format!("http://{registry}/v2/{repo}/blobs/uploads/"))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(start.status().as_u16(), 202);
-            let location = start.headers()["location"].to_str().unwrap().to_owned();
-            let url = if location.starts_with("http") {
-                location
-            } else {
-                format!("http://{registry}{location}")
-            };
-            let sep = if url.contains('?') { '&' } else { '?' };
-            let d = digest(&bytes);
-            let put = http
-                .put(format!("{url}{sep}digest={d}"))
-                .body(bytes.clone())
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(
-                put.status().as_u16(),
-                201,
-                "{}",
-                put.text().await.unwrap_or_default()
-            );
-            (d, bytes.len())
-        }
-    };
-    let (config, config_size) = upload(
-        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
-            .to_vec(),
-    )
-    .await;
-    let (layer, layer_size) = upload(b"not really a tarball".to_vec()).await;
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_size},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer, "size": layer_size}],
-    });
-    let put = http
-        .put(format!("http://{registry}/v2/{repo}/manifests/{tag}"))
-        .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
-        .body(manifest.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        put.status().as_u16(),
-        201,
-        "{}",
-        put.text().await.unwrap_or_default()
-    );
-}
 
 async fn deployment(client: &kube::Client, ns: &str, name: &str, image: &str) -> String {
     single_pod_deployment(client, ns, name, NODE, json!({"tier": "pull"}), image)
@@ -114,24 +40,9 @@ async fn image_is_swapped_only_when_the_mirror_has_it() {
 
     // A real registry on loopback.
     let dir = std::env::temp_dir().join(format!("e2e-registry-{}", apps.name));
-    std::fs::create_dir_all(dir.join("data")).unwrap();
-    let port = free_port().unwrap();
-    let registry = format!("127.0.0.1:{port}");
-    std::fs::write(
-        dir.join("config.yml"),
-        format!("version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {registry}\n", dir.join("data").display()),
-    )
-    .unwrap();
-    let mut cmd = Command::new("docker-registry");
-    cmd.arg("serve").arg(dir.join("config.yml"));
-    let _registry = Process::spawn(cmd, dir.join("registry.log")).unwrap();
-    let addr = registry.parse().unwrap();
-    poll_until("registry up", TIMEOUT, || async move {
-        Ok(http_get(addr, "/v2/").await?.0 == 200)
-    })
-    .await
-    .unwrap();
-    push(&registry, "mirror/team/app", "1").await;
+    let mirror = Registry::start(&dir, &RegistryAuth::Open).await.unwrap();
+    let registry = mirror.host.clone();
+    mirror.push("mirror/team/app", "1", None).await.unwrap();
 
     let stack = AgentStack::start_with_env(
         &cluster,
@@ -228,6 +139,220 @@ async fn image_is_swapped_only_when_the_mirror_has_it() {
         "registry.example.com/team/missing:2",
         "no swap without the image in the mirror"
     );
+    stack.delete().await.unwrap();
+    apps.delete(admin).await.unwrap();
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+async fn image_of(client: &kube::Client, ns: &str, name: &str) -> String {
+    let d = Api::<Deployment>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .unwrap();
+    d.spec.unwrap().template.spec.unwrap().containers[0]
+        .image
+        .clone()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_mirrors_are_checked_with_the_configured_logins() {
+    const IMAGE: &str = "registry.example.com/team/app:1";
+    const SECRETS: [&str; 4] = [
+        "pull-secret-1",
+        "push-secret-1",
+        "basic-secret-1",
+        "wrong-password",
+    ];
+    let cluster = Cluster::get().unwrap();
+    cluster.install_crds().await.unwrap();
+    let admin = cluster.admin().await.unwrap();
+    let apps = TestNamespace::create(&cluster, "private").await.unwrap();
+    let dir = std::env::temp_dir().join(format!("e2e-private-{}", apps.name));
+
+    // Token authentication (as Harbor, Docker Hub, GHCR) and HTTP Basic (htpasswd), both real
+    // registries holding mirror/team/app:1.
+    let tokens = TokenService::start(
+        &dir.join("tokens"),
+        &[
+            ("puller", "pull-secret-1", &["pull"]),
+            ("pusher", "push-secret-1", &["pull", "push"]),
+        ],
+    )
+    .await
+    .unwrap();
+    let by_token = Registry::start(
+        &dir.join("token"),
+        &RegistryAuth::Token(tokens.config.clone()),
+    )
+    .await
+    .unwrap();
+    let by_basic = Registry::start(
+        &dir.join("basic"),
+        &RegistryAuth::Htpasswd {
+            user: "mirror".into(),
+            password: "basic-secret-1".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let push = tokens
+        .token(
+            "pusher",
+            "push-secret-1",
+            "repository:mirror/team/app:pull,push",
+        )
+        .await
+        .unwrap();
+    by_token
+        .push("mirror/team/app", "1", Some(&format!("Bearer {push}")))
+        .await
+        .unwrap();
+    by_basic
+        .push(
+            "mirror/team/app",
+            "1",
+            Some(&format!("Basic {}", b64("mirror:basic-secret-1"))),
+        )
+        .await
+        .unwrap();
+    // Without a login the registry refuses (so the logins below are what makes checks pass).
+    assert!(by_basic.push("mirror/team/x", "1", None).await.is_err());
+
+    // The logins as a dockerconfigjson Secret holds them (keys with or without a scheme).
+    let auth_file = dir.join("config.json");
+    let write_logins = |token_login: bool, basic_password: &str| {
+        let mut auths = serde_json::Map::new();
+        if token_login {
+            auths.insert(
+                by_token.host.clone(),
+                json!({"auth": b64("puller:pull-secret-1")}),
+            );
+        }
+        auths.insert(
+            format!("http://{}", by_basic.host),
+            json!({"username": "mirror", "password": basic_password}),
+        );
+        std::fs::write(&auth_file, json!({"auths": auths}).to_string()).unwrap();
+    };
+    write_logins(true, "basic-secret-1");
+    let plain = [
+        by_token.host.clone(),
+        by_basic.host.clone(),
+        tokens.addr.to_string(),
+    ]
+    .join(",");
+    let stack = AgentStack::start_with_env(
+        &cluster,
+        NODE,
+        1,
+        vec![
+            ("AUTO_AGENT_PLAIN_HTTP_REGISTRIES".into(), plain),
+            (
+                "AUTO_AGENT_REGISTRY_AUTH_FILE".into(),
+                auth_file.display().to_string(),
+            ),
+        ],
+    )
+    .await
+    .unwrap();
+    for (tier, host) in [("token", &by_token.host), ("basic", &by_basic.host)] {
+        apply_policy(
+            &cluster,
+            &apps.name,
+            tier,
+            json!({"targetSelector": {"matchLabels": {"tier": tier}},
+                   "actions": {"imageMirror": {"registry": format!("{host}/mirror")}}}),
+        );
+    }
+    let failing = |name: &'static str, tier: &'static str| {
+        let admin = admin.clone();
+        let ns = apps.name.clone();
+        async move {
+            let pod = single_pod_deployment(&admin, &ns, name, NODE, json!({"tier": tier}), IMAGE)
+                .await
+                .unwrap();
+            scenario::start_failure(&admin, &ns, &pod, None, StartFailure::ImagePullBackOff)
+                .await
+                .unwrap();
+        }
+    };
+
+    // With the logins: both mirrors are checked and both images swapped.
+    failing("via-token", "token").await;
+    failing("via-basic", "basic").await;
+    for (name, host) in [("via-token", &by_token.host), ("via-basic", &by_basic.host)] {
+        let want = format!("{host}/mirror/team/app:1");
+        poll_until(&format!("{name} swapped to its mirror"), TIMEOUT, || {
+            let (admin, ns, want) = (admin.clone(), apps.name.clone(), want.clone());
+            async move { Ok(image_of(&admin, &ns, name).await == want) }
+        })
+        .await
+        .unwrap();
+    }
+    assert!(
+        tokens.grants().contains(&Grant {
+            user: Some("puller".into()),
+            scope: "repository:mirror/team/app:pull".into(),
+            actions: vec!["pull".into()],
+        }),
+        "the controller fetched a pull token as puller: {:?}",
+        tokens.grants()
+    );
+
+    // The Secret rotates: the token registry's login is gone, the Basic password is wrong. Read on
+    // the next check, without a restart; both refusals name their cause.
+    write_logins(false, "wrong-password");
+    failing("anonymous", "token").await;
+    failing("refused", "basic").await;
+    let anonymous = wait_event(&admin, &apps.name, "anonymous", "MirrorMissing").await;
+    assert!(
+        anonymous.contains("requires credentials and none are configured"),
+        "{anonymous}"
+    );
+    let refused = wait_event(&admin, &apps.name, "refused", "MirrorMissing").await;
+    assert!(
+        refused.contains("refused the configured credentials"),
+        "{refused}"
+    );
+    assert!(
+        tokens
+            .grants()
+            .iter()
+            .any(|g| g.user.is_none() && g.actions.is_empty()),
+        "the anonymous token carried no rights: {:?}",
+        tokens.grants()
+    );
+    for name in ["anonymous", "refused"] {
+        assert_eq!(
+            image_of(&admin, &apps.name, name).await,
+            IMAGE,
+            "{name} kept its image"
+        );
+    }
+
+    let notes: Vec<String> = events(&admin, &apps.name)
+        .await
+        .into_values()
+        .flatten()
+        .map(|(_, note)| note)
+        .collect();
+    let log = stack.controllers[0].process.output();
+    for secret in SECRETS {
+        assert!(
+            !notes.iter().any(|n| n.contains(secret)),
+            "{secret} in an Event"
+        );
+        assert!(!log.contains(secret), "{secret} in the controller log");
+        assert!(
+            !log.contains(&b64(&format!("puller:{secret}"))),
+            "a Basic header in the log"
+        );
+    }
     stack.delete().await.unwrap();
     apps.delete(admin).await.unwrap();
 }

@@ -13,6 +13,7 @@ mod bundle;
 mod events;
 mod features;
 mod gather;
+mod handoff;
 mod ingest;
 mod leader;
 mod ledger;
@@ -414,6 +415,15 @@ async fn main() -> anyhow::Result<()> {
     };
     let sweeper = tokio::spawn(node_remediator.clone().run_sweeper(stop.clone()));
     let (evidence, bundle_defaults) = evidence_keeper(&args, &registry).await?;
+    // Bundles a stopped replica handed off (its spool was on its own volume) join ours first.
+    handoff::take_over(
+        client.clone(),
+        &args.namespace,
+        &evidence.spool,
+        &metrics.bundle_handoffs,
+    )
+    .await;
+    evidence.refresh_gauges();
     let delivery = tokio::spawn(evidence.clone().deliver(stop.clone()));
     let reporter = Reporter {
         events: events::EventSink {
@@ -542,6 +552,15 @@ async fn main() -> anyhow::Result<()> {
         delivery,
         scale_task
     );
+    // What the store could not take yet leaves with us unless handed to the cluster.
+    handoff::hand_off(
+        client,
+        &args.namespace,
+        &args.lease_name,
+        &evidence.spool,
+        &metrics.bundle_handoffs,
+    )
+    .await;
     tracing::info!("Controller stopped");
     Ok(())
 }

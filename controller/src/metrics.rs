@@ -21,6 +21,7 @@ pub struct ControllerMetrics {
     pub scale_decisions: IntCounterVec,
     pub prom_queries: IntCounterVec,
     pub anomalies_active: IntGauge,
+    pub bundle_handoffs: IntCounterVec,
 }
 
 /// Label values known in advance, created at 0 so dashboards and `rate()` see a series from the
@@ -62,6 +63,13 @@ const ACT_ERRORS: &[&str] = &[
     "api",
     "unsupported",
 ];
+const HANDOFF_OUTCOMES: &[&str] = &[
+    "handed_off",
+    "taken_over",
+    "too_large",
+    "failed",
+    "unreadable",
+];
 const QUERY_OUTCOMES: &[&str] = &[
     "ok",
     "empty",
@@ -85,6 +93,9 @@ impl ControllerMetrics {
         }
         for o in QUERY_OUTCOMES {
             self.prom_queries.with_label_values(&[o]);
+        }
+        for o in HANDOFF_OUTCOMES {
+            self.bundle_handoffs.with_label_values(&[o]);
         }
     }
 
@@ -178,11 +189,19 @@ impl ControllerMetrics {
                 "auto_agent_anomalies_active",
                 "Workloads whose anomaly query is above its z threshold",
             )?,
+            bundle_handoffs: IntCounterVec::new(
+                Opts::new(
+                    "auto_agent_bundle_handoffs_total",
+                    "Spooled bundles handed to ConfigMaps on stop or taken over on start, by outcome",
+                ),
+                &["outcome"],
+            )?,
         };
         m.touch_known_labels();
         registry.register(Box::new(m.scale_decisions.clone()))?;
         registry.register(Box::new(m.prom_queries.clone()))?;
         registry.register(Box::new(m.anomalies_active.clone()))?;
+        registry.register(Box::new(m.bundle_handoffs.clone()))?;
         registry.register(Box::new(m.actions.clone()))?;
         registry.register(Box::new(m.decisions.clone()))?;
         registry.register(Box::new(m.incidents.clone()))?;

@@ -493,6 +493,34 @@ impl AgentStack {
         out
     }
 
+    /// Replica `i` stops as on pod deletion (SIGTERM, 30 s grace) and loses its volumes (the
+    /// spool's emptyDir); a new replica with `env` starts in its place, as the Deployment would.
+    pub async fn replace_controller(
+        &mut self,
+        i: usize,
+        env: Vec<(String, String)>,
+    ) -> anyhow::Result<()> {
+        let old = &mut self.controllers[i];
+        old.process.terminate(Duration::from_secs(30)).await?;
+        let spool = self.controller_id.dir.join(format!("{}-spool", old.name));
+        if spool.exists() {
+            std::fs::remove_dir_all(&spool)?;
+        }
+        let options = ControllerOptions {
+            name: format!("controller-{}", self.controllers.len()),
+            sensor_service_account: self.controller_id.sensor_service_account.clone(),
+            tls: Some(self.pki.clone()),
+            lease_seconds: 6,
+            renew_seconds: 2,
+            fence_margin_seconds: 2,
+            bundle_dir: self.bundle_dir.clone(),
+            env,
+        };
+        let replacement = Controller::start(&self.controller_id, &options).await?;
+        self.controllers.push(replacement);
+        Ok(())
+    }
+
     pub async fn delete(self) -> anyhow::Result<()> {
         drop(self.sensor);
         drop(self.controllers);

@@ -83,6 +83,27 @@ impl Process {
     pub fn exited(&self) -> bool {
         self.killed
     }
+
+    /// SIGTERM, as the kubelet sends on pod deletion, then waits up to `grace` for the exit
+    /// (SIGKILL after it, as the kubelet would).
+    pub async fn terminate(&mut self, grace: std::time::Duration) -> anyhow::Result<()> {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()?;
+        if !sent.success() {
+            bail!("kill -TERM {} failed", self.pid());
+        }
+        let deadline = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < deadline {
+            if self.child.try_wait()?.is_some() {
+                self.killed = true;
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        self.kill();
+        bail!("did not stop within {grace:?} of SIGTERM")
+    }
 }
 
 impl Drop for Process {

@@ -169,7 +169,11 @@ const CONTROLLER_ROLE_KNOWN_TO_WORK: Rules<'static> = &[
         &["leases"],
         &["get", "create", "update", "patch"],
     ),
-    ("", &["configmaps"], &["get", "create", "update"]),
+    (
+        "",
+        &["configmaps"],
+        &["get", "create", "update", "list", "delete"],
+    ),
 ];
 
 const SENSOR_RULES: Rules<'static> = &[
@@ -647,8 +651,15 @@ fn default_render_is_least_privilege_and_hardened() {
     );
     let role = one(&docs, "Role", &controller_name());
     assert_eq!(triples(role), expand(CONTROLLER_ROLE_KNOWN_TO_WORK));
-    // Reads and updates of the Lease and the ledger are limited to their names.
+    // Reads and updates of the Lease and the ledger are limited to their names. The one rule
+    // without names is the spool hand-off's (ConfigMap names are per bundle): list and delete of
+    // ConfigMaps, in this namespace only, and never update.
     for rule in role["rules"].as_array().unwrap() {
+        if str_list(&rule["verbs"]) == ["list", "delete"] {
+            assert_eq!(str_list(&rule["resources"]), ["configmaps"], "{rule}");
+            assert!(rule["resourceNames"].is_null(), "{rule}");
+            continue;
+        }
         if str_list(&rule["verbs"]) != ["create"] {
             let names = str_list(&rule["resourceNames"]);
             assert_eq!(names.len(), 1, "{rule}");

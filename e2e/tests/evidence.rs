@@ -2,7 +2,8 @@
 //! its bundle at the seed's key layout in S3 (SDK configured like a user's S3-compatible store)
 //! and, with the other setting, on a filesystem; seeded secrets in env, annotations and log lines
 //! appear in no bundle; and with S3 down, 20 incidents are remediated anyway and all 20 bundles
-//! arrive, once each, when it comes back.
+//! arrive, once each, when it comes back. With remote durability the pod waits for its bundle to be
+//! in S3; a controller pod deleted during an outage hands its spooled bundles to the next replica.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -437,6 +438,105 @@ async fn remote_durability_keeps_the_pod_until_its_bundle_is_in_s3() {
     })
     .await
     .unwrap();
+    stack.delete().await.unwrap();
+    apps.delete(admin).await.unwrap();
+}
+
+/// A controller pod deleted while S3 is down (its spool is an emptyDir): on SIGTERM it hands the
+/// spooled bundle to a labelled ConfigMap; its replacement takes it back into its own spool, and
+/// delivers it when S3 returns. The bundle in S3 is the one the restart's Event named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_controller_pod_hands_its_spooled_bundles_to_the_next() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::get().unwrap();
+    cluster.install_crds().await.unwrap();
+    let admin = cluster.admin().await.unwrap();
+    let apps = TestNamespace::create(&cluster, "handoff").await.unwrap();
+    let work = cluster.state_dir().join(format!("evidence-{}", apps.name));
+    let mut s3 = S3Server::start(&work.join("s3"), &["evidence"])
+        .await
+        .unwrap();
+    let mut stack = AgentStack::start_with_env(&cluster, NODE, 1, s3.controller_env())
+        .await
+        .unwrap();
+    apply_policy(
+        &cluster,
+        &apps.name,
+        "handoff",
+        json!({"targetSelector": {"matchLabels": {"store": "s3"}}, "actions": {"restartStuckPods": true},
+               "safety": {"minReadyReplicas": 0, "maxUnhealthyPercent": 100, "cooldownSeconds": 0},
+               "logBundle": {"s3": {"bucket": "evidence", "prefix": "bundles"}}}),
+    );
+    rollout(&admin, &apps.name, deployment("orphan", 1, "s3", false)).await;
+    let pod = ready_pods(&admin, &apps.name, "orphan").await[0]
+        .metadata
+        .name
+        .clone()
+        .unwrap();
+
+    s3.stop();
+    scenario::crash_loop(&admin, &apps.name, &pod, None, 2, 1)
+        .await
+        .unwrap();
+    let note = wait_event(&admin, &apps.name, "orphan", "RestartedPod").await;
+    assert!(note.contains("spooled"), "{note}");
+    assert_eq!(stack.metric("auto_agent_bundle_spool_entries").await, 1.0);
+
+    // The pod is deleted: SIGTERM, then its emptyDir is gone.
+    let agents = stack.namespace.name.clone();
+    let configmaps: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(admin.clone(), &agents);
+    let handed_off = || async {
+        configmaps
+            .list(&kube::api::ListParams::default().labels("autoagent.io/spooled-bundle"))
+            .await
+            .unwrap()
+            .items
+    };
+    assert!(handed_off().await.is_empty());
+    let old = stack.controllers[0].process.log.clone();
+    stack
+        .replace_controller(0, s3.controller_env())
+        .await
+        .unwrap();
+    let old_log = std::fs::read_to_string(&old).unwrap();
+    assert!(
+        old_log.contains("Handed spooled bundles to ConfigMaps"),
+        "{old_log}"
+    );
+    // The replacement took it over: the ConfigMap is gone, the bundle waits in its spool.
+    poll_until("the ConfigMap taken over", TIMEOUT, || async {
+        Ok(handed_off().await.is_empty())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        stack
+            .metric("auto_agent_bundle_handoffs_total{outcome=\"taken_over\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(stack.metric("auto_agent_bundle_spool_entries").await, 1.0);
+    assert!(s3.keys("evidence").is_empty());
+
+    s3.start_again().await.unwrap();
+    poll_until("the handed-off bundle delivered", TIMEOUT, || {
+        let s = &stack;
+        async move { Ok(s.metric("auto_agent_bundle_spool_entries").await == 0.0) }
+    })
+    .await
+    .unwrap();
+    let key = format!(
+        "bundles/{}/orphan/CrashLoopBackOff/{}/{pod}-2.json",
+        apps.name,
+        today()
+    );
+    assert_eq!(s3.keys("evidence"), vec![key.clone()]);
+    let doc: serde_json::Value = serde_json::from_str(&s3.read("evidence", &key).unwrap()).unwrap();
+    assert_eq!(
+        doc["incidentKey"].as_str().map(|k| k.contains("orphan")),
+        Some(true)
+    );
     stack.delete().await.unwrap();
     apps.delete(admin).await.unwrap();
 }

@@ -239,7 +239,8 @@ impl Keeper {
         }
     }
 
-    fn refresh_gauges(&self) {
+    /// Sets the spool gauges from what is on disk.
+    pub fn refresh_gauges(&self) {
         if let Ok((entries, bytes)) = self.spool.usage() {
             self.metrics.spool_entries.set(entries as i64);
             self.metrics.spool_bytes.set(bytes as i64);

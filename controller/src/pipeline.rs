@@ -113,3 +113,90 @@ pub fn start(
     });
     (Pipeline { tx }, task)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::leader::{LeaderConfig, LeaderView};
+    use auto_agent_engine::{FindingKind, Transition};
+    use std::time::Duration;
+
+    fn node_finding(id: &str) -> Finding {
+        Finding {
+            id: id.into(),
+            node: "node-a".into(),
+            kind: FindingKind::NodeMemoryPressure,
+            transition: Transition::Started,
+            pod: None,
+            owner: None,
+            container: None,
+            reason: "MemoryPressure".into(),
+            message: String::new(),
+            restart_count: 0,
+            exit_code: None,
+            image: None,
+            observed_at_ms: 1_700_000_000_000,
+            log_lines: vec![],
+            log_truncated: false,
+        }
+    }
+
+    fn leading(term: &str) -> LeaderView {
+        LeaderView {
+            is_leader: true,
+            term: Some(term.into()),
+            ..LeaderView::default()
+        }
+    }
+
+    /// A re-sent finding is a duplicate within a term and new in the next one, also when the same
+    /// process leads again (its book from the earlier term must not swallow the re-sends).
+    #[tokio::test]
+    async fn each_leadership_term_has_its_own_book() {
+        let metrics = ControllerMetrics::register(&prometheus::Registry::new()).unwrap();
+        let config = LeaderConfig {
+            namespace: "ns".into(),
+            lease_name: "lease".into(),
+            identity: "me".into(),
+            advertise: "127.0.0.1:1".into(),
+            ttl: Duration::from_secs(15),
+            renew_every: Duration::from_secs(5),
+            margin: Duration::from_secs(5),
+        };
+        let (tx, leadership) = crate::leader::channel(&config, metrics.clone());
+        let (changes, mut changed) = mpsc::channel(16);
+        let stop = CancellationToken::new();
+        let (pipeline, task) = start(metrics, leadership, changes, stop.clone());
+
+        let table: &[(Option<&str>, &str, bool)] = &[
+            // (term now, finding id, reaches the report stage)
+            (Some("a-1"), "f-1", true),
+            (Some("a-1"), "f-1", false), // a resend in the same term
+            (Some("a-1"), "f-2", true),
+            (None, "f-2", false), // demoted: the book stays until a new term
+            (Some("b-1"), "f-1", true), // another replica's term: decided anew
+            (Some("b-1"), "f-1", false),
+            (Some("a-2"), "f-1", true), // the first process leads again: a new book too
+            (Some("a-2"), "f-2", true),
+        ];
+        for (term, id, reported) in table {
+            match term {
+                Some(t) => tx.send_replace(leading(t)),
+                None => tx.send_replace(LeaderView::default()),
+            };
+            let observed = pipeline.submit(node_finding(id)).await.unwrap();
+            assert_eq!(
+                observed != Observed::Duplicate,
+                *reported,
+                "{term:?} {id}: {observed:?}"
+            );
+            if *reported {
+                let change = changed.recv().await.unwrap();
+                assert_eq!(change.finding.id, *id);
+            }
+        }
+        assert!(changed.try_recv().is_err(), "nothing else reported");
+        stop.cancel();
+        task.await.unwrap();
+    }
+}

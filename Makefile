@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: setup demo demo-down test lint unit e2e cluster-build cluster-up cluster-down crdgen clean
+.PHONY: setup demo demo-down test lint unit e2e release cluster-build cluster-up cluster-down crdgen clean
 
 ## setup: install what the build needs (Debian packages, cargo components); idempotent
 setup:
@@ -15,8 +15,9 @@ demo: setup
 ## demo-down: stop the local control plane the demo started
 demo-down: cluster-down
 
-## test: what CI runs: formatting, clippy, unit tests, then e2e tests on the real local control plane
-test: setup lint unit e2e
+## test: what CI runs: formatting, clippy, unit tests, e2e tests on the real local control plane,
+## then the release binaries as the Dockerfiles build them
+test: setup lint unit e2e release
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -28,6 +29,15 @@ unit:
 ## e2e: start (or reuse) the local control plane, building its binaries on a cache miss, and run the e2e tests
 e2e: cluster-up
 	$(CARGO) test -p auto-agent-e2e
+
+## release: the images' build step run natively (no container engine here): each binary on its own,
+## locked, with the workspace's release profile, exactly as Dockerfile.sensor / Dockerfile.controller
+release:
+	$(CARGO) build --release --locked -p auto-agent-sensor
+	$(CARGO) build --release --locked -p auto-agent-controller
+	$${CARGO_TARGET_DIR:-target}/release/auto-agent-sensor --version
+	$${CARGO_TARGET_DIR:-target}/release/auto-agent-controller --version
+	ls -l $${CARGO_TARGET_DIR:-target}/release/auto-agent-sensor $${CARGO_TARGET_DIR:-target}/release/auto-agent-controller
 
 cluster-build:
 	e2e/cluster build

@@ -1250,6 +1250,27 @@ fn dockerfiles_match_the_chart_and_the_binaries() {
             runs.contains(&format!("cargo build --release --locked -p {pkg_name}")),
             "{file}: the locked release build of {pkg_name}"
         );
+        // No engine here: `make test` (CI) runs that very build step natively.
+        let makefile = std::fs::read_to_string(repo_root().join("Makefile")).unwrap();
+        let release_recipe: String = makefile
+            .split("\nrelease:")
+            .nth(1)
+            .expect("a release target in the Makefile")
+            .lines()
+            .take_while(|l| l.starts_with('\t') || l.is_empty())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let step = format!("$(CARGO) build --release --locked -p {pkg_name}");
+        assert!(
+            release_recipe.lines().any(|l| l.trim() == step),
+            "the Makefile's release target builds {pkg_name} as {file} does:\n{release_recipe}"
+        );
+        assert!(
+            makefile
+                .lines()
+                .any(|l| l.starts_with("test:") && l.split_whitespace().any(|w| w == "release")),
+            "make test runs the release build"
+        );
         let copies = args_of(&d, "COPY");
         for member in &members {
             let dir = Path::new(member).parent().unwrap().to_string_lossy();

@@ -93,6 +93,15 @@ impl Leadership {
         result
     }
 
+    /// The term, if leadership changed since this handle last looked (a flag check otherwise:
+    /// cheap enough for every finding). `Some(None)`: changed to not leading.
+    pub fn term_if_changed(&mut self) -> Option<Option<String>> {
+        if !self.rx.has_changed().unwrap_or(false) {
+            return None;
+        }
+        Some(self.rx.borrow_and_update().term.clone())
+    }
+
     /// Resolves when leadership changes.
     pub async fn changed(&mut self) {
         let _ = self.rx.changed().await;

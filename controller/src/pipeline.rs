@@ -58,14 +58,14 @@ const RESOLVED_KEEP_MS: i64 = 60 * 60 * 1000;
 
 pub fn start(
     metrics: ControllerMetrics,
-    leadership: Leadership,
+    mut leadership: Leadership,
     changes: mpsc::Sender<Change>,
     stop: CancellationToken,
 ) -> (Pipeline, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Submission>(1024);
     let task = tokio::spawn(async move {
         let mut book = IncidentBook::new(ID_TTL_MS);
-        let mut term: Option<String> = None;
+        let mut term: Option<String> = leadership.view().term;
         let mut prune = tokio::time::interval(std::time::Duration::from_secs(60));
         loop {
             let submission = tokio::select! {
@@ -82,8 +82,10 @@ pub fn start(
             let received = Instant::now();
             // One book per leadership term: after leading, losing and leading again, the sensors'
             // re-sent findings must be decided anew, not dropped as already seen.
-            let current = leadership.view().term;
-            if current.is_some() && current != term {
+            if let Some(current) = leadership.term_if_changed()
+                && current.is_some()
+                && current != term
+            {
                 if term.is_some() {
                     book = IncidentBook::new(ID_TTL_MS);
                 }

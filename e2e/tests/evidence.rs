@@ -63,6 +63,15 @@ fn deployment(name: &str, replicas: i32, store: &str, secretive: bool) -> Deploy
     .unwrap()
 }
 
+/// Waits until every live replica's spool is empty (its bundles reached their store).
+async fn spool_drained(stack: &AgentStack, what: &str) {
+    poll_until(what, TIMEOUT, || async {
+        Ok(stack.metric("auto_agent_bundle_spool_entries").await == 0.0)
+    })
+    .await
+    .unwrap();
+}
+
 fn today() -> String {
     k8s_openapi::jiff::Timestamp::now()
         .strftime("%Y-%m-%d")
@@ -313,12 +322,7 @@ async fn s3_outage_spools_twenty_bundles_and_delivers_each_exactly_once() {
     assert_eq!(stack.metric("auto_agent_bundle_spool_entries").await, 20.0);
 
     s3.start_again().await.unwrap();
-    poll_until("the spool drains", TIMEOUT, || {
-        let s = &stack;
-        async move { Ok(s.metric("auto_agent_bundle_spool_entries").await == 0.0) }
-    })
-    .await
-    .unwrap();
+    spool_drained(&stack, "the spool drains").await;
     let keys = s3.keys("evidence");
     assert_eq!(keys.len(), 20, "{keys:?}");
     let mut ids = std::collections::BTreeSet::new();
@@ -400,12 +404,7 @@ async fn remote_durability_keeps_the_pod_until_its_bundle_is_in_s3() {
     assert_eq!(stack.metric("auto_agent_bundle_spool_entries").await, 1.0);
 
     s3.start_again().await.unwrap();
-    poll_until("the refused restart's bundle arrives", TIMEOUT, || {
-        let s = &stack;
-        async move { Ok(s.metric("auto_agent_bundle_spool_entries").await == 0.0) }
-    })
-    .await
-    .unwrap();
+    spool_drained(&stack, "the refused restart's bundle arrives").await;
     let keys = s3.keys("evidence");
     assert!(
         keys.iter().any(|k| k.ends_with(&format!("/{name}-2.json"))),
@@ -520,12 +519,7 @@ async fn a_deleted_controller_pod_hands_its_spooled_bundles_to_the_next() {
     assert!(s3.keys("evidence").is_empty());
 
     s3.start_again().await.unwrap();
-    poll_until("the handed-off bundle delivered", TIMEOUT, || {
-        let s = &stack;
-        async move { Ok(s.metric("auto_agent_bundle_spool_entries").await == 0.0) }
-    })
-    .await
-    .unwrap();
+    spool_drained(&stack, "the handed-off bundle delivered").await;
     let key = format!(
         "bundles/{}/orphan/CrashLoopBackOff/{}/{pod}-2.json",
         apps.name,

@@ -410,10 +410,24 @@ async fn memory_rises_by_the_policy_percent_and_stops_at_the_cap() {
             image, "registry.example.com/app:1",
             "every other field is kept"
         );
+        // The rollout is done when both ready pods run the new limit: an OOM set on an old pod
+        // about to be replaced would be refused as cleared, not decided.
         poll_until("rollout", TIMEOUT, || {
             let a = admin.clone();
             let ns = apps.name.clone();
-            async move { Ok(ready_pods(&a, &ns, "mem").await.len() == 2) }
+            async move {
+                let pods = ready_pods(&a, &ns, "mem").await;
+                Ok(pods.len() == 2
+                    && pods.iter().all(|p| {
+                        p.spec.as_ref().is_some_and(|s| {
+                            s.containers[0]
+                                .resources
+                                .as_ref()
+                                .and_then(|r| r.limits.as_ref())
+                                .is_some_and(|l| l["memory"].0 == want_limit)
+                        })
+                    }))
+            }
         })
         .await
         .unwrap();

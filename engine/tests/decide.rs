@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use auto_agent_engine::decide::budget::{BudgetLimit, BudgetScope};
 use auto_agent_engine::decide::{
-    ActionKind, ActionRecord, Decision, Facts, History, Input, PolicyView, RefusalReason, bumped,
-    decide, rules,
+    ActionKind, ActionRecord, BytesChange, Decision, Facts, History, Input, PlannedAction,
+    PodTarget, PolicyView, RefusalReason, WorkloadTarget, bumped, decide, rules, workload_target,
 };
 use auto_agent_engine::{Finding, FindingKind, IncidentKey, PodRef, Transition, WorkloadRef};
 
@@ -89,9 +89,32 @@ fn run(
     })
 }
 
+fn mirror_policy() -> PolicyView {
+    PolicyView {
+        image_mirror: Some("mirror.local/cache".into()),
+        ..policy()
+    }
+}
+
+/// The mirror serves the failing image.
+fn mirror_has_image() -> Facts {
+    Facts {
+        mirror_image: Some(("mirror.local/cache/api:1".into(), true)),
+        ..facts()
+    }
+}
+
+fn deployment() -> WorkloadTarget {
+    WorkloadTarget {
+        kind: "Deployment".into(),
+        namespace: "prod".into(),
+        name: "api".into(),
+    }
+}
+
 fn outcome(d: &Decision) -> Result<Vec<ActionKind>, RefusalReason> {
     match d {
-        Decision::Act(plan) => Ok(plan.actions.iter().map(|a| a.kind).collect()),
+        Decision::Act(plan) => Ok(plan.actions.iter().map(|a| a.kind()).collect()),
         Decision::Refuse(r) => Err(r.reason),
     }
 }
@@ -354,22 +377,21 @@ fn decision_table() {
 #[test]
 fn image_mirror_only_when_the_mirror_has_the_image() {
     let pull = finding(FindingKind::ImagePullBackOff);
-    let p = PolicyView {
-        image_mirror: Some("mirror.local/cache".into()),
-        ..policy()
-    };
-    let has = Facts {
-        mirror_image: Some(("mirror.local/cache/api:1".into(), true)),
-        ..facts()
-    };
+    let p = mirror_policy();
+    let has = mirror_has_image();
     match run(&pull, Some(&p), &has, &History::default(), &[], 0) {
-        Decision::Act(plan) => {
-            assert_eq!(plan.actions[0].kind, ActionKind::MirrorImage);
-            assert_eq!(
-                plan.actions[0].new_image.as_deref(),
-                Some("mirror.local/cache/api:1")
-            );
-        }
+        Decision::Act(plan) => assert_eq!(
+            plan.actions,
+            [PlannedAction::MirrorImage {
+                workload: deployment(),
+                container: "app".into(),
+                from: "registry.example.com/api:1".into(),
+                to: "mirror.local/cache/api:1".into(),
+                reason: "app cannot pull registry.example.com/api:1; the mirror has \
+                         mirror.local/cache/api:1"
+                    .into(),
+            }]
+        ),
         other => panic!("{other:?}"),
     }
     let missing = Facts {
@@ -558,4 +580,112 @@ fn memory_bump_arithmetic() {
     // Above the cap the result is not higher than the limit, so the decision refuses (AtMemoryCap)
     // instead of lowering anything.
     assert!(bumped(2048 * MI, 20, 100 * MI, Some(1024 * MI)) <= 2048 * MI);
+}
+
+/// The plan carries what the controller needs, typed: no strings to parse back.
+#[test]
+fn plans_carry_typed_payloads() {
+    let request = Facts {
+        memory_request_bytes: Some(128 * MI),
+        ..facts()
+    };
+    let cases = [
+        (
+            FindingKind::CrashLoopBackOff,
+            facts(),
+            PlannedAction::RestartPod {
+                pod: PodTarget {
+                    namespace: "prod".into(),
+                    name: "api-1".into(),
+                    uid: "u1".into(),
+                },
+                reason: "container app is in CrashLoopBackOff after 3 restarts".into(),
+            },
+        ),
+        (
+            FindingKind::OomKilled,
+            facts(),
+            PlannedAction::BumpMemory {
+                workload: deployment(),
+                container: "app".into(),
+                limit: BytesChange {
+                    from: Some(256 * MI),
+                    to: 356 * MI,
+                },
+                request: None,
+                reason: "container app was OOMKilled; limit 256Mi -> 356Mi".into(),
+            },
+        ),
+        (
+            FindingKind::OomKilled,
+            request,
+            PlannedAction::BumpMemory {
+                workload: deployment(),
+                container: "app".into(),
+                limit: BytesChange {
+                    from: Some(256 * MI),
+                    to: 356 * MI,
+                },
+                request: Some(BytesChange {
+                    from: Some(128 * MI),
+                    to: 228 * MI,
+                }),
+                reason: "container app was OOMKilled; limit 256Mi -> 356Mi".into(),
+            },
+        ),
+    ];
+    for (kind, facts, want) in cases {
+        match run(
+            &finding(kind),
+            Some(&policy()),
+            &facts,
+            &History::default(),
+            &[],
+            0,
+        ) {
+            Decision::Act(plan) => assert_eq!(plan.actions, [want]),
+            other => panic!("{kind:?}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn findings_without_what_the_action_needs_are_not_supported() {
+    let mut no_container = finding(FindingKind::OomKilled);
+    no_container.container = None;
+    let mut no_image = finding(FindingKind::ImagePullBackOff);
+    no_image.image = None;
+    let p = mirror_policy();
+    let mirrored = mirror_has_image();
+    for f in [no_container, no_image] {
+        assert_eq!(
+            outcome(&run(&f, Some(&p), &mirrored, &History::default(), &[], 0)),
+            Err(RefusalReason::NotSupported),
+            "{f:?}"
+        );
+    }
+}
+
+#[test]
+fn workload_targets_of_findings() {
+    let owned = finding(FindingKind::CrashLoopBackOff);
+    let mut bare = owned.clone();
+    bare.owner = None;
+    let mut node = owned.clone();
+    node.pod = None;
+    node.owner = None;
+    let bare_pod = WorkloadTarget {
+        kind: "Pod".into(),
+        namespace: "prod".into(),
+        name: "api-1".into(),
+    };
+    let cases = [
+        (&owned, Some(deployment()), "Deployment/prod/api"),
+        (&bare, Some(bare_pod), "Pod/prod/api-1"),
+        (&node, None, "Node//node-a"),
+    ];
+    for (f, want, ledger) in cases {
+        assert_eq!(WorkloadTarget::of_finding(f), want);
+        assert_eq!(workload_target(f), ledger);
+    }
 }

@@ -8,6 +8,7 @@
 pub mod budget;
 pub mod image;
 pub mod node;
+pub mod plan;
 pub mod rules;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ use crate::finding::{Finding, FindingKind};
 use crate::incident::IncidentKey;
 
 pub use budget::{ActionRecord, BudgetLimit, BudgetScope, History};
+pub use plan::{BytesChange, PlannedAction, PodTarget, Target, WorkloadTarget};
 
 /// What the agent can do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -95,22 +97,6 @@ pub struct Facts {
     /// Why the mirror could not be checked (unreachable, credentials missing or refused), for the
     /// refusal's message.
     pub mirror_check_error: Option<String>,
-}
-
-/// One step of a plan.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PlannedAction {
-    pub kind: ActionKind,
-    /// `Kind/namespace/name` of what is changed.
-    pub target: String,
-    /// Why, for Events and logs.
-    pub reason: String,
-    /// For BumpMemory: the new limit and request in bytes.
-    pub new_memory_limit_bytes: Option<u64>,
-    pub new_memory_request_bytes: Option<u64>,
-    /// For MirrorImage: the image to switch to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub new_image: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -212,12 +198,12 @@ pub struct Input<'a> {
     pub now_ms: i64,
 }
 
-/// The workload a pod finding's actions target, as `Kind/namespace/name`.
+/// The workload a pod finding's actions target, as `Kind/namespace/name` (`Node//name` for a node
+/// finding): the target of its ledger records.
 pub fn workload_target(f: &Finding) -> String {
-    match (&f.pod, &f.owner) {
-        (Some(p), Some(o)) => format!("{}/{}/{}", o.kind, p.namespace, o.name),
-        (Some(p), None) => format!("Pod/{}/{}", p.namespace, p.name),
-        (None, _) => format!("Node//{}", f.node),
+    match WorkloadTarget::of_finding(f) {
+        Some(w) => w.to_string(),
+        None => format!("Node//{}", f.node),
     }
 }
 
@@ -225,6 +211,14 @@ fn refuse(reason: RefusalReason, message: impl Into<String>) -> Decision {
     Decision::Refuse(Refusal {
         reason,
         message: message.into(),
+    })
+}
+
+/// `value`, or a `NotSupported` refusal saying the finding lacks `what`.
+fn required<T>(value: Option<T>, what: &str) -> Result<T, Refusal> {
+    value.ok_or_else(|| Refusal {
+        reason: RefusalReason::NotSupported,
+        message: format!("the finding names no {what}"),
     })
 }
 
@@ -240,28 +234,21 @@ pub fn plan_for(input: &Input<'_>, policy: &PolicyView) -> Result<Vec<PlannedAct
             if !policy.restart_stuck_pods {
                 return Err(not_enabled("restartStuckPods"));
             }
-            let pod = f
-                .pod
-                .as_ref()
-                .map(|p| format!("Pod/{}/{}", p.namespace, p.name))
-                .unwrap_or_default();
-            Ok(vec![PlannedAction {
-                kind: ActionKind::RestartPod,
-                target: pod,
+            Ok(vec![PlannedAction::RestartPod {
+                pod: required(PodTarget::of_finding(f), "pod")?,
                 reason: format!(
                     "container {} is in CrashLoopBackOff after {} restarts",
                     f.container.as_deref().unwrap_or("?"),
                     f.restart_count
                 ),
-                new_memory_limit_bytes: None,
-                new_memory_request_bytes: None,
-                new_image: None,
             }])
         }
         FindingKind::OomKilled => {
             let Some(percent) = policy.bump_memory_percent else {
                 return Err(not_enabled("bumpMemoryPercent"));
             };
+            let workload = required(WorkloadTarget::of_finding(f), "pod")?;
+            let container = required(f.container.clone(), "container")?;
             let Some(limit) = input.facts.memory_limit_bytes else {
                 return Err(Refusal {
                     reason: RefusalReason::NotSupported,
@@ -280,44 +267,45 @@ pub fn plan_for(input: &Input<'_>, policy: &PolicyView) -> Result<Vec<PlannedAct
                     message: format!("the memory limit {limit} is at the policy's cap; escalating"),
                 });
             }
-            let new_request = input.facts.memory_request_bytes.map(|r| {
-                bumped(
+            let request = input.facts.memory_request_bytes.map(|r| BytesChange {
+                from: Some(r),
+                to: bumped(
                     r,
                     percent,
                     policy.memory_min_increase_bytes,
                     Some(new_limit),
-                )
+                ),
             });
-            Ok(vec![PlannedAction {
-                kind: ActionKind::BumpMemory,
-                target: workload_target(f),
+            Ok(vec![PlannedAction::BumpMemory {
                 reason: format!(
-                    "container {} was OOMKilled; limit {} -> {}",
-                    f.container.as_deref().unwrap_or("?"),
+                    "container {container} was OOMKilled; limit {} -> {}",
                     crate::quantity::format_bytes(limit),
                     crate::quantity::format_bytes(new_limit)
                 ),
-                new_memory_limit_bytes: Some(new_limit),
-                new_memory_request_bytes: new_request,
-                new_image: None,
+                workload,
+                container,
+                limit: BytesChange {
+                    from: Some(limit),
+                    to: new_limit,
+                },
+                request,
             }])
         }
         FindingKind::ImagePullBackOff if policy.image_mirror.is_none() => {
             Err(not_enabled("imageMirror"))
         }
         FindingKind::ImagePullBackOff => match &input.facts.mirror_image {
-            Some((image, true)) => Ok(vec![PlannedAction {
-                kind: ActionKind::MirrorImage,
-                target: workload_target(f),
-                reason: format!(
-                    "{} cannot pull {}; the mirror has {image}",
-                    f.container.as_deref().unwrap_or("?"),
-                    f.image.as_deref().unwrap_or("?")
-                ),
-                new_memory_limit_bytes: None,
-                new_memory_request_bytes: None,
-                new_image: Some(image.clone()),
-            }]),
+            Some((image, true)) => {
+                let from = required(f.image.clone(), "image")?;
+                let container = required(f.container.clone(), "container")?;
+                Ok(vec![PlannedAction::MirrorImage {
+                    workload: required(WorkloadTarget::of_finding(f), "pod")?,
+                    reason: format!("{container} cannot pull {from}; the mirror has {image}"),
+                    container,
+                    from,
+                    to: image.clone(),
+                }])
+            }
             Some((image, false)) => Err(Refusal {
                 reason: RefusalReason::MirrorMissing,
                 message: format!("the mirror does not have {image}; escalating"),

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::budget::{BudgetLimit, BudgetScope, History};
-use super::{ActionKind, Decision, Plan, PlannedAction, Refusal, RefusalReason};
+use super::{ActionKind, Decision, Plan, PlannedAction, PodTarget, Refusal, RefusalReason};
 use crate::incident::IncidentKey;
 
 /// Priority at and above which pods are system-critical (`system-cluster-critical`).
@@ -66,6 +66,8 @@ pub struct NodeFacts {
 pub struct PodCandidate {
     pub namespace: String,
     pub name: String,
+    /// Guards the eviction against a pod recreated under the same name; empty when unknown.
+    pub uid: String,
     pub daemonset: bool,
     pub mirror: bool,
     pub priority: Option<i32>,
@@ -227,13 +229,9 @@ pub fn decide_node(
                 );
             }
         }
-        actions.push(PlannedAction {
-            kind: ActionKind::CordonNode,
-            target: target.clone(),
+        actions.push(PlannedAction::CordonNode {
+            node: facts.node.clone(),
             reason: format!("{condition} on node {}", facts.node),
-            new_memory_limit_bytes: None,
-            new_memory_request_bytes: None,
-            new_image: None,
         });
     }
     let mut skipped = Vec::new();
@@ -251,13 +249,13 @@ pub fn decide_node(
             match evictable(p) {
                 Ok(()) if left > 0 => {
                     left -= 1;
-                    actions.push(PlannedAction {
-                        kind: ActionKind::EvictPod,
-                        target: format!("Pod/{}/{}", p.namespace, p.name),
+                    actions.push(PlannedAction::EvictPod {
+                        pod: PodTarget {
+                            namespace: p.namespace.clone(),
+                            name: p.name.clone(),
+                            uid: p.uid.clone(),
+                        },
                         reason: format!("{condition} on node {}", facts.node),
-                        new_memory_limit_bytes: None,
-                        new_memory_request_bytes: None,
-                        new_image: None,
                     });
                 }
                 Ok(()) => skipped.push((
@@ -335,6 +333,7 @@ mod tests {
         PodCandidate {
             namespace: "prod".into(),
             name: name.into(),
+            uid: format!("uid-{name}"),
             policy_allows_eviction: true,
             ..PodCandidate::default()
         }
@@ -366,7 +365,7 @@ mod tests {
             Decision::Act(p) => Ok(p
                 .actions
                 .iter()
-                .map(|a| (a.kind, a.target.clone()))
+                .map(|a| (a.kind(), a.target().to_string()))
                 .collect()),
             Decision::Refuse(r) => Err(r.reason),
         }
@@ -471,6 +470,21 @@ mod tests {
         assert_eq!(
             skipped,
             vec![("prod/ds".to_owned(), RefusalReason::DaemonSetPod)]
+        );
+        // The eviction carries the pod's uid, so a pod recreated under the name is left alone.
+        let Decision::Act(plan) = d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(
+            plan.actions[1],
+            PlannedAction::EvictPod {
+                pod: PodTarget {
+                    namespace: "prod".into(),
+                    name: "a".into(),
+                    uid: "uid-a".into(),
+                },
+                reason: "MemoryPressure on node n1".into(),
+            }
         );
     }
 

@@ -9,7 +9,7 @@ pub fn check(
     action: &PlannedAction,
 ) -> Result<(), Refusal> {
     let f = input.facts;
-    if !action.kind.is_disruptive() || f.desired_replicas == 0 {
+    if !action.kind().is_disruptive() || f.desired_replicas == 0 {
         return Ok(());
     }
     let unhealthy = f.desired_replicas.saturating_sub(f.ready_replicas);
@@ -29,14 +29,11 @@ pub fn check(
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
-    use crate::decide::{ActionKind, Facts, History, PlannedAction, PolicyView, RefusalReason};
+    use crate::decide::{ActionKind, Facts, History, PolicyView, RefusalReason};
 
     #[test]
     fn breaker_table() {
-        let bump = PlannedAction {
-            kind: ActionKind::BumpMemory,
-            ..restart()
-        };
+        let bump = action(ActionKind::BumpMemory);
         let cases = [
             (10, 9, 50, restart(), Ok(())),
             (10, 5, 50, restart(), Ok(())),

@@ -16,11 +16,11 @@ pub fn check(
     if let Some((limit, used)) =
         input
             .history
-            .exhausted(limits, action.kind, &target, &policy_id, input.now_ms)
+            .exhausted(limits, action.kind(), &target, &policy_id, input.now_ms)
     {
         return Err(Refusal {
             reason: RefusalReason::BudgetExhausted,
-            message: exhausted_message(action.kind, &limit, used),
+            message: exhausted_message(action.kind(), &limit, used),
         });
     }
     Ok(())

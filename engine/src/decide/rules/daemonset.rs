@@ -3,7 +3,7 @@
 use crate::decide::{ActionKind, Input, PlannedAction, PolicyView, Refusal, RefusalReason};
 
 pub fn check(input: &Input<'_>, _: &PolicyView, action: &PlannedAction) -> Result<(), Refusal> {
-    if action.kind == ActionKind::EvictPod && input.facts.daemonset_pod {
+    if action.kind() == ActionKind::EvictPod && input.facts.daemonset_pod {
         return Err(Refusal {
             reason: RefusalReason::DaemonSetPod,
             message: "DaemonSet pods are not evicted".into(),
@@ -15,7 +15,7 @@ pub fn check(input: &Input<'_>, _: &PolicyView, action: &PlannedAction) -> Resul
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
-    use crate::decide::{ActionKind, Facts, History, PlannedAction, RefusalReason};
+    use crate::decide::{ActionKind, Facts, History, RefusalReason};
 
     #[test]
     fn daemonset_pods_are_not_evicted_but_may_restart() {
@@ -23,10 +23,7 @@ mod tests {
             daemonset_pod: true,
             ..facts()
         };
-        let evict = PlannedAction {
-            kind: ActionKind::EvictPod,
-            ..restart()
-        };
+        let evict = action(ActionKind::EvictPod);
         assert_eq!(
             run(super::check, &ds, &History::default(), &policy(), &evict, 0),
             Err(RefusalReason::DaemonSetPod)

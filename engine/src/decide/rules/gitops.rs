@@ -5,7 +5,7 @@ use crate::decide::{ActionKind, Input, PlannedAction, PolicyView, Refusal, Refus
 
 pub fn check(input: &Input<'_>, _: &PolicyView, action: &PlannedAction) -> Result<(), Refusal> {
     let patches_spec = matches!(
-        action.kind,
+        action.kind(),
         ActionKind::BumpMemory | ActionKind::MirrorImage
     );
     if patches_spec && input.facts.gitops_managed {
@@ -13,7 +13,7 @@ pub fn check(input: &Input<'_>, _: &PolicyView, action: &PlannedAction) -> Resul
             reason: RefusalReason::GitOpsManaged,
             message: format!(
                 "the workload is managed by GitOps; proposed change: {}",
-                action.reason
+                action.reason()
             ),
         });
     }
@@ -23,7 +23,7 @@ pub fn check(input: &Input<'_>, _: &PolicyView, action: &PlannedAction) -> Resul
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
-    use crate::decide::{ActionKind, Facts, History, PlannedAction, RefusalReason};
+    use crate::decide::{ActionKind, Facts, History, RefusalReason};
 
     #[test]
     fn gitops_workloads_get_proposals_not_patches() {
@@ -31,10 +31,7 @@ mod tests {
             gitops_managed: true,
             ..facts()
         };
-        let bump = PlannedAction {
-            kind: ActionKind::BumpMemory,
-            ..restart()
-        };
+        let bump = action(ActionKind::BumpMemory);
         assert_eq!(
             run(
                 super::check,

@@ -13,7 +13,7 @@ pub fn check(
 ) -> Result<(), Refusal> {
     let repeats = input.history.repeats(
         input.incident.as_str(),
-        action.kind,
+        action.kind(),
         input.now_ms - LOOP_WINDOW_MS,
     );
     if repeats >= policy.max_repeats {
@@ -21,7 +21,7 @@ pub fn check(
             reason: RefusalReason::LoopDetected,
             message: format!(
                 "{} done {repeats} times in the last hour without recovery; escalating",
-                action.kind.as_str()
+                action.kind().as_str()
             ),
         });
     }

@@ -7,7 +7,7 @@ pub fn check(
     policy: &PolicyView,
     action: &PlannedAction,
 ) -> Result<(), Refusal> {
-    if action.kind.is_disruptive() && input.facts.ready_replicas < policy.min_ready_replicas {
+    if action.kind().is_disruptive() && input.facts.ready_replicas < policy.min_ready_replicas {
         return Err(Refusal {
             reason: RefusalReason::TooFewReadyReplicas,
             message: format!(
@@ -22,14 +22,11 @@ pub fn check(
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
-    use crate::decide::{ActionKind, Facts, History, PlannedAction, PolicyView, RefusalReason};
+    use crate::decide::{ActionKind, Facts, History, PolicyView, RefusalReason};
 
     #[test]
     fn min_ready_table() {
-        let bump = PlannedAction {
-            kind: ActionKind::BumpMemory,
-            ..restart()
-        };
+        let bump = action(ActionKind::BumpMemory);
         let cases = [
             (2, 2, restart(), Ok(())),
             (1, 2, restart(), Err(RefusalReason::TooFewReadyReplicas)),

@@ -53,7 +53,10 @@ pub(crate) mod testing {
     //! Shared fixtures for the rule tests.
     use std::collections::BTreeMap;
 
-    use crate::decide::{ActionKind, Facts, History, PlannedAction, PolicyView};
+    use crate::decide::{
+        ActionKind, BytesChange, Facts, History, PlannedAction, PodTarget, PolicyView,
+        WorkloadTarget,
+    };
     use crate::finding::{Finding, FindingKind, PodRef, Transition, WorkloadRef};
     use crate::incident::IncidentKey;
 
@@ -113,13 +116,56 @@ pub(crate) mod testing {
     }
 
     pub fn restart() -> PlannedAction {
-        PlannedAction {
-            kind: ActionKind::RestartPod,
-            target: "Pod/prod/api-1".into(),
-            reason: String::new(),
-            new_memory_limit_bytes: None,
-            new_memory_request_bytes: None,
-            new_image: None,
+        action(ActionKind::RestartPod)
+    }
+
+    /// A plan step of `kind` on the fixture's pod, workload or node.
+    pub fn action(kind: ActionKind) -> PlannedAction {
+        let pod = PodTarget {
+            namespace: "prod".into(),
+            name: "api-1".into(),
+            uid: "u1".into(),
+        };
+        let workload = WorkloadTarget {
+            kind: "Deployment".into(),
+            namespace: "prod".into(),
+            name: "api".into(),
+        };
+        let reason = String::new();
+        match kind {
+            ActionKind::RestartPod => PlannedAction::RestartPod { pod, reason },
+            ActionKind::EvictPod => PlannedAction::EvictPod { pod, reason },
+            ActionKind::BumpMemory => PlannedAction::BumpMemory {
+                workload,
+                container: "app".into(),
+                limit: BytesChange {
+                    from: Some(256 << 20),
+                    to: 356 << 20,
+                },
+                request: None,
+                reason,
+            },
+            ActionKind::MirrorImage => PlannedAction::MirrorImage {
+                workload,
+                container: "app".into(),
+                from: "registry.example.com/api:1".into(),
+                to: "mirror.local/api:1".into(),
+                reason,
+            },
+            ActionKind::CordonNode => PlannedAction::CordonNode {
+                node: "node-a".into(),
+                reason,
+            },
+            ActionKind::UncordonNode => PlannedAction::UncordonNode {
+                node: "node-a".into(),
+                reason,
+            },
+            ActionKind::ScaleUp | ActionKind::ScaleDown => PlannedAction::Scale {
+                workload,
+                from: 3,
+                to: if kind == ActionKind::ScaleUp { 4 } else { 2 },
+                reason,
+            },
         }
     }
 

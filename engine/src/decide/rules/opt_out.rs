@@ -19,7 +19,7 @@ pub fn check(input: &Input<'_>, _: &PolicyView, action: &PlannedAction) -> Resul
             message: format!("annotated {IGNORE}=true"),
         });
     }
-    if action.kind.is_disruptive() && has(SAFE_TO_EVICT, "false") {
+    if action.kind().is_disruptive() && has(SAFE_TO_EVICT, "false") {
         return Err(Refusal {
             reason: RefusalReason::OptedOut,
             message: format!("annotated {SAFE_TO_EVICT}=false"),
@@ -32,14 +32,11 @@ pub fn check(input: &Input<'_>, _: &PolicyView, action: &PlannedAction) -> Resul
 mod tests {
     use super::super::testing::*;
     use super::{IGNORE, SAFE_TO_EVICT};
-    use crate::decide::{ActionKind, Facts, History, PlannedAction, RefusalReason};
+    use crate::decide::{ActionKind, Facts, History, RefusalReason};
 
     #[test]
     fn opt_out_table() {
-        let bump = PlannedAction {
-            kind: ActionKind::BumpMemory,
-            ..restart()
-        };
+        let bump = action(ActionKind::BumpMemory);
         let cases = [
             (annotations(&[]), annotations(&[]), restart(), Ok(())),
             (
@@ -89,7 +86,7 @@ mod tests {
                 run(super::check, &f, &History::default(), &policy(), &action, 0),
                 want,
                 "{pod:?} {workload:?} {:?}",
-                action.kind
+                action.kind()
             );
         }
     }

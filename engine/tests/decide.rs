@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 
 use auto_agent_engine::decide::budget::{BudgetLimit, BudgetScope};
 use auto_agent_engine::decide::{
-    ActionKind, ActionRecord, BytesChange, Decision, Facts, History, Input, PlannedAction,
-    PodTarget, PolicyView, RefusalReason, WorkloadTarget, bumped, decide, rules, workload_target,
+    ActionKind, ActionRecord, AllowedActions, BytesChange, Decision, Facts, History, Input,
+    PlannedAction, PodTarget, PolicyView, RefusalReason, WorkloadTarget, bumped, decide, rules,
+    workload_target,
 };
 use auto_agent_engine::{Finding, FindingKind, IncidentKey, PodRef, Transition, WorkloadRef};
 
@@ -77,6 +78,18 @@ fn run(
     cluster: &[BudgetLimit],
     now: i64,
 ) -> Decision {
+    run_allowed(f, p, facts, history, cluster, &AllowedActions::all(), now)
+}
+
+fn run_allowed(
+    f: &Finding,
+    p: Option<&PolicyView>,
+    facts: &Facts,
+    history: &History,
+    cluster: &[BudgetLimit],
+    allowed: &AllowedActions,
+    now: i64,
+) -> Decision {
     let key = IncidentKey::for_finding(f).unwrap();
     decide(&Input {
         incident: &key,
@@ -85,6 +98,7 @@ fn run(
         facts,
         history,
         cluster_budgets: cluster,
+        allowed,
         now_ms: now,
     })
 }
@@ -515,6 +529,7 @@ fn the_chain_runs_in_the_documented_order() {
     assert_eq!(
         names,
         [
+            "feature",
             "condition",
             "system_namespace",
             "mirror_pod",
@@ -687,5 +702,67 @@ fn workload_targets_of_findings() {
     for (f, want, ledger) in cases {
         assert_eq!(WorkloadTarget::of_finding(f), want);
         assert_eq!(workload_target(f), ledger);
+    }
+}
+
+/// A planned action the installation does not allow is refused first, whatever else holds; other
+/// actions are not affected.
+#[test]
+fn features_gate_planned_actions() {
+    let crash = finding(FindingKind::CrashLoopBackOff);
+    let oom = finding(FindingKind::OomKilled);
+    let cleared = Facts {
+        condition_holds: false,
+        ..facts()
+    };
+    let no_restart = AllowedActions::from_kinds([ActionKind::BumpMemory, ActionKind::MirrorImage]);
+    let cases = [
+        (
+            "restart allowed",
+            &crash,
+            facts(),
+            AllowedActions::all(),
+            Ok(vec![ActionKind::RestartPod]),
+        ),
+        (
+            "restart off",
+            &crash,
+            facts(),
+            no_restart.clone(),
+            Err(RefusalReason::FeatureDisabled),
+        ),
+        (
+            "restart off, cleared too",
+            &crash,
+            cleared,
+            no_restart.clone(),
+            Err(RefusalReason::FeatureDisabled),
+        ),
+        (
+            "bump still allowed",
+            &oom,
+            facts(),
+            no_restart,
+            Ok(vec![ActionKind::BumpMemory]),
+        ),
+        (
+            "nothing allowed",
+            &oom,
+            facts(),
+            AllowedActions::default(),
+            Err(RefusalReason::FeatureDisabled),
+        ),
+    ];
+    for (name, f, facts, allowed, want) in cases {
+        let d = run_allowed(
+            f,
+            Some(&policy()),
+            &facts,
+            &History::default(),
+            &[],
+            &allowed,
+            0,
+        );
+        assert_eq!(outcome(&d), want, "case: {name}");
     }
 }

@@ -11,7 +11,7 @@ pub mod node;
 pub mod plan;
 pub mod rules;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +37,17 @@ pub enum ActionKind {
 }
 
 impl ActionKind {
+    pub const ALL: [Self; 8] = [
+        Self::RestartPod,
+        Self::BumpMemory,
+        Self::MirrorImage,
+        Self::EvictPod,
+        Self::CordonNode,
+        Self::UncordonNode,
+        Self::ScaleUp,
+        Self::ScaleDown,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::RestartPod => "RestartPod",
@@ -53,6 +64,39 @@ impl ActionKind {
     /// Actions that take capacity away (a pod goes, a node closes).
     pub fn is_disruptive(self) -> bool {
         matches!(self, Self::RestartPod | Self::EvictPod | Self::CordonNode)
+    }
+}
+
+/// The actions this installation may take: its `features.*` switches, which also decide the
+/// controller's RBAC. An action left out is refused (`FeatureDisabled`) instead of failing with 403.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllowedActions(BTreeSet<ActionKind>);
+
+impl AllowedActions {
+    pub fn all() -> Self {
+        Self::from_kinds(ActionKind::ALL)
+    }
+
+    pub fn from_kinds(kinds: impl IntoIterator<Item = ActionKind>) -> Self {
+        Self(kinds.into_iter().collect())
+    }
+
+    pub fn allows(&self, kind: ActionKind) -> bool {
+        self.0.contains(&kind)
+    }
+
+    /// `Ok` when `kind` is allowed, else the `FeatureDisabled` refusal naming it.
+    pub fn permit(&self, kind: ActionKind) -> Result<(), Refusal> {
+        if self.allows(kind) {
+            return Ok(());
+        }
+        Err(Refusal {
+            reason: RefusalReason::FeatureDisabled,
+            message: format!(
+                "{} is planned, but this installation does not allow it (features.* off, no RBAC)",
+                kind.as_str()
+            ),
+        })
     }
 }
 
@@ -195,6 +239,8 @@ pub struct Input<'a> {
     pub history: &'a History,
     /// Cluster-wide budgets (from the controller's configuration).
     pub cluster_budgets: &'a [BudgetLimit],
+    /// What the installation may do at all.
+    pub allowed: &'a AllowedActions,
     pub now_ms: i64,
 }
 

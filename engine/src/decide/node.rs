@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::budget::{BudgetLimit, BudgetScope, History};
-use super::{ActionKind, Decision, Plan, PlannedAction, PodTarget, Refusal, RefusalReason};
+use super::{
+    ActionKind, AllowedActions, Decision, Plan, PlannedAction, PodTarget, Refusal, RefusalReason,
+};
 use crate::incident::IncidentKey;
 
 /// Priority at and above which pods are system-critical (`system-cluster-critical`).
@@ -146,16 +148,35 @@ fn node_budgets(policy: &[BudgetLimit]) -> Vec<BudgetLimit> {
     out
 }
 
-/// Decides what to do about a node under `condition`. `pods` are the pods on the node.
-pub fn decide_node(
-    incident: &IncidentKey,
-    condition: &str,
-    policy: Option<&NodePolicyView>,
-    facts: &NodeFacts,
-    pods: &[PodCandidate],
-    history: &History,
-    now_ms: i64,
-) -> (Decision, Vec<(String, RefusalReason)>) {
+/// Everything one node decision looks at.
+#[derive(Clone, Debug)]
+pub struct NodeInput<'a> {
+    pub incident: &'a IncidentKey,
+    /// The watched condition: `MemoryPressure`, `DiskPressure`, `PIDPressure`, `NotReady`.
+    pub condition: &'a str,
+    pub policy: Option<&'a NodePolicyView>,
+    pub facts: &'a NodeFacts,
+    /// The pods on the node.
+    pub pods: &'a [PodCandidate],
+    pub history: &'a History,
+    /// What the installation may do at all; a planned action it leaves out refuses the decision.
+    pub allowed: &'a AllowedActions,
+    pub now_ms: i64,
+}
+
+/// Decides what to do about a node under a condition; also returns the pods left out of the
+/// evictions, and why.
+pub fn decide_node(input: &NodeInput<'_>) -> (Decision, Vec<(String, RefusalReason)>) {
+    let NodeInput {
+        incident,
+        condition,
+        policy,
+        facts,
+        pods,
+        history,
+        allowed,
+        now_ms,
+    } = *input;
     let Some(policy) = policy else {
         return (
             refuse(
@@ -200,6 +221,9 @@ pub fn decide_node(
     let target = format!("Node//{}", facts.node);
     let mut actions = Vec::new();
     if policy.cordon && !facts.already_cordoned {
+        if let Err(refusal) = allowed.permit(ActionKind::CordonNode) {
+            return (Decision::Refuse(refusal), vec![]);
+        }
         let allowed = policy.max_unavailable.allowed(facts.selected_nodes);
         if facts.cordoned_by_agent >= allowed {
             return (
@@ -246,7 +270,13 @@ pub fn decide_node(
                 .saturating_sub(history.used(&l, &target, &policy.name, now_ms))
         });
         for p in pods {
-            match evictable(p) {
+            let evict = evictable(p);
+            if evict.is_ok()
+                && let Err(refusal) = allowed.permit(ActionKind::EvictPod)
+            {
+                return (Decision::Refuse(refusal), vec![]);
+            }
+            match evict {
                 Ok(()) if left > 0 => {
                     left -= 1;
                     actions.push(PlannedAction::EvictPod {
@@ -360,6 +390,25 @@ mod tests {
         IncidentKey::for_finding(&f).unwrap_or_else(|_| unreachable!())
     }
 
+    /// Decides under MemoryPressure with an empty history.
+    fn run(
+        policy: Option<&NodePolicyView>,
+        facts: &NodeFacts,
+        pods: &[PodCandidate],
+        allowed: &AllowedActions,
+    ) -> (Decision, Vec<(String, RefusalReason)>) {
+        decide_node(&NodeInput {
+            incident: &key(),
+            condition: "MemoryPressure",
+            policy,
+            facts,
+            pods,
+            history: &History::default(),
+            allowed,
+            now_ms: 0,
+        })
+    }
+
     fn kinds(d: &Decision) -> Result<Vec<(ActionKind, String)>, RefusalReason> {
         match d {
             Decision::Act(p) => Ok(p
@@ -450,15 +499,7 @@ mod tests {
             },
             pod("b"),
         ];
-        let (d, skipped) = decide_node(
-            &key(),
-            "MemoryPressure",
-            Some(&policy()),
-            &facts(),
-            &pods,
-            &History::default(),
-            0,
-        );
+        let (d, skipped) = run(Some(&policy()), &facts(), &pods, &AllowedActions::all());
         assert_eq!(
             kinds(&d),
             Ok(vec![
@@ -580,7 +621,88 @@ mod tests {
             ),
         ];
         for (name, p, f, condition, want) in cases {
-            let (d, _) = decide_node(&key(), condition, p.as_ref(), &f, &[pod("a")], &h, 0);
+            let (d, _) = decide_node(&NodeInput {
+                incident: &key(),
+                condition,
+                policy: p.as_ref(),
+                facts: &f,
+                pods: &[pod("a")],
+                history: &h,
+                allowed: &AllowedActions::all(),
+                now_ms: 0,
+            });
+            assert_eq!(kinds(&d).map(|v| v.len()), want, "case: {name}");
+        }
+    }
+
+    #[test]
+    fn planned_node_actions_need_their_feature() {
+        use ActionKind::{CordonNode, EvictPod};
+        let only = AllowedActions::from_kinds;
+        let ds = PodCandidate {
+            daemonset: true,
+            ..pod("ds")
+        };
+        let cordoned = NodeFacts {
+            already_cordoned: true,
+            ..facts()
+        };
+        let no_evict = NodePolicyView {
+            evict: false,
+            ..policy()
+        };
+        let cases = [
+            (
+                "all allowed",
+                policy(),
+                facts(),
+                pod("a"),
+                AllowedActions::all(),
+                Ok(2),
+            ),
+            (
+                "no cordon",
+                policy(),
+                facts(),
+                pod("a"),
+                only([EvictPod]),
+                Err(RefusalReason::FeatureDisabled),
+            ),
+            (
+                "no evict",
+                policy(),
+                facts(),
+                pod("a"),
+                only([CordonNode]),
+                Err(RefusalReason::FeatureDisabled),
+            ),
+            (
+                "no evict, nothing evictable",
+                policy(),
+                facts(),
+                ds,
+                only([CordonNode]),
+                Ok(1),
+            ),
+            (
+                "no cordon, already cordoned",
+                policy(),
+                cordoned,
+                pod("a"),
+                only([EvictPod]),
+                Ok(1),
+            ),
+            (
+                "no evict, policy does not evict",
+                no_evict,
+                facts(),
+                pod("a"),
+                only([CordonNode]),
+                Ok(1),
+            ),
+        ];
+        for (name, p, f, candidate, allowed, want) in cases {
+            let (d, _) = run(Some(&p), &f, &[candidate], &allowed);
             assert_eq!(kinds(&d).map(|v| v.len()), want, "case: {name}");
         }
     }
@@ -597,15 +719,7 @@ mod tests {
             ..policy()
         };
         let pods: Vec<_> = (0..5).map(|i| pod(&format!("p{i}"))).collect();
-        let (d, skipped) = decide_node(
-            &key(),
-            "MemoryPressure",
-            Some(&p),
-            &facts(),
-            &pods,
-            &History::default(),
-            0,
-        );
+        let (d, skipped) = run(Some(&p), &facts(), &pods, &AllowedActions::all());
         assert_eq!(kinds(&d).map(|v| v.len()), Ok(3), "cordon + 2 evictions");
         assert_eq!(
             skipped

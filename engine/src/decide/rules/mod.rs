@@ -6,6 +6,7 @@ mod budget;
 mod condition;
 mod cooldown;
 mod daemonset;
+mod feature;
 mod gitops;
 mod loops;
 mod min_ready;
@@ -21,9 +22,10 @@ pub use opt_out::{IGNORE, SAFE_TO_EVICT};
 /// A rule: `Ok(())` lets the action through.
 pub type Rule = fn(&Input<'_>, &PolicyView, &PlannedAction) -> Result<(), Refusal>;
 
-/// The chain, in order: cheap, certain refusals first; budgets last so a refused action never
-/// spends one.
+/// The chain, in order: what the installation cannot do at all first, then cheap, certain
+/// refusals; budgets last so a refused action never spends one.
 pub const CHAIN: &[(&str, Rule)] = &[
+    ("feature", feature::check),
     ("condition", condition::check),
     ("system_namespace", system_namespace::check),
     ("mirror_pod", mirror_pod::check),
@@ -199,6 +201,7 @@ pub(crate) mod testing {
             facts,
             history,
             cluster_budgets: &[],
+            allowed: &crate::decide::AllowedActions::all(),
             now_ms,
         };
         check(&input, policy, action).map_err(|r| r.reason)

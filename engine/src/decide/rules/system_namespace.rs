@@ -46,6 +46,7 @@ mod tests {
                 facts: &facts,
                 history: &history,
                 cluster_budgets: &[],
+                allowed: &crate::decide::AllowedActions::all(),
                 now_ms: 0,
             };
             assert_eq!(super::check(&i, p, &restart()).map_err(|r| r.reason), want);

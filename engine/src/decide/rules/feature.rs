@@ -1,0 +1,74 @@
+//! Actions the installation does not allow (`features.*` off, so no RBAC for them) are refused
+//! before anything else: executing them would only fail with 403.
+
+use crate::decide::{Input, PlannedAction, PolicyView, Refusal};
+
+pub fn check(input: &Input<'_>, _: &PolicyView, action: &PlannedAction) -> Result<(), Refusal> {
+    input.allowed.permit(action.kind())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use crate::decide::{ActionKind, AllowedActions, History, Input, RefusalReason};
+    use crate::finding::FindingKind;
+
+    #[test]
+    fn feature_table() {
+        use ActionKind::*;
+        let cases = [
+            (AllowedActions::all(), RestartPod, true),
+            (AllowedActions::all(), ScaleDown, true),
+            (AllowedActions::default(), RestartPod, false),
+            (AllowedActions::from_kinds([BumpMemory]), BumpMemory, true),
+            (AllowedActions::from_kinds([BumpMemory]), MirrorImage, false),
+            (AllowedActions::from_kinds([ScaleUp]), ScaleDown, false),
+            (
+                AllowedActions::from_kinds([CordonNode, EvictPod]),
+                EvictPod,
+                true,
+            ),
+        ];
+        let (f, k, facts, history, p) = (
+            finding(FindingKind::CrashLoopBackOff),
+            key(),
+            facts(),
+            History::default(),
+            policy(),
+        );
+        for (allowed, kind, ok) in cases {
+            let input = Input {
+                incident: &k,
+                finding: &f,
+                policy: Some(&p),
+                facts: &facts,
+                history: &history,
+                cluster_budgets: &[],
+                allowed: &allowed,
+                now_ms: 0,
+            };
+            match super::check(&input, &p, &action(kind)) {
+                Ok(()) => assert!(ok, "{kind:?} passed {allowed:?}"),
+                Err(r) => {
+                    assert!(!ok, "{kind:?} refused by {allowed:?}");
+                    assert_eq!(r.reason, RefusalReason::FeatureDisabled);
+                    assert_eq!(
+                        r.message,
+                        format!(
+                            "{} is planned, but this installation does not allow it \
+                             (features.* off, no RBAC)",
+                            kind.as_str()
+                        )
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn all_allows_every_kind() {
+        for kind in ActionKind::ALL {
+            assert!(AllowedActions::all().allows(kind), "{kind:?}");
+        }
+    }
+}

@@ -140,6 +140,7 @@ fn restarts(n: usize, incident: &str) -> History {
             at_ms: i as i64 * 1000,
             action: ActionKind::RestartPod,
             target: "Deployment/prod/api".into(),
+            namespace: "prod".into(),
             policy: "prod/api-prod".into(),
             incident: incident.into(),
         });
@@ -454,6 +455,7 @@ fn cluster_budgets_apply_across_policies() {
             at_ms: i,
             action: ActionKind::RestartPod,
             target: format!("Deployment/ns{i}/w"),
+            namespace: format!("ns{i}"),
             policy: format!("ns{i}/p"),
             incident: format!("i{i}"),
         });

@@ -11,6 +11,8 @@ use super::ActionKind;
 pub enum BudgetScope {
     /// One workload (or node).
     Target,
+    /// Every target in one namespace (nodes have none: all node actions share the empty one).
+    Namespace,
     /// Everything one policy governs.
     Policy,
     /// The whole cluster.
@@ -32,10 +34,34 @@ pub struct ActionRecord {
     pub action: ActionKind,
     /// The workload or node, `Kind/namespace/name`.
     pub target: String,
+    /// The target's namespace; empty for nodes, and in records written before it existed (then
+    /// `target_namespace` reads it from `target`).
+    #[serde(default)]
+    pub namespace: String,
     /// `namespace/name` of the policy that allowed it.
     pub policy: String,
     /// The incident key.
     pub incident: String,
+}
+
+impl ActionRecord {
+    /// The namespace its target lies in.
+    pub fn target_namespace(&self) -> &str {
+        if self.namespace.is_empty() {
+            namespace_of(&self.target)
+        } else {
+            &self.namespace
+        }
+    }
+}
+
+/// The namespace of a `Kind/namespace/name` target; empty for `Node//name` or anything else.
+pub fn namespace_of(target: &str) -> &str {
+    let mut parts = target.splitn(3, '/');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(_), Some(ns), Some(_)) => ns,
+        _ => "",
+    }
 }
 
 /// Recent actions, oldest first.
@@ -46,7 +72,8 @@ pub struct History {
 
 const HOUR_MS: i64 = 3_600_000;
 
-/// Budgets that apply when a policy sets none for an action and scope.
+/// Budgets that apply when a policy sets none for an action and scope. None is per namespace:
+/// namespace budgets apply only where a policy or the cluster configuration sets them.
 pub fn default_budgets() -> Vec<BudgetLimit> {
     use ActionKind::*;
     use BudgetScope::*;
@@ -109,22 +136,25 @@ impl History {
         self.records.push(r);
     }
 
-    /// Actions counted against `limit` for this target and policy in the window ending at `now`.
+    /// Actions counted against `limit` for this target (`Kind/namespace/name`, which also names
+    /// its namespace) and policy in the window ending at `now`.
     pub fn used(&self, limit: &BudgetLimit, target: &str, policy: &str, now_ms: i64) -> u32 {
         let since = now_ms - limit.window_ms;
+        let namespace = namespace_of(target);
         self.records
             .iter()
             .filter(|r| r.action == limit.action && r.at_ms > since && r.at_ms <= now_ms)
             .filter(|r| match limit.scope {
                 BudgetScope::Target => r.target == target,
+                BudgetScope::Namespace => r.target_namespace() == namespace,
                 BudgetScope::Policy => r.policy == policy,
                 BudgetScope::Cluster => true,
             })
             .count() as u32
     }
 
-    /// The first of `limits` for `action` that is used up for this target and policy, with its
-    /// use; `None` when every budget has room.
+    /// The first of `limits` for `action` that is used up for this target, its namespace and
+    /// policy, or the cluster, with its use; `None` when every budget has room.
     pub fn exhausted(
         &self,
         limits: impl IntoIterator<Item = BudgetLimit>,
@@ -160,5 +190,138 @@ impl History {
     /// Drops records older than `keep_ms` (longer than any budget window).
     pub fn prune(&mut self, now_ms: i64, keep_ms: i64) {
         self.records.retain(|r| r.at_ms > now_ms - keep_ms);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(
+        at_ms: i64,
+        action: ActionKind,
+        target: &str,
+        namespace: &str,
+        policy: &str,
+    ) -> ActionRecord {
+        ActionRecord {
+            at_ms,
+            action,
+            target: target.into(),
+            namespace: namespace.into(),
+            policy: policy.into(),
+            incident: format!("i-{at_ms}"),
+        }
+    }
+
+    fn limit(scope: BudgetScope, max: u32) -> BudgetLimit {
+        BudgetLimit {
+            action: ActionKind::RestartPod,
+            scope,
+            max,
+            window_ms: HOUR_MS,
+        }
+    }
+
+    #[test]
+    fn namespace_of_targets() {
+        let cases = [
+            ("Deployment/prod/api", "prod"),
+            ("Pod/dev/api-1", "dev"),
+            ("Node//n1", ""),
+            ("garbage", ""),
+            ("", ""),
+        ];
+        for (target, want) in cases {
+            assert_eq!(namespace_of(target), want, "{target}");
+        }
+        // An explicit namespace wins; an old record's comes from its target.
+        let explicit = rec(
+            0,
+            ActionKind::RestartPod,
+            "Deployment/prod/api",
+            "other",
+            "p",
+        );
+        assert_eq!(explicit.target_namespace(), "other");
+        let old = rec(0, ActionKind::RestartPod, "Deployment/prod/api", "", "p");
+        assert_eq!(old.target_namespace(), "prod");
+    }
+
+    #[test]
+    fn old_ledgers_without_namespace_still_load() {
+        let json = r#"{"at_ms":1,"action":"RestartPod","target":"Deployment/prod/api","policy":"prod/p","incident":"i"}"#;
+        let r: ActionRecord = serde_json::from_str(json).unwrap();
+        assert_eq!(r.namespace, "");
+        assert_eq!(r.target_namespace(), "prod");
+    }
+
+    #[test]
+    fn each_scope_counts_its_records() {
+        use ActionKind::{BumpMemory, RestartPod};
+        let now = 10 * HOUR_MS;
+        let h = History {
+            records: vec![
+                rec(
+                    now - 1,
+                    RestartPod,
+                    "Deployment/prod/api",
+                    "prod",
+                    "prod/p1",
+                ),
+                // Written before records named their namespace.
+                rec(now - 2, RestartPod, "Deployment/prod/web", "", "prod/p2"),
+                rec(now - 3, RestartPod, "Deployment/dev/api", "dev", "prod/p1"),
+                rec(now - 4, RestartPod, "Node//n1", "", "nodes"),
+                // Another action, and one outside the window: never counted.
+                rec(
+                    now - 5,
+                    BumpMemory,
+                    "Deployment/prod/api",
+                    "prod",
+                    "prod/p1",
+                ),
+                rec(
+                    now - HOUR_MS,
+                    RestartPod,
+                    "Deployment/prod/api",
+                    "prod",
+                    "prod/p1",
+                ),
+            ],
+        };
+        // (scope, target, policy, used)
+        let cases = [
+            (BudgetScope::Target, "Deployment/prod/api", "prod/p1", 1),
+            (BudgetScope::Namespace, "Deployment/prod/api", "prod/p1", 2),
+            (BudgetScope::Namespace, "Pod/prod/api-7", "x/y", 2),
+            (BudgetScope::Namespace, "Deployment/dev/other", "prod/p1", 1),
+            (
+                BudgetScope::Namespace,
+                "Deployment/staging/api",
+                "prod/p1",
+                0,
+            ),
+            (BudgetScope::Namespace, "Node//n2", "nodes", 1),
+            (BudgetScope::Policy, "Deployment/prod/api", "prod/p1", 2),
+            (BudgetScope::Policy, "Deployment/prod/api", "prod/p2", 1),
+            (BudgetScope::Cluster, "Deployment/staging/api", "x/y", 4),
+        ];
+        for (scope, target, policy, want) in cases {
+            assert_eq!(
+                h.used(&limit(scope, 10), target, policy, now),
+                want,
+                "{scope:?} {target} {policy}"
+            );
+            // Exhausted exactly when the use reaches the limit.
+            let at_limit = h.exhausted([limit(scope, want)], RestartPod, target, policy, now);
+            assert_eq!(
+                at_limit.map(|(_, used)| used),
+                Some(want),
+                "{scope:?} {target}"
+            );
+            let room = h.exhausted([limit(scope, want + 1)], RestartPod, target, policy, now);
+            assert_eq!(room, None, "{scope:?} {target}");
+        }
     }
 }

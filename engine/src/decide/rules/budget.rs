@@ -1,4 +1,5 @@
-//! Budgets: per target, per policy and cluster-wide, per action type. Never exceeded.
+//! Budgets: per target, per namespace, per policy and cluster-wide, per action type. Never
+//! exceeded.
 
 use crate::decide::budget::{BudgetScope, effective_budgets};
 use crate::decide::{Input, PlannedAction, PolicyView, Refusal, RefusalReason, workload_target};
@@ -34,6 +35,7 @@ pub fn exhausted_message(
 ) -> String {
     let scope = match limit.scope {
         BudgetScope::Target => "this workload",
+        BudgetScope::Namespace => "this namespace",
         BudgetScope::Policy => "this policy",
         BudgetScope::Cluster => "the cluster",
     };
@@ -56,6 +58,7 @@ mod tests {
             at_ms: at,
             action: ActionKind::RestartPod,
             target: target.into(),
+            namespace: String::new(),
             policy: policy.into(),
             incident: format!("i-{at}"),
         }
@@ -119,6 +122,36 @@ mod tests {
         assert_eq!(
             run(super::check, &facts(), &h, &p, &restart(), 60_001),
             Ok(())
+        );
+    }
+
+    #[test]
+    fn namespace_budgets_count_other_workloads_in_the_namespace() {
+        let p = PolicyView {
+            budgets: vec![BudgetLimit {
+                action: ActionKind::RestartPod,
+                scope: BudgetScope::Namespace,
+                max: 1,
+                window_ms: 3_600_000,
+            }],
+            ..policy()
+        };
+        let mut elsewhere = History::default();
+        elsewhere.record(rec(0, "Deployment/dev/api", "prod/api-prod"));
+        assert_eq!(
+            run(super::check, &facts(), &elsewhere, &p, &restart(), 10),
+            Ok(())
+        );
+        let mut same = History::default();
+        same.record(rec(0, "StatefulSet/prod/db", "prod/other"));
+        assert_eq!(
+            run(super::check, &facts(), &same, &p, &restart(), 10),
+            Err(RefusalReason::BudgetExhausted)
+        );
+        let limit = p.budgets[0];
+        assert_eq!(
+            super::exhausted_message(ActionKind::RestartPod, &limit, 1),
+            "RestartPod budget for this namespace used up: 1 of 1 in 3600 s"
         );
     }
 

@@ -30,6 +30,7 @@ mod tests {
             at_ms: 1_000_000,
             action: ActionKind::RestartPod,
             target: "Deployment/prod/api".into(),
+            namespace: "prod".into(),
             policy: "prod/api-prod".into(),
             incident: key().as_str().into(),
         });

@@ -41,6 +41,7 @@ mod tests {
                 at_ms: at,
                 action: ActionKind::RestartPod,
                 target: "Deployment/prod/api".into(),
+                namespace: "prod".into(),
                 policy: "prod/api-prod".into(),
                 incident: key().as_str().into(),
             });

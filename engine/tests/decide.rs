@@ -56,6 +56,7 @@ fn policy() -> PolicyView {
         cooldown_ms: 300_000,
         max_repeats: 3,
         max_unhealthy_percent: 50,
+        storm_window_ms: 30_000,
         budgets: vec![],
     }
 }
@@ -66,6 +67,8 @@ fn facts() -> Facts {
         desired_replicas: 3,
         ready_replicas: 2,
         memory_limit_bytes: Some(256 * MI),
+        // Known for longer than the storm window.
+        incident_age_ms: 60_000,
         ..Facts::default()
     }
 }
@@ -540,6 +543,7 @@ fn the_chain_runs_in_the_documented_order() {
             "gitops",
             "min_ready",
             "breaker",
+            "storm_window",
             "cooldown",
             "loops",
             "budget"
@@ -767,4 +771,85 @@ fn features_gate_planned_actions() {
         );
         assert_eq!(outcome(&d), want, "case: {name}");
     }
+}
+
+/// A storm seen from its first decision: the breaker counts the pods known to be failing (readiness
+/// lags), and a disruptive action on a replicated workload waits out the storm window first.
+#[test]
+fn storms_are_seen_from_the_first_decision() {
+    let crash = finding(FindingKind::CrashLoopBackOff);
+    let storm = |ready: u32, failing: u32, age: i64| Facts {
+        desired_replicas: 40,
+        ready_replicas: ready,
+        failing_pods: failing,
+        incident_age_ms: age,
+        ..facts()
+    };
+    let no_window = PolicyView {
+        storm_window_ms: 0,
+        ..policy()
+    };
+    let single = PolicyView {
+        min_ready_replicas: 0,
+        max_unhealthy_percent: 100,
+        ..policy()
+    };
+    let one_replica = Facts {
+        desired_replicas: 1,
+        ready_replicas: 0,
+        failing_pods: 1,
+        incident_age_ms: 0,
+        ..facts()
+    };
+    let restart = Ok(vec![ActionKind::RestartPod]);
+    let cases = [
+        (
+            "40 failing, 40 still ready",
+            policy(),
+            storm(40, 40, 0),
+            Err(RefusalReason::DisruptionBreaker),
+        ),
+        (
+            "40 failing, later",
+            policy(),
+            storm(40, 40, 60_000),
+            Err(RefusalReason::DisruptionBreaker),
+        ),
+        (
+            "first failure, just known",
+            policy(),
+            storm(40, 1, 0),
+            Err(RefusalReason::Settling),
+        ),
+        (
+            "first failure, window over",
+            policy(),
+            storm(40, 1, 30_000),
+            restart.clone(),
+        ),
+        ("no window", no_window, storm(40, 1, 0), restart.clone()),
+        (
+            "one replica: no storm to wait for",
+            single,
+            one_replica,
+            restart,
+        ),
+    ];
+    for (name, p, facts, want) in cases {
+        let d = run(&crash, Some(&p), &facts, &History::default(), &[], 0);
+        assert_eq!(outcome(&d), want, "case: {name}");
+    }
+    // Bumps take no pods away: they do not wait.
+    let oom = finding(FindingKind::OomKilled);
+    assert_eq!(
+        outcome(&run(
+            &oom,
+            Some(&policy()),
+            &storm(40, 1, 0),
+            &History::default(),
+            &[],
+            0
+        )),
+        Ok(vec![ActionKind::BumpMemory])
+    );
 }

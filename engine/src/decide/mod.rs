@@ -115,6 +115,9 @@ pub struct PolicyView {
     pub cooldown_ms: i64,
     pub max_repeats: u32,
     pub max_unhealthy_percent: u32,
+    /// How long a disruptive action on a replicated workload waits after its pod's failure became
+    /// known, so that the other pods failing in the same storm are known too (0: no wait).
+    pub storm_window_ms: i64,
     pub budgets: Vec<BudgetLimit>,
 }
 
@@ -130,6 +133,11 @@ pub struct Facts {
     pub daemonset_pod: bool,
     pub desired_replicas: u32,
     pub ready_replicas: u32,
+    /// Pods of this workload with an open failure the leader knows of, this one included. Leads
+    /// `desired - ready`, which lags behind a storm (readiness probes take their time).
+    pub failing_pods: u32,
+    /// How long this pod's failure has been known.
+    pub incident_age_ms: i64,
     /// Argo CD or Flux manages the workload: live patches would be reverted.
     pub gitops_managed: bool,
     /// The affected container's memory limit and request, in bytes.
@@ -176,6 +184,9 @@ pub enum RefusalReason {
     MirrorMissing,
     /// The installation's `features.*` leaves this action out (the controller has no RBAC for it).
     FeatureDisabled,
+    /// Waiting out the storm window so the breaker sees the whole storm. Never escalates: the
+    /// controller decides again later instead of reporting it.
+    Settling,
 }
 
 impl RefusalReason {
@@ -201,6 +212,7 @@ impl RefusalReason {
             Self::EvictionNotAllowed => "EvictionNotAllowed",
             Self::MirrorMissing => "MirrorMissing",
             Self::FeatureDisabled => "FeatureDisabled",
+            Self::Settling => "Settling",
         }
     }
 

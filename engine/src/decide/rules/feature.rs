@@ -10,8 +10,7 @@ pub fn check(input: &Input<'_>, _: &PolicyView, action: &PlannedAction) -> Resul
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
-    use crate::decide::{ActionKind, AllowedActions, History, Input, RefusalReason};
-    use crate::finding::FindingKind;
+    use crate::decide::{ActionKind, AllowedActions, History, RefusalReason};
 
     #[test]
     fn feature_table() {
@@ -29,25 +28,17 @@ mod tests {
                 true,
             ),
         ];
-        let (f, k, facts, history, p) = (
-            finding(FindingKind::CrashLoopBackOff),
-            key(),
-            facts(),
-            History::default(),
-            policy(),
-        );
+        let (facts, history, p) = (facts(), History::default(), policy());
         for (allowed, kind, ok) in cases {
-            let input = Input {
-                incident: &k,
-                finding: &f,
-                policy: Some(&p),
-                facts: &facts,
-                history: &history,
-                cluster_budgets: &[],
-                allowed: &allowed,
-                now_ms: 0,
-            };
-            match super::check(&input, &p, &action(kind)) {
+            match refusal(
+                super::check,
+                &facts,
+                &history,
+                &p,
+                &action(kind),
+                &allowed,
+                0,
+            ) {
                 Ok(()) => assert!(ok, "{kind:?} passed {allowed:?}"),
                 Err(r) => {
                     assert!(!ok, "{kind:?} refused by {allowed:?}");

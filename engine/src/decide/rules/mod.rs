@@ -12,6 +12,7 @@ mod loops;
 mod min_ready;
 mod mirror_pod;
 mod opt_out;
+mod storm_window;
 mod system_namespace;
 
 use super::{Input, PlannedAction, PolicyView, Refusal};
@@ -34,6 +35,7 @@ pub const CHAIN: &[(&str, Rule)] = &[
     ("gitops", gitops::check),
     ("min_ready", min_ready::check),
     ("breaker", breaker::check),
+    ("storm_window", storm_window::check),
     ("cooldown", cooldown::check),
     ("loops", loops::check),
     ("budget", budget::check),
@@ -56,8 +58,8 @@ pub(crate) mod testing {
     use std::collections::BTreeMap;
 
     use crate::decide::{
-        ActionKind, BytesChange, Facts, History, PlannedAction, PodTarget, PolicyView,
-        WorkloadTarget,
+        ActionKind, AllowedActions, BytesChange, Facts, History, PlannedAction, PodTarget,
+        PolicyView, WorkloadTarget,
     };
     use crate::finding::{Finding, FindingKind, PodRef, Transition, WorkloadRef};
     use crate::incident::IncidentKey;
@@ -103,6 +105,7 @@ pub(crate) mod testing {
             cooldown_ms: 300_000,
             max_repeats: 3,
             max_unhealthy_percent: 50,
+            storm_window_ms: 30_000,
             budgets: vec![],
         }
     }
@@ -113,6 +116,8 @@ pub(crate) mod testing {
             desired_replicas: 3,
             ready_replicas: 2,
             memory_limit_bytes: Some(256 << 20),
+            // Known for longer than the storm window.
+            incident_age_ms: 60_000,
             ..Facts::default()
         }
     }
@@ -183,7 +188,7 @@ pub(crate) mod testing {
             .collect()
     }
 
-    /// Runs `check` with the defaults overridden by `f`.
+    /// Runs `check` with the defaults overridden by `f`; every action allowed.
     pub fn run(
         check: super::Rule,
         facts: &Facts,
@@ -192,6 +197,20 @@ pub(crate) mod testing {
         action: &PlannedAction,
         now_ms: i64,
     ) -> Result<(), crate::decide::RefusalReason> {
+        let all = AllowedActions::all();
+        refusal(check, facts, history, policy, action, &all, now_ms).map_err(|r| r.reason)
+    }
+
+    /// Runs `check` with the allowed actions given, returning the whole refusal.
+    pub fn refusal(
+        check: super::Rule,
+        facts: &Facts,
+        history: &History,
+        policy: &PolicyView,
+        action: &PlannedAction,
+        allowed: &AllowedActions,
+        now_ms: i64,
+    ) -> Result<(), crate::decide::Refusal> {
         let f = finding(FindingKind::CrashLoopBackOff);
         let k = key();
         let input = crate::decide::Input {
@@ -201,9 +220,9 @@ pub(crate) mod testing {
             facts,
             history,
             cluster_budgets: &[],
-            allowed: &crate::decide::AllowedActions::all(),
+            allowed,
             now_ms,
         };
-        check(&input, policy, action).map_err(|r| r.reason)
+        check(&input, policy, action)
     }
 }

@@ -10,6 +10,7 @@ pub mod image;
 pub mod node;
 pub mod plan;
 pub mod rules;
+pub mod scale_admission;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -97,16 +97,7 @@ pub fn evictable(p: &PodCandidate) -> Result<(), RefusalReason> {
     if p.priority.is_some_and(|pr| pr >= SYSTEM_CRITICAL_PRIORITY) {
         return Err(RefusalReason::CriticalPriority);
     }
-    let opted_out = p
-        .annotations
-        .get(super::rules::IGNORE)
-        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
-        || p.annotations
-            .get(super::rules::SAFE_TO_EVICT)
-            .is_some_and(|v| v.eq_ignore_ascii_case("false"));
-    if opted_out {
-        return Err(RefusalReason::OptedOut);
-    }
+    super::rules::opted_out(&[&p.annotations], true).map_err(|r| r.reason)?;
     if !p.policy_allows_eviction {
         return Err(RefusalReason::EvictionNotAllowed);
     }

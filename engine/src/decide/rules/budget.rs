@@ -2,37 +2,51 @@
 //! exceeded.
 
 use crate::decide::budget::{BudgetScope, effective_budgets};
-use crate::decide::{Input, PlannedAction, PolicyView, Refusal, RefusalReason, workload_target};
+use crate::decide::{
+    ActionKind, BudgetLimit, History, Input, PlannedAction, PolicyView, Refusal, RefusalReason,
+    workload_target,
+};
 
 pub fn check(
     input: &Input<'_>,
     policy: &PolicyView,
     action: &PlannedAction,
 ) -> Result<(), Refusal> {
-    let target = workload_target(input.finding);
-    let policy_id = format!("{}/{}", policy.namespace, policy.name);
     let limits = effective_budgets(&policy.budgets)
         .into_iter()
         .chain(input.cluster_budgets.iter().copied());
-    if let Some((limit, used)) =
-        input
-            .history
-            .exhausted(limits, action.kind(), &target, &policy_id, input.now_ms)
-    {
-        return Err(Refusal {
+    within_budgets(
+        input.history,
+        limits,
+        action.kind(),
+        // The ledger records pod actions against the workload, so budgets count per workload.
+        &workload_target(input.finding),
+        &format!("{}/{}", policy.namespace, policy.name),
+        input.now_ms,
+    )
+}
+
+/// `Ok` when every one of `limits` for `action` has room for this target and policy, else the
+/// `BudgetExhausted` refusal for the first that has none.
+pub(crate) fn within_budgets(
+    history: &History,
+    limits: impl IntoIterator<Item = BudgetLimit>,
+    action: ActionKind,
+    target: &str,
+    policy_id: &str,
+    now_ms: i64,
+) -> Result<(), Refusal> {
+    match history.exhausted(limits, action, target, policy_id, now_ms) {
+        Some((limit, used)) => Err(Refusal {
             reason: RefusalReason::BudgetExhausted,
-            message: exhausted_message(action.kind(), &limit, used),
-        });
+            message: exhausted_message(action, &limit, used),
+        }),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// `RestartPod budget for this policy used up: 5 of 5 in 3600 s`.
-pub fn exhausted_message(
-    action: crate::decide::ActionKind,
-    limit: &crate::decide::BudgetLimit,
-    used: u32,
-) -> String {
+pub fn exhausted_message(action: ActionKind, limit: &BudgetLimit, used: u32) -> String {
     let scope = match limit.scope {
         BudgetScope::Target => "this workload",
         BudgetScope::Namespace => "this namespace",

@@ -18,6 +18,8 @@ mod system_namespace;
 use super::{Input, PlannedAction, PolicyView, Refusal};
 
 pub use budget::exhausted_message;
+pub(crate) use budget::within_budgets;
+pub(crate) use opt_out::opted_out;
 pub use opt_out::{IGNORE, SAFE_TO_EVICT};
 
 /// A rule: `Ok(())` lets the action through.

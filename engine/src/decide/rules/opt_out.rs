@@ -1,6 +1,8 @@
 //! Opt-out annotations on the pod or its workload: `autoagent.io/ignore: "true"` stops every action;
 //! cluster-autoscaler's `safe-to-evict: "false"` stops disruptive ones.
 
+use std::collections::BTreeMap;
+
 use crate::decide::{Input, PlannedAction, PolicyView, Refusal, RefusalReason};
 
 pub const IGNORE: &str = "autoagent.io/ignore";
@@ -8,8 +10,19 @@ pub const SAFE_TO_EVICT: &str = "cluster-autoscaler.kubernetes.io/safe-to-evict"
 
 pub fn check(input: &Input<'_>, _: &PolicyView, action: &PlannedAction) -> Result<(), Refusal> {
     let f = input.facts;
+    opted_out(
+        &[&f.pod_annotations, &f.workload_annotations],
+        action.kind().is_disruptive(),
+    )
+}
+
+/// Whether any of `annotations` opts out of an action (`disruptive`: one that takes capacity away).
+pub(crate) fn opted_out(
+    annotations: &[&BTreeMap<String, String>],
+    disruptive: bool,
+) -> Result<(), Refusal> {
     let has = |key: &str, value: &str| {
-        [&f.pod_annotations, &f.workload_annotations]
+        annotations
             .iter()
             .any(|a| a.get(key).is_some_and(|v| v.eq_ignore_ascii_case(value)))
     };
@@ -19,7 +32,7 @@ pub fn check(input: &Input<'_>, _: &PolicyView, action: &PlannedAction) -> Resul
             message: format!("annotated {IGNORE}=true"),
         });
     }
-    if action.kind().is_disruptive() && has(SAFE_TO_EVICT, "false") {
+    if disruptive && has(SAFE_TO_EVICT, "false") {
         return Err(Refusal {
             reason: RefusalReason::OptedOut,
             message: format!("annotated {SAFE_TO_EVICT}=false"),

@@ -45,10 +45,11 @@ fn facts() -> ScaleFacts {
     }
 }
 
-/// CPU above the scale-up threshold.
+/// CPU above the scale-up threshold, and a gate that agrees.
 fn hot() -> ScaleFacts {
     ScaleFacts {
         cpu: Reading::Value(0.95),
+        gates: vec![active()],
         ..facts()
     }
 }
@@ -453,10 +454,40 @@ fn decision_table() {
         ),
         // Up.
         (
-            "up, no gates: 4 + ceil(50% of 4)",
+            "up, gate active: 4 + ceil(50% of 4)",
             s.clone(),
             hot(),
             Scale(6),
+        ),
+        // The seed's rule is CPU AND a gate: without gates CPU alone never scales up.
+        (
+            "up, no gate configured",
+            s.clone(),
+            ScaleFacts {
+                gates: vec![],
+                ..hot()
+            },
+            Hold(NoGateConfigured),
+        ),
+        (
+            "up, no gate configured, at max: the missing gate is the reason",
+            s.clone(),
+            ScaleFacts {
+                gates: vec![],
+                current_replicas: MAX,
+                ..hot()
+            },
+            Hold(NoGateConfigured),
+        ),
+        (
+            "below min, no gate configured: the bound is corrected",
+            s.clone(),
+            ScaleFacts {
+                gates: vec![],
+                current_replicas: 1,
+                ..hot()
+            },
+            Scale(MIN),
         ),
         (
             "up, gate active",
@@ -1080,7 +1111,10 @@ impl Combo {
         let any_failed = self.gates.contains(&Gate::Failed);
         let recent = |at: Option<i64>, cooldown: i64| at.is_some_and(|t| NOW - t < cooldown);
         if cpu > 0.80 {
-            if !self.gates.is_empty() && !any_active {
+            if self.gates.is_empty() {
+                return held(NoGateConfigured);
+            }
+            if !any_active {
                 return held(if any_failed {
                     GateQueryFailed
                 } else {
@@ -1250,6 +1284,7 @@ fn all_hold_reasons() -> Vec<HoldReason> {
         CpuNotFinite,
         GateQueryFailed,
         NoGateAgrees,
+        NoGateConfigured,
         GateActive,
         CooldownUp,
         CooldownDown,
@@ -1294,6 +1329,15 @@ fn details_and_reasons_say_why() {
     assert!(
         d.contains("p95Latency") && d.contains("connection refused"),
         "{d}"
+    );
+    let no_gate = ScaleFacts {
+        gates: vec![],
+        ..hot()
+    };
+    assert_eq!(
+        detail(&no_gate),
+        "CPU 0.95 is above 0.80, but the policy configures no gate (queueDepth, errorRate, \
+         p95Latency); the seed's rule is CPU AND a gate"
     );
     let below = ScaleFacts {
         current_replicas: 1,

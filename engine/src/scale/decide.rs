@@ -87,7 +87,17 @@ fn up(
     now_ms: i64,
 ) -> ScaleDecision {
     let current = facts.current_replicas;
-    if gates.configured > 0 && gates.active.is_empty() {
+    if gates.configured == 0 {
+        return hold(
+            HoldReason::NoGateConfigured,
+            format!(
+                "CPU {cpu:.2} is above {:.2}, but the policy configures no gate (queueDepth, \
+                 errorRate, p95Latency); the seed's rule is CPU AND a gate",
+                spec.cpu_threshold
+            ),
+        );
+    }
+    if gates.active.is_empty() {
         if !gates.failed.is_empty() {
             return hold(
                 HoldReason::GateQueryFailed,
@@ -129,10 +139,11 @@ fn up(
     }
     let target = i64::from(current) + i64::from(up_step(spec, current));
     let to = i32::try_from(target.min(i64::from(spec.max_replicas))).unwrap_or(spec.max_replicas);
-    let mut reason = format!("CPU {cpu:.2} is above {:.2}", spec.cpu_threshold);
-    if !gates.active.is_empty() {
-        reason.push_str(&format!("; active gates: {}", gates.active_names()));
-    }
+    let reason = format!(
+        "CPU {cpu:.2} is above {:.2}; active gates: {}",
+        spec.cpu_threshold,
+        gates.active_names()
+    );
     change(facts, to, Direction::Up, reason)
 }
 

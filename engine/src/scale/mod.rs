@@ -3,8 +3,9 @@
 //! since when the signals have been quiet (`next_quiet_since`) and when it last scaled, and passes
 //! all of it in.
 //!
-//! The design is deliberately more cautious than an HPA: scale up only when CPU is high AND, if
-//! gates are configured, some other signal (queue depth, errors, latency) agrees; scale down slowly
+//! The design is deliberately more cautious than an HPA: scale up only when CPU is high AND some
+//! other signal (a gate: queue depth, errors, latency) agrees, so a policy without gates never
+//! scales up on CPU; scale down slowly
 //! (one replica at a time) and only after every signal has been quiet for a whole window; never act
 //! on missing data.
 //!
@@ -26,9 +27,11 @@
 //!    `Hold(CpuNotFinite)` (usage / requests divides by zero when the pods set no CPU request).
 //!    Never scale on missing data, in either direction.
 //! 6. Up, when CPU > cpuThreshold (strictly):
-//!    - gates configured and none active: `Hold(GateQueryFailed)` if some gate's query failed (it
-//!      might have agreed), else `Hold(NoGateAgrees)`. A failed gate counts as not active, so one
-//!      active gate is enough even when another failed;
+//!    - no gate configured: `Hold(NoGateConfigured)`. The seed's rule is CPU AND a gate; CPU
+//!      alone is not enough evidence that more replicas would help;
+//!    - no gate active: `Hold(GateQueryFailed)` if some gate's query failed (it might have
+//!      agreed), else `Hold(NoGateAgrees)`. A failed gate counts as not active, so one active gate
+//!      is enough even when another failed;
 //!    - at maxReplicas: `Hold(AtMaxReplicas)`;
 //!    - less than cooldownUp since the last scale-up: `Hold(CooldownUp)`. A recent scale-down does
 //!      not delay a scale-up: load that comes back must be served;
@@ -189,6 +192,8 @@ pub enum HoldReason {
     GateQueryFailed,
     /// CPU is high, gates are configured, none is active.
     NoGateAgrees,
+    /// CPU is high, but the policy configures no gate to agree with it.
+    NoGateConfigured,
     /// CPU is low but a gate is active.
     GateActive,
     /// Less than cooldownUp since the last scale-up.
@@ -219,6 +224,7 @@ impl HoldReason {
             Self::CpuNotFinite => "CpuNotFinite",
             Self::GateQueryFailed => "GateQueryFailed",
             Self::NoGateAgrees => "NoGateAgrees",
+            Self::NoGateConfigured => "NoGateConfigured",
             Self::GateActive => "GateActive",
             Self::CooldownUp => "CooldownUp",
             Self::CooldownDown => "CooldownDown",

@@ -17,3 +17,7 @@ pub const LEADER_ENDPOINT_ANNOTATION: &str = "autoagent.io/grpc-endpoint";
 
 /// Audience of the projected ServiceAccount token the sensor presents to the controller.
 pub const SENSOR_TOKEN_AUDIENCE: &str = "auto-agent";
+
+/// Marks a Node the agent cordoned; the value is the NodeRemediationPolicy's name. The uncordon
+/// sweep and the policy's `status.cordonedNodes` read it, so both survive a leader change.
+pub const CORDONED_BY_ANNOTATION: &str = "autoagent.io/cordoned-by";

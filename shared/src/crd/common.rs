@@ -60,6 +60,8 @@ pub enum BudgetScope {
     Target,
     /// Everything this policy governs.
     Policy,
+    /// Every target in the policy's namespace, whichever policy acted (node policies: not allowed).
+    Namespace,
 }
 
 /// A token bucket: at most `max` actions of type `action` per `windowSeconds` in `scope`.
@@ -124,6 +126,9 @@ pub struct PolicyStatus {
     /// How many workloads (or nodes) the policy currently matches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub matched_targets: Option<i32>,
+    /// NodeRemediationPolicy only: nodes cordoned by the agent under this policy now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cordoned_nodes: Option<i32>,
     /// The most recent action, also the first entry of `recentActions`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_action: Option<RecentAction>,

@@ -33,6 +33,12 @@ use super::common::{Budget, PolicyStatus};
         type_ = "string",
         json_path = ".spec.maxUnavailableNodes"
     ),
+    printcolumn(
+        name = "Cordoned",
+        type_ = "integer",
+        json_path = ".status.cordonedNodes",
+        description = "Nodes the agent cordoned under this policy now"
+    ),
     printcolumn(name = "DryRun", type_ = "boolean", json_path = ".spec.dryRun"),
     printcolumn(
         name = "Ready",
@@ -43,6 +49,11 @@ use super::common::{Budget, PolicyStatus};
         name = "Last Action",
         type_ = "string",
         json_path = ".status.lastAction.action"
+    ),
+    printcolumn(
+        name = "Last Outcome",
+        type_ = "string",
+        json_path = ".status.lastAction.outcome"
     ),
     printcolumn(
         name = "Age",

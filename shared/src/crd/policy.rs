@@ -490,6 +490,12 @@ pub struct Safety {
     #[serde(default = "default_max_unhealthy_percent")]
     #[schemars(range(min = 1, max = 100))]
     pub max_unhealthy_percent: i32,
+    /// Disruptive pod actions on a workload of 2 or more replicas wait until the pod's failure has
+    /// been known this long, so the disruption breaker counts every pod failing in the same storm
+    /// before the first one is touched. 0 acts at once.
+    #[serde(default = "default_storm_window")]
+    #[schemars(range(min = 0, max = 60))]
+    pub storm_window_seconds: i32,
 }
 
 impl Default for Safety {
@@ -499,6 +505,7 @@ impl Default for Safety {
             cooldown_seconds: default_cooldown(),
             max_repeats: default_max_repeats(),
             max_unhealthy_percent: default_max_unhealthy_percent(),
+            storm_window_seconds: default_storm_window(),
         }
     }
 }
@@ -514,4 +521,8 @@ fn default_max_repeats() -> i32 {
 }
 fn default_max_unhealthy_percent() -> i32 {
     50
+}
+
+fn default_storm_window() -> i32 {
+    1
 }

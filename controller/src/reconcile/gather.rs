@@ -4,78 +4,18 @@
 use auto_agent_engine::decide::Facts;
 use auto_agent_engine::quantity::parse_bytes;
 use auto_agent_engine::{Finding, FindingKind};
+use auto_agent_shared::keys::MIRROR_POD_ANNOTATION;
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use kube::{Api, Client};
 
-use auto_agent_shared::keys::MIRROR_POD_ANNOTATION;
-
-/// Labels and annotations by which Argo CD and Flux mark what they manage.
-const GITOPS_ANNOTATIONS: &[&str] = &[
-    "argocd.argoproj.io/tracking-id",
-    "argocd.argoproj.io/managed-by",
-];
-const GITOPS_LABELS: &[&str] = &[
-    "kustomize.toolkit.fluxcd.io/name",
-    "helm.toolkit.fluxcd.io/name",
-    "argocd.argoproj.io/instance",
-];
-
-/// Whether Argo CD or Flux manages the object (a live patch would be reverted).
-pub fn is_gitops_managed(
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> bool {
-    meta.annotations
-        .as_ref()
-        .is_some_and(|a| GITOPS_ANNOTATIONS.iter().any(|k| a.contains_key(*k)))
-        || meta
-            .labels
-            .as_ref()
-            .is_some_and(|l| GITOPS_LABELS.iter().any(|k| l.contains_key(*k)))
-}
-
-/// Whether the container is in the state the finding reported.
-pub fn condition_holds(pod: &Pod, f: &Finding) -> bool {
-    let container = f.container.as_deref().unwrap_or_default();
-    let Some(status) = pod.status.as_ref() else {
-        return false;
-    };
-    let statuses = status
-        .container_statuses
-        .iter()
-        .flatten()
-        .chain(status.init_container_statuses.iter().flatten());
-    let Some(cs) = statuses.into_iter().find(|c| c.name == container) else {
-        return false;
-    };
-    let waiting = cs
-        .state
-        .as_ref()
-        .and_then(|s| s.waiting.as_ref())
-        .and_then(|w| w.reason.as_deref());
-    let terminated_oom = |t: Option<&k8s_openapi::api::core::v1::ContainerStateTerminated>| {
-        t.and_then(|t| t.reason.as_deref()) == Some("OOMKilled")
-    };
-    match f.kind {
-        FindingKind::CrashLoopBackOff => waiting == Some("CrashLoopBackOff"),
-        FindingKind::OomKilled => {
-            terminated_oom(cs.state.as_ref().and_then(|s| s.terminated.as_ref()))
-                || terminated_oom(cs.last_state.as_ref().and_then(|s| s.terminated.as_ref()))
-        }
-        FindingKind::ImagePullBackOff => matches!(
-            waiting,
-            Some("ImagePullBackOff" | "ErrImagePull" | "InvalidImageName")
-        ),
-        FindingKind::CreateContainerConfigError => waiting == Some("CreateContainerConfigError"),
-        _ => false,
-    }
-}
+use crate::cluster::facts::condition_holds;
 
 /// The current pod (if it still exists with the same uid) and the facts for the decision. With a
 /// mirror, an image-pull finding also gets the mirror check.
 pub async fn facts(
     client: &Client,
     f: &Finding,
-    mirror: Option<(&str, &crate::registry::RegistryClient)>,
+    mirror: Option<(&str, &auto_agent_registry::RegistryClient)>,
 ) -> Result<(Facts, Option<Pod>), kube::Error> {
     let mut facts = Facts::default();
     if let (FindingKind::ImagePullBackOff, Some((mirror, registry)), Some(image)) =
@@ -121,7 +61,7 @@ pub async fn facts(
     // bare pod.
     let workload = match kind {
         "Deployment" | "StatefulSet" | "DaemonSet" => {
-            crate::workloads::fetch(client, ns, kind, name)
+            crate::cluster::workloads::fetch(client, ns, kind, name)
                 .await?
                 .map(|w| (w.meta, w.desired, w.ready, w.template))
         }
@@ -129,7 +69,7 @@ pub async fn facts(
     };
     match workload {
         Some((meta, desired, ready, template)) => {
-            facts.gitops_managed = is_gitops_managed(&meta);
+            facts.gitops_managed = crate::cluster::facts::is_gitops_managed(&meta);
             let annotations = meta.annotations.unwrap_or_default();
             facts.workload_annotations = annotations;
             facts.desired_replicas = desired.max(0) as u32;

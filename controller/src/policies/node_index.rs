@@ -1,32 +1,45 @@
 //! The NodeRemediationPolicy index (cluster-scoped), with the same guarded decoding as the
-//! AutoRemediationPolicy index: a policy that cannot be used is skipped and logged.
+//! AutoRemediationPolicy index: a policy that cannot be used is kept with its problem (its status
+//! shows it as Degraded) and never acts.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use auto_agent_engine::Selector;
 use auto_agent_engine::decide::node::{MaxUnavailable, NodePolicyView};
-use auto_agent_shared::crd::{NodeConditionType, NodeRemediationPolicy};
+use auto_agent_shared::crd::{NodeConditionType, NodeRemediationPolicy, NodeRemediationPolicySpec};
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::core::DeserializeGuard;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::{WatchStreamExt, watcher as watch_stream};
 use kube::{Api, Client};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::policies::selector_of;
+use crate::policies::index::{Problem, selector_of};
 
+/// A policy that can be used: its node selector and the engine's view of it.
 #[derive(Clone, Debug)]
-pub struct NodePolicyEntry {
+pub struct UsableNodePolicy {
     pub selector: Selector,
     pub view: NodePolicyView,
+}
+
+/// A NodeRemediationPolicy as the index holds it: usable, or the problem that keeps it from use
+/// (shown as `Degraded` in its status).
+#[derive(Clone, Debug)]
+pub struct NodePolicyEntry {
+    pub name: String,
+    pub generation: Option<i64>,
+    pub usable: Result<UsableNodePolicy, Problem>,
 }
 
 #[derive(Clone, Debug, Default)]
 pub struct NodePolicyIndex(Arc<RwLock<HashMap<String, NodePolicyEntry>>>);
 
 impl NodePolicyIndex {
+    /// Every policy, usable or not, by name.
     pub fn all(&self) -> Vec<NodePolicyEntry> {
         let mut v: Vec<_> = self
             .0
@@ -35,16 +48,24 @@ impl NodePolicyIndex {
             .values()
             .cloned()
             .collect();
-        v.sort_by(|a, b| a.view.name.cmp(&b.view.name));
+        v.sort_by(|a, b| a.name.cmp(&b.name));
         v
     }
 
-    pub fn get(&self, name: &str) -> Option<NodePolicyEntry> {
+    /// The usable policies, by name.
+    pub fn usable(&self) -> Vec<UsableNodePolicy> {
+        self.all()
+            .into_iter()
+            .filter_map(|e| e.usable.ok())
+            .collect()
+    }
+
+    pub fn get(&self, name: &str) -> Option<UsableNodePolicy> {
         self.0
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
-            .cloned()
+            .and_then(|e| e.usable.clone().ok())
     }
 }
 
@@ -57,22 +78,43 @@ fn condition_name(c: NodeConditionType) -> &'static str {
     }
 }
 
-fn entry(
-    guarded: DeserializeGuard<NodeRemediationPolicy>,
-) -> Result<NodePolicyEntry, (String, String)> {
-    let policy = guarded
-        .0
-        .map_err(|e| (e.metadata.name.clone().unwrap_or_default(), e.error))?;
-    let name = policy.metadata.name.clone().unwrap_or_default();
-    let spec = policy.spec;
-    let selector = selector_of(&spec.node_selector).map_err(|e| (name.clone(), e.to_string()))?;
+fn entry(guarded: DeserializeGuard<NodeRemediationPolicy>) -> NodePolicyEntry {
+    match guarded.0 {
+        Ok(policy) => {
+            let name = policy.metadata.name.clone().unwrap_or_default();
+            NodePolicyEntry {
+                generation: policy.metadata.generation,
+                usable: usable(&name, policy.spec),
+                name,
+            }
+        }
+        Err(e) => NodePolicyEntry {
+            name: e.metadata.name.clone().unwrap_or_default(),
+            generation: e.metadata.generation,
+            usable: Err(Problem {
+                reason: "Malformed",
+                message: e.error,
+            }),
+        },
+    }
+}
+
+fn usable(name: &str, spec: NodeRemediationPolicySpec) -> Result<UsableNodePolicy, Problem> {
+    let name = name.to_owned();
+    let selector = selector_of(&spec.node_selector).map_err(|e| Problem {
+        reason: "InvalidSelector",
+        message: e.to_string(),
+    })?;
     let max_unavailable = match &spec.max_unavailable_nodes {
         IntOrString::Int(n) => MaxUnavailable::Count((*n).max(0) as u32),
         IntOrString::String(s) => {
             let p = s
                 .trim_end_matches('%')
                 .parse::<u32>()
-                .map_err(|e| (name.clone(), format!("maxUnavailableNodes: {e}")))?;
+                .map_err(|e| Problem {
+                    reason: "InvalidMaxUnavailable",
+                    message: format!("maxUnavailableNodes: {e}"),
+                })?;
             MaxUnavailable::Percent(p.min(100))
         }
     };
@@ -102,7 +144,7 @@ fn entry(
             })
         })
         .collect();
-    Ok(NodePolicyEntry {
+    Ok(UsableNodePolicy {
         selector,
         view: NodePolicyView {
             name,
@@ -123,7 +165,12 @@ fn entry(
     })
 }
 
-pub async fn watch(client: Client, index: NodePolicyIndex, stop: CancellationToken) {
+pub async fn watch(
+    client: Client,
+    index: NodePolicyIndex,
+    changed: Arc<Notify>,
+    stop: CancellationToken,
+) {
     let api: Api<DeserializeGuard<NodeRemediationPolicy>> = Api::all(client);
     let mut events = watch_stream(api, watcher::Config::default().any_semantic())
         .default_backoff()
@@ -134,32 +181,35 @@ pub async fn watch(client: Client, index: NodePolicyIndex, stop: CancellationTok
             e = events.next() => e,
             () = stop.cancelled() => return,
         };
-        let apply = |map: &mut HashMap<String, NodePolicyEntry>, obj| match entry(obj) {
-            Ok(e) => {
-                map.insert(e.view.name.clone(), e);
+        let apply = |map: &mut HashMap<String, NodePolicyEntry>, obj| {
+            let e = entry(obj);
+            if let Err(problem) = &e.usable {
+                tracing::warn!(policy = %e.name, reason = problem.reason, error = %problem.message, "NodeRemediationPolicy cannot be used");
             }
-            Err((name, error)) => {
-                map.remove(&name);
-                tracing::warn!(policy = %name, error = %error, "NodeRemediationPolicy cannot be used");
-            }
+            map.insert(e.name.clone(), e);
+            changed.notify_one();
         };
         match event {
             Some(Ok(Event::Init)) => relist.clear(),
             Some(Ok(Event::InitApply(obj))) => apply(&mut relist, obj),
             Some(Ok(Event::InitDone)) => {
-                *index.0.write().unwrap_or_else(|e| e.into_inner()) = std::mem::take(&mut relist)
+                *index.0.write().unwrap_or_else(|e| e.into_inner()) = std::mem::take(&mut relist);
+                changed.notify_one();
             }
             Some(Ok(Event::Apply(obj))) => {
                 apply(&mut index.0.write().unwrap_or_else(|e| e.into_inner()), obj)
             }
             Some(Ok(Event::Delete(obj))) => {
-                if let Ok(p) = obj.0 {
-                    index
-                        .0
-                        .write()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&p.metadata.name.unwrap_or_default());
-                }
+                let name = match &obj.0 {
+                    Ok(p) => p.metadata.name.clone(),
+                    Err(e) => e.metadata.name.clone(),
+                };
+                index
+                    .0
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&name.unwrap_or_default());
+                changed.notify_one();
             }
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "NodeRemediationPolicy watch failed; restarting with backoff")

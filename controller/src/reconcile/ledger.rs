@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 
-use crate::leader::Leadership;
+use crate::platform::leader::Leadership;
 
 const KEY: &str = "actions.json";
 /// Longest budget window kept (7 days).

@@ -9,8 +9,8 @@ use auto_agent_engine::{Finding, IncidentBook, IncidentKeyError, Observed};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::leader::Leadership;
-use crate::metrics::ControllerMetrics;
+use crate::platform::leader::Leadership;
+use crate::platform::metrics::ControllerMetrics;
 
 /// A finding to record, with the reply the ingest waits for before acknowledging.
 #[derive(Debug)]
@@ -119,7 +119,7 @@ pub fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::leader::{LeaderConfig, LeaderView};
+    use crate::platform::leader::{LeaderConfig, LeaderView};
     use auto_agent_engine::{FindingKind, Transition};
     use std::time::Duration;
 
@@ -165,7 +165,7 @@ mod tests {
             renew_every: Duration::from_secs(5),
             margin: Duration::from_secs(5),
         };
-        let (tx, leadership) = crate::leader::channel(&config, metrics.clone());
+        let (tx, leadership) = crate::platform::leader::channel(&config, metrics.clone());
         let (changes, mut changed) = mpsc::channel(16);
         let stop = CancellationToken::new();
         let (pipeline, task) = start(metrics, leadership, changes, stop.clone());

@@ -5,81 +5,42 @@
 //! across failover. Every decision is a metric; an Event is written when a workload scales, or its
 //! hold reason or anomaly state changes (not every interval, which would flood the namespace).
 
-use auto_agent_shared::clock::now_ms;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use auto_agent_engine::decide::budget::effective_budgets;
-use auto_agent_engine::decide::rules::exhausted_message;
-use auto_agent_engine::decide::{ActionKind, ActionRecord, History};
+use auto_agent_engine::decide::scale_admission::{self, ScaleAdmission};
+use auto_agent_engine::decide::{
+    ActionKind, ActionRecord, AllowedActions, BudgetLimit, History, PlannedAction, WorkloadTarget,
+};
 use auto_agent_engine::scale::{
     self, AnomalyState, Direction, GateReading, HoldReason, Reading, ScaleDecision, ScaleFacts,
     ScaleSpec,
 };
 use auto_agent_prom::{PromClient, PromError};
-use auto_agent_shared::crd::ActionOutcome;
+use auto_agent_shared::clock::now_ms;
 use auto_agent_shared::crd::policy::{Scale, ScaleAnomaly};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{ApiResource, DynamicObject, ListParams};
 use kube::runtime::events::EventType;
 use kube::{Api, Client};
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::events::EventSink;
-use crate::leader::Leadership;
-use crate::ledger::Ledger;
-use crate::metrics::ControllerMetrics;
-use crate::policies::{PolicyEntry, PolicyIndex};
-use crate::recent::RecentActions;
+use crate::act::Executor;
+use crate::platform::leader::Leadership;
+use crate::platform::metrics::ControllerMetrics;
+use crate::policies::health::ScaleHealth;
+use crate::policies::index::{PolicyEntry, PolicyIndex};
+use crate::reconcile::ledger::Ledger;
+use crate::reconcile::outcome::{Outcomes, Scope, Subject};
+use crate::reconcile::reserve::{Settled, Verdict, decide_and_reserve};
 
 /// The default CPU ratio: usage over requests across the workload's pods (cAdvisor and
 /// kube-state-metrics series). `$namespace` and `$workload` are substituted.
 pub const DEFAULT_CPU_QUERY: &str = "sum(rate(container_cpu_usage_seconds_total{namespace=\"$namespace\",pod=~\"$workload-.+\",container!=\"\",container!=\"POD\"}[2m])) / sum(kube_pod_container_resource_requests{namespace=\"$namespace\",pod=~\"$workload-.+\",resource=\"cpu\"})";
-
-/// `(namespace, name)` of a policy.
-type PolicyKey = (String, String);
-/// A condition reason and message.
-type Problem = (&'static str, String);
-
-/// Scaling problems per policy (`namespace/name` -> (reason, message)), shown by the status
-/// writer as `Degraded=True` while scaling holds for them.
-#[derive(Clone, Debug)]
-pub struct ScaleHealth {
-    problems: Arc<Mutex<HashMap<PolicyKey, Problem>>>,
-    /// Wakes the status writer when a problem appears or clears.
-    changed: Arc<tokio::sync::Notify>,
-}
-
-impl ScaleHealth {
-    pub fn new(changed: Arc<tokio::sync::Notify>) -> Self {
-        Self {
-            problems: Arc::default(),
-            changed,
-        }
-    }
-
-    fn set(&self, ns: &str, name: &str, problem: Option<(&'static str, String)>) {
-        let mut map = self.problems.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (ns.to_owned(), name.to_owned());
-        let before = match problem {
-            Some(p) => map.insert(key.clone(), p),
-            None => map.remove(&key),
-        };
-        if before.as_ref().map(|p| p.0) != map.get(&key).map(|p| p.0) {
-            self.changed.notify_one();
-        }
-    }
-
-    pub fn get(&self, ns: &str, name: &str) -> Option<(&'static str, String)> {
-        let map = self.problems.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&(ns.to_owned(), name.to_owned())).cloned()
-    }
-}
 
 /// What the loop remembers per workload between evaluations (leader memory; lost on failover,
 /// which only restarts the quiet window: the conservative direction).
@@ -96,14 +57,22 @@ pub struct Scaler {
     pub policies: PolicyIndex,
     pub ledger: Ledger,
     pub leadership: Leadership,
-    pub events: EventSink,
+    pub outcomes: Outcomes,
+    pub executor: Arc<Executor>,
     pub metrics: ControllerMetrics,
-    pub recent: RecentActions,
     pub health: ScaleHealth,
     pub interval: Duration,
     /// Consecutive passes with failed queries before a policy shows Degraded.
     pub failures_before_degraded: u32,
-    pub features: crate::features::Features,
+    pub features: crate::platform::features::Features,
+    pub allowed: AllowedActions,
+    pub cluster_budgets: Vec<BudgetLimit>,
+}
+
+impl std::fmt::Debug for Scaler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Scaler")
+    }
 }
 
 /// The engine's view of a policy's `scale` section.
@@ -153,8 +122,8 @@ struct Target {
 }
 
 impl Target {
-    /// The workload through the dynamic API: one code path for the scale subresource of either
-    /// kind.
+    /// The workload through the dynamic API: one code path for reading the scale subresource of
+    /// either kind.
     fn api(&self, client: &Client, ns: &str) -> Api<DynamicObject> {
         let resource = if self.kind == "StatefulSet" {
             ApiResource::erase::<StatefulSet>(&())
@@ -246,7 +215,8 @@ impl Scaler {
                     }
                     None => {
                         *count = 0;
-                        self.health.set(&policy.namespace, &policy.name, None);
+                        self.health
+                            .set(&policy.namespace, &policy.name, no_gate_problem(&scale));
                     }
                 }
             }
@@ -327,17 +297,19 @@ impl Scaler {
 
     /// The Deployments and StatefulSets the policy selects (the kinds with a scale subresource).
     async fn targets(&self, policy: &PolicyEntry) -> Result<Vec<Target>, kube::Error> {
-        Ok(crate::workloads::list(&self.client, &policy.namespace)
-            .await?
-            .into_iter()
-            .filter(|w| matches!(w.kind, "Deployment" | "StatefulSet"))
-            .filter(|w| policy.selects(&w.pod_labels))
-            .map(|w| Target {
-                kind: w.kind,
-                name: w.meta.name.clone().unwrap_or_default(),
-                meta: w.meta,
-            })
-            .collect())
+        Ok(
+            crate::cluster::workloads::list(&self.client, &policy.namespace)
+                .await?
+                .into_iter()
+                .filter(|w| matches!(w.kind, "Deployment" | "StatefulSet"))
+                .filter(|w| policy.selects(&w.pod_labels))
+                .map(|w| Target {
+                    kind: w.kind,
+                    name: w.meta.name.clone().unwrap_or_default(),
+                    meta: w.meta,
+                })
+                .collect(),
+        )
     }
 
     async fn current_replicas(&self, ns: &str, target: &Target) -> Result<i32, kube::Error> {
@@ -429,7 +401,7 @@ impl Scaler {
             cpu,
             gates,
             hpa,
-            gitops_managed: crate::gather::is_gitops_managed(&target.meta),
+            gitops_managed: crate::cluster::facts::is_gitops_managed(&target.meta),
             anomaly,
             quiet_since_ms: None,
             last_scale_up_ms,
@@ -498,7 +470,8 @@ impl Scaler {
                 target.kind, target.name, policy.name
             );
             tracing::warn!(%incident, z, policy = %policy.name, "Metric anomaly");
-            self.events
+            self.outcomes
+                .events
                 .publish(&reference, EventType::Warning, "AnomalyDetected", note)
                 .await;
         } else {
@@ -508,10 +481,53 @@ impl Scaler {
                 policy.name
             );
             tracing::info!(%incident, policy = %policy.name, "Metric anomaly resolved");
-            self.events
+            self.outcomes
+                .events
                 .publish(&reference, EventType::Normal, "AnomalyResolved", note)
                 .await;
         }
+    }
+
+    /// Reports a hold once per change of reason (not every interval, which would flood the
+    /// namespace).
+    async fn hold(
+        &self,
+        policy: &PolicyEntry,
+        target: &Target,
+        reference: &ObjectReference,
+        st: &mut WorkloadState,
+        reason: HoldReason,
+        detail: &str,
+    ) {
+        self.metrics
+            .scale_decisions
+            .with_label_values(&["held", reason.as_str()])
+            .inc();
+        let report = format!("held:{}", reason.as_str());
+        if st.last_report.as_deref() == Some(report.as_str()) {
+            return;
+        }
+        st.last_report = Some(report);
+        let type_ = if matches!(
+            reason,
+            HoldReason::CpuQueryFailed | HoldReason::GateQueryFailed | HoldReason::AnomalyUnknown
+        ) {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        let note = format!(
+            "scaling {} {} held ({}): {detail} (policy {})",
+            target.kind,
+            target.name,
+            reason.as_str(),
+            policy.name
+        );
+        tracing::info!(workload = %target.name, reason = reason.as_str(), "{note}");
+        self.outcomes
+            .events
+            .publish(reference, type_, reason.as_str(), note)
+            .await;
     }
 
     async fn apply(
@@ -523,37 +539,19 @@ impl Scaler {
         st: &mut WorkloadState,
     ) {
         let reference = target.reference(ns);
-        match decision {
+        let policy_ref = policy.policy_ref();
+        let subject = Subject {
+            event_on: reference.clone(),
+            scope: Scope::Workload {
+                namespace: ns.to_owned(),
+                workload: target.name.clone(),
+            },
+            target: target.id(ns),
+        };
+        let (from, to, direction, reason, dry_run) = match decision {
             ScaleDecision::Hold { reason, detail } => {
-                self.metrics
-                    .scale_decisions
-                    .with_label_values(&["held", reason.as_str()])
-                    .inc();
-                let report = format!("held:{}", reason.as_str());
-                if st.last_report.as_deref() == Some(report.as_str()) {
-                    return;
-                }
-                st.last_report = Some(report);
-                let type_ = if matches!(
-                    reason,
-                    HoldReason::CpuQueryFailed
-                        | HoldReason::GateQueryFailed
-                        | HoldReason::AnomalyUnknown
-                ) {
-                    EventType::Warning
-                } else {
-                    EventType::Normal
-                };
-                let note = format!(
-                    "scaling {} {} held ({}): {detail} (policy {})",
-                    target.kind,
-                    target.name,
-                    reason.as_str(),
-                    policy.name
-                );
-                tracing::info!(workload = %target.name, reason = reason.as_str(), "{note}");
-                self.events
-                    .publish(&reference, type_, reason.as_str(), note)
+                return self
+                    .hold(policy, target, &reference, st, *reason, detail)
                     .await;
             }
             ScaleDecision::Propose {
@@ -572,19 +570,18 @@ impl Scaler {
                 }
                 st.last_report = Some(report);
                 let note = format!(
-                    "GitOps-managed: proposing replicas {from} -> {to} ({reason}) instead of patching; commit it to the repository (policy {})",
-                    policy.name
+                    "GitOps-managed: proposing replicas {from} -> {to} ({reason}) instead of patching; commit it to the repository"
                 );
-                self.recent.record(
-                    policy,
-                    action_kind(*direction),
-                    ActionOutcome::Refused,
-                    &target.id(ns),
-                    "GitOpsManaged",
-                    &note,
-                );
-                self.events
-                    .publish(&reference, EventType::Normal, "GitOpsManaged", note)
+                return self
+                    .outcomes
+                    .refused(
+                        &policy_ref,
+                        &subject,
+                        action_kind(*direction),
+                        "GitOpsManaged",
+                        false,
+                        note,
+                    )
                     .await;
             }
             ScaleDecision::Scale {
@@ -592,8 +589,93 @@ impl Scaler {
                 to,
                 direction,
                 reason,
-                dry_run: true,
-            } => {
+                dry_run,
+            } => (*from, *to, *direction, reason.as_str(), *dry_run),
+        };
+        let kind = action_kind(direction);
+        let workload = WorkloadTarget {
+            kind: target.kind.to_owned(),
+            namespace: ns.to_owned(),
+            name: target.name.clone(),
+        };
+        let action = PlannedAction::Scale {
+            workload: workload.clone(),
+            from,
+            to,
+            reason: reason.to_owned(),
+        };
+        // The same safety chain as every action (feature, opt-out, budgets), before reserving.
+        let limits = crate::policies::index::policy_view(policy)
+            .map(|v| v.budgets)
+            .unwrap_or_default();
+        let annotations = target.meta.annotations.clone().unwrap_or_default();
+        let settled = decide_and_reserve(&self.ledger, |history, now| {
+            let admitted = scale_admission::admit(&ScaleAdmission {
+                action: &action,
+                workload_annotations: &annotations,
+                policy: &policy_ref.id(),
+                policy_budgets: &limits,
+                cluster_budgets: &self.cluster_budgets,
+                allowed: &self.allowed,
+                history,
+                now_ms: now,
+            });
+            match admitted {
+                Err(refusal) => Verdict::Stop(Err(refusal)),
+                Ok(()) if dry_run => Verdict::Stop(Ok(false)),
+                Ok(()) => Verdict::Reserve(
+                    vec![ActionRecord {
+                        at_ms: now,
+                        action: kind,
+                        target: target.id(ns),
+                        namespace: ns.to_owned(),
+                        policy: policy_ref.id(),
+                        incident: format!("{ns}/{}/{}/Scale", target.kind, target.name),
+                    }],
+                    Ok(true),
+                ),
+            }
+        })
+        .await;
+        let admitted = match settled {
+            Ok(Settled::Stopped(a) | Settled::Reserved(a)) => a,
+            Err(e) => {
+                self.metrics
+                    .action_errors
+                    .with_label_values(&[e.category()])
+                    .inc();
+                tracing::warn!(error = %e, workload = %target.name, "Scaling holds: the action ledger could not be used");
+                return;
+            }
+        };
+        match admitted {
+            Err(refusal) => {
+                let reason = refusal.reason.as_str();
+                self.metrics
+                    .scale_decisions
+                    .with_label_values(&["held", reason])
+                    .inc();
+                let report = format!("refused:{reason}");
+                if st.last_report.as_deref() == Some(report.as_str()) {
+                    return;
+                }
+                st.last_report = Some(report);
+                let note = format!(
+                    "not scaling {} {} from {from} to {to}: {}",
+                    target.kind, target.name, refusal.message
+                );
+                self.outcomes
+                    .refused(
+                        &policy_ref,
+                        &subject,
+                        kind,
+                        reason,
+                        refusal.reason.escalates(),
+                        note,
+                    )
+                    .await;
+            }
+            Ok(false) => {
                 self.metrics
                     .scale_decisions
                     .with_label_values(&["dry_run", direction.as_str()])
@@ -604,147 +686,54 @@ impl Scaler {
                 }
                 st.last_report = Some(report);
                 let note = format!(
-                    "dry-run: would scale {} {} from {from} to {to} because {reason} (policy {}); nothing changed",
-                    target.kind, target.name, policy.name
+                    "scale {} {} from {from} to {to} because {reason}",
+                    target.kind, target.name
                 );
-                self.recent.record(
-                    policy,
-                    action_kind(*direction),
-                    ActionOutcome::DryRun,
-                    &target.id(ns),
-                    "DryRun",
-                    &note,
-                );
-                self.events
-                    .publish(&reference, EventType::Normal, "DryRun", note)
+                self.outcomes
+                    .dry_run(&policy_ref, &subject, kind, note)
                     .await;
             }
-            ScaleDecision::Scale {
-                from,
-                to,
-                direction,
-                reason,
-                dry_run: false,
-            } => match self.scale(policy, ns, target, *direction, *to).await {
-                Ok(Some(refusal)) => {
-                    self.metrics
-                        .scale_decisions
-                        .with_label_values(&["held", "BudgetExhausted"])
-                        .inc();
-                    let report = "held:BudgetExhausted".to_owned();
-                    if st.last_report.as_deref() != Some(report.as_str()) {
-                        st.last_report = Some(report);
-                        let note = format!(
-                            "not scaling {} {} to {to}: {refusal} (policy {})",
-                            target.kind, target.name, policy.name
-                        );
-                        self.recent.record(
-                            policy,
-                            action_kind(*direction),
-                            ActionOutcome::Refused,
-                            &target.id(ns),
-                            "BudgetExhausted",
-                            &note,
-                        );
-                        self.events
-                            .publish(&reference, EventType::Warning, "BudgetExhausted", note)
+            Ok(true) => {
+                let started = std::time::Instant::now();
+                let result = self.executor.scale(&workload, from, to, reason).await;
+                self.metrics
+                    .action_latency
+                    .with_label_values(&[kind.as_str()])
+                    .observe(started.elapsed().as_secs_f64());
+                match result {
+                    Ok(done) => {
+                        st.last_report = None;
+                        self.metrics
+                            .scale_decisions
+                            .with_label_values(&["scaled", direction.as_str()])
+                            .inc();
+                        self.outcomes
+                            .executed(&policy_ref, &subject, kind, done.note)
+                            .await;
+                    }
+                    Err(e) => {
+                        self.outcomes
+                            .failed(&policy_ref, &subject, kind, e.category(), e.to_string())
                             .await;
                     }
                 }
-                Ok(None) => {
-                    st.last_report = None;
-                    let kind = action_kind(*direction);
-                    self.metrics
-                        .scale_decisions
-                        .with_label_values(&["scaled", direction.as_str()])
-                        .inc();
-                    self.metrics
-                        .actions
-                        .with_label_values(&[kind.as_str(), ns, &target.name])
-                        .inc();
-                    let note = format!(
-                        "scaled {} {} from {from} to {to} replicas: {reason} (policy {})",
-                        target.kind, target.name, policy.name
-                    );
-                    tracing::info!(workload = %target.name, "{note}");
-                    let event_reason = crate::report::done_reason(kind);
-                    self.recent.record(
-                        policy,
-                        action_kind(*direction),
-                        ActionOutcome::Executed,
-                        &target.id(ns),
-                        event_reason,
-                        &note,
-                    );
-                    self.events
-                        .publish(&reference, EventType::Normal, event_reason, note)
-                        .await;
-                }
-                Err(e) => {
-                    self.metrics
-                        .action_errors
-                        .with_label_values(&["scale"])
-                        .inc();
-                    let note = format!(
-                        "scaling {} {} to {to} failed: {e} (policy {})",
-                        target.kind, target.name, policy.name
-                    );
-                    tracing::warn!("{note}");
-                    self.events
-                        .publish(&reference, EventType::Warning, "ActionFailed", note)
-                        .await;
-                }
-            },
+            }
         }
     }
+}
 
-    /// Reserve in the ledger (cooldowns survive failover), then patch the scale subresource.
-    async fn scale(
-        &self,
-        policy: &PolicyEntry,
-        ns: &str,
-        target: &Target,
-        direction: Direction,
-        to: i32,
-    ) -> anyhow::Result<Option<String>> {
-        let kind = action_kind(direction);
-        let limits = crate::policies::policy_view(policy)
-            .map(|v| effective_budgets(&v.budgets))
-            .unwrap_or_default();
-        for _ in 0..3 {
-            let (history, version) = self.ledger.load().await?;
-            let now = now_ms();
-            let record = ActionRecord {
-                at_ms: now,
-                action: kind,
-                target: target.id(ns),
-                policy: format!("{}/{}", policy.namespace, policy.name),
-                incident: format!("{ns}/{}/{}/Scale", target.kind, target.name),
-            };
-            if let Some((limit, used)) = history.exhausted(
-                limits.iter().copied(),
-                kind,
-                &record.target,
-                &record.policy,
-                now,
-            ) {
-                return Ok(Some(exhausted_message(kind, &limit, used)));
-            }
-            if !self.ledger.reserve(history, version, record, now).await? {
-                continue;
-            }
-            self.leadership
-                .fence("scale")
-                .map_err(|_| anyhow::anyhow!("not the leader any more"))?;
-            let patch = json!({"spec": {"replicas": to}});
-            target
-                .api(&self.client, ns)
-                .patch_scale(&target.name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await?;
-            return Ok(None);
-        }
-        anyhow::bail!("the action ledger kept changing")
-    }
+/// A policy that scales with no gate never scales up (the rule is CPU AND a gate): its status says
+/// so while everything else works.
+pub fn no_gate_problem(scale: &Scale) -> Option<(&'static str, String)> {
+    let configured = scale.gates.as_ref().is_some_and(|g| {
+        g.queue_depth.is_some() || g.error_rate.is_some() || g.p95_latency.is_some()
+    });
+    (!configured).then(|| {
+        (
+            "NoGateConfigured",
+            "scale.enabled with no gate: scale-up needs CPU above its threshold AND one of queueDepth, errorRate, p95Latency; only scale-down and the minReplicas floor apply".to_owned(),
+        )
+    })
 }
 
 fn action_kind(d: Direction) -> ActionKind {
@@ -778,6 +767,7 @@ mod tests {
     #[test]
     fn last_scaled_reads_the_ledger_per_target() {
         let rec = |at_ms, action, target: &str| ActionRecord {
+            namespace: String::new(),
             at_ms,
             action,
             target: target.into(),

@@ -14,10 +14,10 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::auth::{AuthError, Authenticator, SensorIdentity};
-use crate::leader::Leadership;
-use crate::metrics::ControllerMetrics;
-use crate::pipeline::Pipeline;
+use crate::ingest::auth::{AuthError, Authenticator, SensorIdentity};
+use crate::ingest::pipeline::Pipeline;
+use crate::platform::leader::Leadership;
+use crate::platform::metrics::ControllerMetrics;
 
 #[derive(Clone, Debug)]
 pub struct IngestLimits {
@@ -36,6 +36,12 @@ pub struct Ingest {
     pub limits: IngestLimits,
     pub metrics: ControllerMetrics,
     pub identity: String,
+}
+
+impl std::fmt::Debug for Ingest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Ingest")
+    }
 }
 
 /// A token bucket for one stream.
@@ -271,10 +277,10 @@ impl Session {
                             sequence,
                             ids: vec![],
                         }),
-                        Err(crate::pipeline::PipelineError::Key(e)) => {
+                        Err(crate::ingest::pipeline::PipelineError::Key(e)) => {
                             rejected(id, sequence, pb::RejectReason::Malformed, e.to_string())
                         }
-                        Err(crate::pipeline::PipelineError::Closed) => return,
+                        Err(crate::ingest::pipeline::PipelineError::Closed) => return,
                     },
                 }
             };

@@ -19,7 +19,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::ControllerMetrics;
+use crate::platform::metrics::ControllerMetrics;
 use auto_agent_shared::keys::LEADER_ENDPOINT_ANNOTATION;
 
 #[derive(Clone, Debug)]

@@ -3,7 +3,7 @@
 //! actions up front (`FeatureDisabled`) instead of spending a budget reservation on a write that
 //! would be denied with 403.
 
-use auto_agent_engine::decide::ActionKind;
+use auto_agent_engine::decide::{ActionKind, AllowedActions};
 
 /// Feature names as the chart's `features.*` keys spell them.
 pub const ALL: &[&str] = &[
@@ -55,6 +55,11 @@ impl Features {
     pub fn allows(&self, action: ActionKind) -> bool {
         self.enabled(Self::of(action))
     }
+
+    /// The actions these features allow, for the engine's `feature` rule.
+    pub fn allowed_actions(&self) -> AllowedActions {
+        AllowedActions::from_kinds(ActionKind::ALL.iter().copied().filter(|a| self.allows(*a)))
+    }
 }
 
 #[cfg(test)]
@@ -73,17 +78,12 @@ mod tests {
         assert!(!none.allows(ActionKind::RestartPod));
         let all =
             Features::parse(&ALL.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()).unwrap();
-        for kind in [
-            ActionKind::RestartPod,
-            ActionKind::BumpMemory,
-            ActionKind::MirrorImage,
-            ActionKind::EvictPod,
-            ActionKind::CordonNode,
-            ActionKind::UncordonNode,
-            ActionKind::ScaleUp,
-            ActionKind::ScaleDown,
-        ] {
+        for kind in ActionKind::ALL {
             assert!(all.allows(kind), "{kind:?}");
+            assert!(all.allowed_actions().allows(kind), "{kind:?}");
         }
+        let some = f.allowed_actions();
+        assert!(some.allows(ActionKind::RestartPod) && some.allows(ActionKind::ScaleUp));
+        assert!(!some.allows(ActionKind::BumpMemory) && !some.allows(ActionKind::EvictPod));
     }
 }

@@ -1,11 +1,17 @@
 //! The controller's metrics. The seed's names are kept: `auto_agent_actions_total{type,namespace,workload}`
-//! and `auto_agent_incidents_total{reason,namespace,workload}`. Labels never carry pod names or uids.
+//! and `auto_agent_incidents_total{reason,namespace,workload}`. Labels are bounded: `workload` is
+//! always the owning workload (empty for a bare pod), never a pod or node name or a uid; node
+//! actions and incidents have metrics of their own with a `node` label.
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Clone, Debug)]
 pub struct ControllerMetrics {
     pub actions: IntCounterVec,
+    pub node_actions: IntCounterVec,
+    pub node_incidents: IntCounterVec,
+    pub action_latency: HistogramVec,
+    pub detection_to_action: HistogramVec,
     pub decisions: IntCounterVec,
     pub incidents: IntCounterVec,
     pub findings: IntCounterVec,
@@ -104,19 +110,56 @@ impl ControllerMetrics {
             actions: IntCounterVec::new(
                 Opts::new(
                     "auto_agent_actions_total",
-                    "Actions taken, planned (dry-run) or refused",
+                    "Actions executed on pods and workloads, by action type and the owning workload",
                 ),
                 &["type", "namespace", "workload"],
+            )?,
+            node_actions: IntCounterVec::new(
+                Opts::new(
+                    "auto_agent_node_actions_total",
+                    "Actions executed on nodes (cordon, uncordon), by action type and node",
+                ),
+                &["type", "node"],
+            )?,
+            node_incidents: IntCounterVec::new(
+                Opts::new(
+                    "auto_agent_node_incidents_total",
+                    "Node incidents (pressure conditions) opened or reopened, by condition and node",
+                ),
+                &["reason", "node"],
+            )?,
+            action_latency: HistogramVec::new(
+                HistogramOpts::new(
+                    "auto_agent_action_latency_seconds",
+                    "How long executing one action took (for a restart: bundle and delete), by type",
+                )
+                .buckets(vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                ]),
+                &["type"],
+            )?,
+            detection_to_action: HistogramVec::new(
+                HistogramOpts::new(
+                    "auto_agent_detection_to_action_seconds",
+                    "From the sensor's detection (the finding's observation time) to the action done, by type",
+                )
+                .buckets(vec![
+                    0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0,
+                ]),
+                &["type"],
             )?,
             decisions: IntCounterVec::new(
                 Opts::new(
                     "auto_agent_decisions_total",
-                    "Decisions by outcome (executed, dry_run, refused, failed) and reason",
+                    "Decisions by outcome (executed, dry_run, refused, failed, blocked) and reason (the action type or the refusal reason)",
                 ),
                 &["outcome", "reason"],
             )?,
             incidents: IntCounterVec::new(
-                Opts::new("auto_agent_incidents_total", "Incidents opened or reopened"),
+                Opts::new(
+                    "auto_agent_incidents_total",
+                    "Pod incidents opened or reopened, by finding kind and the owning workload",
+                ),
                 &["reason", "namespace", "workload"],
             )?,
             findings: IntCounterVec::new(
@@ -203,6 +246,10 @@ impl ControllerMetrics {
         registry.register(Box::new(m.anomalies_active.clone()))?;
         registry.register(Box::new(m.bundle_handoffs.clone()))?;
         registry.register(Box::new(m.actions.clone()))?;
+        registry.register(Box::new(m.node_actions.clone()))?;
+        registry.register(Box::new(m.node_incidents.clone()))?;
+        registry.register(Box::new(m.action_latency.clone()))?;
+        registry.register(Box::new(m.detection_to_action.clone()))?;
         registry.register(Box::new(m.decisions.clone()))?;
         registry.register(Box::new(m.incidents.clone()))?;
         registry.register(Box::new(m.findings.clone()))?;

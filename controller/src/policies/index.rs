@@ -15,7 +15,7 @@ use kube::{Api, Client};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::ControllerMetrics;
+use crate::platform::metrics::ControllerMetrics;
 
 /// Why a policy cannot be used; becomes its Degraded condition.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +37,14 @@ pub struct PolicyEntry {
 }
 
 impl PolicyEntry {
+    /// This policy, for status and the ledger.
+    pub fn policy_ref(&self) -> crate::policies::recent::PolicyRef {
+        crate::policies::recent::PolicyRef::Namespaced {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+        }
+    }
+
     /// Whether this usable policy selects pods with these labels.
     pub fn selects(&self, labels: &BTreeMap<String, String>) -> bool {
         self.problem.is_none()
@@ -245,6 +253,7 @@ pub fn policy_view(entry: &PolicyEntry) -> Option<auto_agent_engine::decide::Pol
             let scope = match b.scope {
                 CrdScope::Target => BudgetScope::Target,
                 CrdScope::Policy => BudgetScope::Policy,
+                CrdScope::Namespace => BudgetScope::Namespace,
             };
             BudgetLimit {
                 action,
@@ -273,6 +282,7 @@ pub fn policy_view(entry: &PolicyEntry) -> Option<auto_agent_engine::decide::Pol
         cooldown_ms: i64::from(safety.cooldown_seconds) * 1000,
         max_repeats: safety.max_repeats.max(1) as u32,
         max_unhealthy_percent: safety.max_unhealthy_percent.clamp(1, 100) as u32,
+        storm_window_ms: i64::from(safety.storm_window_seconds.max(0)) * 1000,
         budgets,
     })
 }

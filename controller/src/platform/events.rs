@@ -3,8 +3,8 @@
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder};
 
-use crate::leader::Leadership;
-use crate::metrics::ControllerMetrics;
+use crate::platform::leader::Leadership;
+use crate::platform::metrics::ControllerMetrics;
 
 #[derive(Clone)]
 pub struct EventSink {

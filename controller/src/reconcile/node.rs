@@ -1,0 +1,525 @@
+//! Node pressure remediation, governed by NodeRemediationPolicy, in the shared stages: gather (the
+//! node, the policy's nodes, the pods on this one node) -> decide (engine) -> reserve (ledger) ->
+//! act (cordon, then evictions through the Eviction API only) -> report (one outcome writer, on the
+//! policy's status too). A 429 (a PodDisruptionBudget forbids it now) is retried every 5 s until the
+//! policy's drain timeout and never replaced by a DELETE. A sweep uncordons nodes the agent
+//! cordoned once their pressure has been clear for the policy's period; the cordon is marked on
+//! the Node itself, so the sweep works the same after a leader change.
+//!
+//! Listing pods happens only here, for one node under pressure (`spec.nodeName=<node>`), like a
+//! drain does; the controller never lists all pods.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use auto_agent_engine::decide::node::{
+    NodeFacts, NodeInput, NodePolicyView, PodCandidate, decide_node, should_uncordon,
+};
+use auto_agent_engine::decide::{
+    ActionKind, ActionRecord, AllowedActions, Decision, Plan, PlannedAction, PodTarget,
+    RefusalReason,
+};
+use auto_agent_engine::{Finding, IncidentKey};
+use auto_agent_shared::keys::CORDONED_BY_ANNOTATION as CORDONED_BY;
+use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
+use kube::api::ListParams;
+use kube::runtime::events::EventType;
+use kube::{Api, Client, Resource, ResourceExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::act::Executor;
+use crate::act::node::Eviction;
+use crate::platform::leader::Leadership;
+use crate::platform::metrics::ControllerMetrics;
+use crate::policies::index::PolicyIndex;
+use crate::policies::node_index::{NodePolicyIndex, UsableNodePolicy};
+use crate::policies::recent::PolicyRef;
+use crate::reconcile::ledger::Ledger;
+use crate::reconcile::outcome::{Outcomes, Scope, Subject};
+use crate::reconcile::reserve::{Settled, Verdict, decide_and_reserve};
+
+/// How often a blocked eviction is tried again.
+const EVICTION_RETRY: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+pub struct NodeReconciler {
+    pub client: Client,
+    pub outcomes: Outcomes,
+    pub policies: PolicyIndex,
+    pub node_policies: NodePolicyIndex,
+    pub ledger: Ledger,
+    pub executor: Arc<Executor>,
+    pub leadership: Leadership,
+    pub metrics: ControllerMetrics,
+    pub allowed: AllowedActions,
+}
+
+impl std::fmt::Debug for NodeReconciler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NodeReconciler")
+    }
+}
+
+/// Whether a node shows a watched condition (`NotReady`: its Ready condition is not True).
+fn bad(node: &Node, condition: &str) -> bool {
+    let conds = node.status.as_ref().and_then(|s| s.conditions.as_ref());
+    let find = |t: &str| {
+        conds
+            .and_then(|cs| cs.iter().find(|c| c.type_ == t))
+            .map(|c| c.status.as_str())
+    };
+    match condition {
+        "NotReady" => find("Ready") != Some("True"),
+        other => find(other) == Some("True"),
+    }
+}
+
+fn node_subject(node_ref: &ObjectReference, node: &str) -> Subject {
+    Subject {
+        event_on: node_ref.clone(),
+        scope: Scope::Node(node.to_owned()),
+        target: format!("Node//{node}"),
+    }
+}
+
+/// What the decision on the ledger came to.
+enum Step {
+    Refused(auto_agent_engine::decide::Refusal),
+    DryRun(Plan),
+    Act(Plan),
+}
+
+impl NodeReconciler {
+    /// Handles a node incident that opened or reopened.
+    pub async fn handle(&self, f: &Finding, key: &IncidentKey) {
+        if let Err(e) = self.try_handle(f, key).await {
+            self.metrics
+                .action_errors
+                .with_label_values(&["node"])
+                .inc();
+            tracing::warn!(node = %f.node, error = %e, "Node remediation failed");
+        }
+    }
+
+    async fn try_handle(&self, f: &Finding, key: &IncidentKey) -> Result<(), kube::Error> {
+        let condition = f.kind.as_str();
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let Some(node) = nodes.get_opt(&f.node).await? else {
+            return Ok(());
+        };
+        let node_ref = node.object_ref(&());
+        let policy = self.node_policies.usable().into_iter().find(|p| {
+            p.selector.matches(node.labels()) && p.view.conditions.iter().any(|c| c == condition)
+        });
+        let Some(policy) = policy else {
+            let note = format!(
+                "{condition} on node {}: no NodeRemediationPolicy acts on it; reported only",
+                f.node
+            );
+            self.outcomes
+                .unowned(&node_ref, EventType::Warning, "NoPolicy", note)
+                .await;
+            return Ok(());
+        };
+        // Gather once; a ledger conflict only re-decides.
+        let all = nodes.list(&ListParams::default()).await?;
+        let selected: Vec<&Node> = all
+            .items
+            .iter()
+            .filter(|n| policy.selector.matches(n.labels()))
+            .collect();
+        let facts = NodeFacts {
+            node: f.node.clone(),
+            condition_holds: bad(&node, condition),
+            selected_nodes: selected.len() as u32,
+            unhealthy_nodes: selected
+                .iter()
+                .filter(|n| policy.view.conditions.iter().any(|c| bad(n, c)))
+                .count() as u32,
+            cordoned_by_agent: selected
+                .iter()
+                .filter(|n| n.name_any() != f.node && n.annotations().contains_key(CORDONED_BY))
+                .count() as u32,
+            already_cordoned: node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true),
+        };
+        let pods = Api::<Pod>::all(self.client.clone())
+            .list(&ListParams::default().fields(&format!("spec.nodeName={}", f.node)))
+            .await?;
+        let candidates: Vec<PodCandidate> = pods.items.iter().map(|p| self.candidate(p)).collect();
+        // Metric labels of evicted pods: their owning workload, never the pod.
+        let owners: HashMap<String, String> = pods
+            .items
+            .iter()
+            .map(|p| {
+                let owner = crate::cluster::facts::owning_workload(p)
+                    .map(|(_, name)| name)
+                    .unwrap_or_default();
+                (p.metadata.uid.clone().unwrap_or_default(), owner)
+            })
+            .collect();
+        let policy_ref = PolicyRef::Cluster {
+            name: policy.view.name.clone(),
+        };
+        let mut skipped = Vec::new();
+        let settled = decide_and_reserve(&self.ledger, |history, now| {
+            let (decision, left_out) = decide_node(&NodeInput {
+                incident: key,
+                condition,
+                policy: Some(&policy.view),
+                facts: &facts,
+                pods: &candidates,
+                history,
+                allowed: &self.allowed,
+                now_ms: now,
+            });
+            skipped = left_out;
+            match decision {
+                Decision::Refuse(r) => Verdict::Stop(Step::Refused(r)),
+                Decision::Act(plan) if plan.dry_run => Verdict::Stop(Step::DryRun(plan)),
+                Decision::Act(plan) => {
+                    let records = plan
+                        .actions
+                        .iter()
+                        .map(|a| ActionRecord {
+                            at_ms: now,
+                            action: a.kind(),
+                            target: format!("Node//{}", f.node),
+                            namespace: String::new(),
+                            policy: policy.view.name.clone(),
+                            incident: key.as_str().to_owned(),
+                        })
+                        .collect();
+                    Verdict::Reserve(records, Step::Act(plan))
+                }
+            }
+        })
+        .await;
+        for (pod, reason) in &skipped {
+            tracing::info!(pod = %pod, reason = reason.as_str(), "Not evicting");
+        }
+        let skipped_note = if skipped.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; kept: {}",
+                skipped
+                    .iter()
+                    .map(|(p, r)| format!("{p} ({})", r.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        let subject = node_subject(&node_ref, &f.node);
+        let step = match settled {
+            Ok(Settled::Stopped(step) | Settled::Reserved(step)) => step,
+            Err(e) => {
+                tracing::warn!(error = %e, "No node decision: the action ledger could not be used");
+                self.metrics
+                    .action_errors
+                    .with_label_values(&[e.category()])
+                    .inc();
+                return Ok(());
+            }
+        };
+        match step {
+            Step::Refused(r) => {
+                let escalates = r.reason.escalates() || r.reason == RefusalReason::MaxUnavailable;
+                let note = format!(
+                    "{condition} on node {}: not acting ({}): {}",
+                    f.node,
+                    r.reason.as_str(),
+                    r.message
+                );
+                self.outcomes
+                    .refused(
+                        &policy_ref,
+                        &subject,
+                        ActionKind::CordonNode,
+                        r.reason.as_str(),
+                        escalates,
+                        note,
+                    )
+                    .await;
+            }
+            Step::DryRun(plan) => {
+                let list = plan
+                    .actions
+                    .iter()
+                    .map(|a| format!("{} {}", a.kind().as_str(), a.target()))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let kind = plan
+                    .actions
+                    .first()
+                    .map_or(ActionKind::CordonNode, PlannedAction::kind);
+                self.outcomes
+                    .dry_run(&policy_ref, &subject, kind, format!("{list}{skipped_note}"))
+                    .await;
+            }
+            Step::Act(plan) => {
+                tracing::info!(node = %f.node, actions = plan.actions.len(), "Executing the node plan");
+                for action in &plan.actions {
+                    match action {
+                        PlannedAction::CordonNode { node, reason } => {
+                            let reason = format!("{reason}{skipped_note}");
+                            match self.executor.cordon(node, &policy.view.name, &reason).await {
+                                Ok(done) => {
+                                    self.outcomes
+                                        .executed(
+                                            &policy_ref,
+                                            &subject,
+                                            ActionKind::CordonNode,
+                                            done.note,
+                                        )
+                                        .await;
+                                }
+                                Err(e) => {
+                                    self.outcomes
+                                        .failed(
+                                            &policy_ref,
+                                            &subject,
+                                            ActionKind::CordonNode,
+                                            e.category(),
+                                            e.to_string(),
+                                        )
+                                        .await;
+                                    // Evicting from a node that stays schedulable would only
+                                    // reschedule there.
+                                    return Ok(());
+                                }
+                            }
+                        }
+                        PlannedAction::EvictPod { pod, .. } => {
+                            let workload = owners.get(&pod.uid).cloned().unwrap_or_default();
+                            self.spawn_eviction(
+                                pod.clone(),
+                                workload,
+                                policy.clone(),
+                                policy_ref.clone(),
+                                condition.to_owned(),
+                            );
+                        }
+                        other => {
+                            tracing::warn!(
+                                action = other.kind().as_str(),
+                                "Not a node action; skipped"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn candidate(&self, p: &Pod) -> PodCandidate {
+        let labels = p.labels().clone();
+        let ns = p.namespace().unwrap_or_default();
+        let allows = self.policies.in_namespace(&ns).into_iter().any(|e| {
+            e.selects(&labels)
+                && e.spec
+                    .as_ref()
+                    .is_some_and(|s| s.actions.evict_on_node_pressure)
+        });
+        PodCandidate {
+            namespace: ns,
+            name: p.name_any(),
+            uid: p.metadata.uid.clone().unwrap_or_default(),
+            daemonset: p
+                .owner_references()
+                .iter()
+                .any(|o| o.controller == Some(true) && o.kind == "DaemonSet"),
+            mirror: p
+                .annotations()
+                .contains_key(auto_agent_shared::keys::MIRROR_POD_ANNOTATION),
+            priority: p.spec.as_ref().and_then(|s| s.priority),
+            annotations: p.annotations().clone(),
+            policy_allows_eviction: allows,
+            terminal: matches!(
+                p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Succeeded" | "Failed")
+            ),
+        }
+    }
+
+    /// Evicts in the background: a PodDisruptionBudget refusal (429) is retried every 5 s until the
+    /// policy's drain timeout, and never turned into a DELETE.
+    fn spawn_eviction(
+        &self,
+        pod: PodTarget,
+        workload: String,
+        policy: UsableNodePolicy,
+        policy_ref: PolicyRef,
+        condition: String,
+    ) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let view: &NodePolicyView = &policy.view;
+            let deadline = std::time::Instant::now()
+                + Duration::from_millis(view.drain_timeout_ms.max(0) as u64);
+            let subject = Subject {
+                event_on: ObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Pod".into()),
+                    namespace: Some(pod.namespace.clone()),
+                    name: Some(pod.name.clone()),
+                    uid: Some(pod.uid.clone()).filter(|u| !u.is_empty()),
+                    ..Default::default()
+                },
+                scope: Scope::Workload {
+                    namespace: pod.namespace.clone(),
+                    workload,
+                },
+                target: pod.to_string(),
+            };
+            let mut reported_block = false;
+            loop {
+                match this.executor.evict_once(&pod).await {
+                    Ok(Eviction::Evicted) => {
+                        let note = format!(
+                            "evicted {}/{}: {condition} on its node",
+                            pod.namespace, pod.name
+                        );
+                        this.outcomes
+                            .executed(&policy_ref, &subject, ActionKind::EvictPod, note)
+                            .await;
+                        return;
+                    }
+                    Ok(Eviction::Gone) => return,
+                    Ok(Eviction::Blocked) => {
+                        tracing::info!(pod = %pod, "Eviction blocked by a PodDisruptionBudget; retrying later");
+                        this.metrics
+                            .decisions
+                            .with_label_values(&["blocked", "PodDisruptionBudget"])
+                            .inc();
+                        if !reported_block {
+                            reported_block = true;
+                            let note = format!(
+                                "a PodDisruptionBudget forbids evicting {}/{} now; retrying, never deleting (policy {})",
+                                pod.namespace, pod.name, view.name
+                            );
+                            this.outcomes
+                                .events
+                                .publish(
+                                    &subject.event_on,
+                                    EventType::Warning,
+                                    "EvictionBlocked",
+                                    note,
+                                )
+                                .await;
+                        }
+                    }
+                    Err(crate::act::ActError::Fenced) => {
+                        tracing::warn!(pod = %pod, "Not the leader any more; eviction dropped");
+                        return;
+                    }
+                    Err(e) => {
+                        this.metrics
+                            .action_errors
+                            .with_label_values(&["evict"])
+                            .inc();
+                        tracing::warn!(pod = %pod, error = %e, "Eviction failed; retrying");
+                    }
+                }
+                if std::time::Instant::now() >= deadline {
+                    let note = format!(
+                        "{}/{} could not be evicted within the drain timeout",
+                        pod.namespace, pod.name
+                    );
+                    this.outcomes
+                        .refused(
+                            &policy_ref,
+                            &subject,
+                            ActionKind::EvictPod,
+                            "DrainTimeout",
+                            true,
+                            note,
+                        )
+                        .await;
+                    return;
+                }
+                tokio::time::sleep(EVICTION_RETRY).await;
+            }
+        });
+    }
+
+    /// Uncordons the nodes this agent cordoned whose pressure has been clear long enough.
+    pub async fn sweep(&self) -> Result<(), kube::Error> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        for node in nodes.list(&ListParams::default()).await? {
+            let Some(policy_name) = node.annotations().get(CORDONED_BY).cloned() else {
+                continue;
+            };
+            let Some(policy) = self.node_policies.get(&policy_name) else {
+                continue;
+            };
+            let watched = &policy.view.conditions;
+            let pressure_now = watched.iter().any(|c| bad(&node, c));
+            let cleared_since = node
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .into_iter()
+                .flatten()
+                .filter(|c| {
+                    watched
+                        .iter()
+                        .any(|w| w == &c.type_ || (w == "NotReady" && c.type_ == "Ready"))
+                })
+                .filter_map(|c| {
+                    c.last_transition_time
+                        .as_ref()
+                        .map(|t| t.0.as_millisecond())
+                })
+                .max();
+            let now = auto_agent_shared::clock::now_ms();
+            if !should_uncordon(&policy.view, pressure_now, cleared_since, now) {
+                continue;
+            }
+            let name = node.name_any();
+            let subject = node_subject(&node.object_ref(&()), &name);
+            let policy_ref = PolicyRef::Cluster {
+                name: policy_name.clone(),
+            };
+            let reason = format!(
+                "pressure clear for {} s",
+                policy.view.uncordon_after_ms / 1000
+            );
+            match self.executor.uncordon(&name, &reason).await {
+                Ok(done) => {
+                    self.outcomes
+                        .executed(&policy_ref, &subject, ActionKind::UncordonNode, done.note)
+                        .await;
+                }
+                Err(crate::act::ActError::Fenced) => return Ok(()),
+                Err(e) => {
+                    self.outcomes
+                        .failed(
+                            &policy_ref,
+                            &subject,
+                            ActionKind::UncordonNode,
+                            e.category(),
+                            e.to_string(),
+                        )
+                        .await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn run_sweeper(self, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                () = stop.cancelled() => return,
+            }
+            if self.leadership.is_leader()
+                && let Err(e) = self.sweep().await
+            {
+                tracing::warn!(error = %e, "Uncordon sweep failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,401 @@
+//! The pod reconcile for one incident change, as named steps:
+//! gather (workload and policy, fresh facts from the API, the failing pods the leader knows) ->
+//! decide (pure, engine, on the ledger) -> reserve (the ledger, before acting) -> act (fenced) ->
+//! report (one outcome writer). Dry-run runs the same steps and stops before reserving; a decision
+//! that waits for a storm to show itself (`Settling`) is handed back to be decided again later.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use auto_agent_engine::decide::{
+    self, ActionKind, ActionRecord, AllowedActions, Decision, Input, Plan, PlannedAction, Refusal,
+    RefusalReason, workload_target,
+};
+use auto_agent_engine::{Finding, FindingKind, IncidentKey};
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Client;
+use kube::runtime::events::EventType;
+
+use crate::act::{ActError, Done, Executor};
+use crate::cluster::workloads::WorkloadCache;
+use crate::evidence::bundle::{BundleContext, BundleDefaults};
+use crate::ingest::pipeline::Change;
+use crate::platform::metrics::ControllerMetrics;
+use crate::policies::index::{PolicyEntry, PolicyIndex, policy_view};
+use crate::reconcile::failing::FailingPods;
+use crate::reconcile::gather;
+use crate::reconcile::ledger::Ledger;
+use crate::reconcile::outcome::{Outcomes, Scope, Subject};
+use crate::reconcile::reserve::{Settled, Verdict, decide_and_reserve};
+
+pub struct PodReconciler {
+    pub client: Client,
+    pub outcomes: Outcomes,
+    pub policies: PolicyIndex,
+    pub workloads: Arc<WorkloadCache>,
+    pub metrics: ControllerMetrics,
+    pub ledger: Ledger,
+    pub executor: Arc<Executor>,
+    pub cluster_budgets: Vec<decide::BudgetLimit>,
+    pub allowed: AllowedActions,
+    pub registry: auto_agent_registry::RegistryClient,
+    pub bundle_defaults: BundleDefaults,
+}
+
+impl std::fmt::Debug for PodReconciler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PodReconciler")
+    }
+}
+
+/// What a pod reconcile asks of its caller.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    Done,
+    /// Decide again after this long (the storm window is still open).
+    Retry(Duration),
+}
+
+/// What the decision on the ledger came to.
+enum Step {
+    Refused(Refusal),
+    DryRun(Plan),
+    Act(Plan, Vec<auto_agent_evidence::document::TakenAction>),
+}
+
+fn pod_ref(f: &Finding) -> Option<ObjectReference> {
+    let pod = f.pod.as_ref()?;
+    Some(ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        namespace: Some(pod.namespace.clone()),
+        name: Some(pod.name.clone()),
+        uid: Some(pod.uid.clone()),
+        ..Default::default()
+    })
+}
+
+/// The action a finding kind would lead to, to file a refusal under.
+fn action_for(kind: FindingKind) -> ActionKind {
+    match kind {
+        FindingKind::OomKilled => ActionKind::BumpMemory,
+        FindingKind::ImagePullBackOff => ActionKind::MirrorImage,
+        _ => ActionKind::RestartPod,
+    }
+}
+
+/// A pod finding's metric labels: its namespace and owning workload (empty for a bare pod, so a
+/// pod name never becomes a label value).
+#[derive(Debug)]
+pub struct ScopeLabels {
+    pub namespace: String,
+    pub workload: String,
+}
+
+pub fn labels_of(f: &Finding) -> ScopeLabels {
+    ScopeLabels {
+        namespace: f
+            .pod
+            .as_ref()
+            .map(|p| p.namespace.clone())
+            .unwrap_or_default(),
+        workload: f.owner.as_ref().map(|o| o.name.clone()).unwrap_or_default(),
+    }
+}
+
+/// The metric scope of a pod finding.
+pub fn scope_of(f: &Finding) -> Scope {
+    let ScopeLabels {
+        namespace,
+        workload,
+    } = labels_of(f);
+    Scope::Workload {
+        namespace,
+        workload,
+    }
+}
+
+impl PodReconciler {
+    pub async fn handle(
+        &self,
+        change: &Change,
+        key: &IncidentKey,
+        first: bool,
+        failing: &mut FailingPods,
+    ) -> Next {
+        let f = &change.finding;
+        let (target, policy) = self.gather_policy(f).await;
+        let Some(target) = target else {
+            return Next::Done;
+        };
+        let Some(entry) = policy else {
+            if first {
+                let note = format!(
+                    "{} incident {key}: no AutoRemediationPolicy selects this workload; reported only",
+                    f.kind.as_str()
+                );
+                self.outcomes
+                    .unowned(&target, EventType::Normal, "NoPolicy", note)
+                    .await;
+            }
+            return Next::Done;
+        };
+        self.decide_and_act(change, key, &entry, target, failing)
+            .await
+    }
+
+    /// The object to report on (workload, else pod) and the first usable policy selecting it.
+    async fn gather_policy(&self, f: &Finding) -> (Option<ObjectReference>, Option<PolicyEntry>) {
+        let Some(pod) = &f.pod else {
+            return (None, None);
+        };
+        let (kind, name) = f.owner.as_ref().map_or(("Pod", pod.name.as_str()), |o| {
+            (o.kind.as_str(), o.name.as_str())
+        });
+        let workload = match self.workloads.get(&pod.namespace, kind, name).await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, kind, name, "Reading the workload failed");
+                None
+            }
+        };
+        let Some(workload) = workload else {
+            return (pod_ref(f), None);
+        };
+        let policy = self
+            .policies
+            .in_namespace(&pod.namespace)
+            .into_iter()
+            .find(|p| p.selects(&workload.pod_labels));
+        (Some(workload.reference), policy)
+    }
+
+    async fn decide_and_act(
+        &self,
+        change: &Change,
+        key: &IncidentKey,
+        entry: &PolicyEntry,
+        event_on: ObjectReference,
+        failing: &mut FailingPods,
+    ) -> Next {
+        let f = &change.finding;
+        let Some(view) = policy_view(entry) else {
+            return Next::Done;
+        };
+        let policy = entry.policy_ref();
+        let workload = workload_target(f);
+        let subject = Subject {
+            event_on,
+            scope: scope_of(f),
+            target: workload.clone(),
+        };
+        let mirror = view.image_mirror.as_deref().map(|m| (m, &self.registry));
+        let mut facts = match gather::facts(&self.client, f, mirror).await {
+            Ok((facts, _)) => facts,
+            Err(e) => {
+                tracing::warn!(error = %e, "Gathering facts failed; no decision");
+                return Next::Done;
+            }
+        };
+        let pod_uid = f.pod.as_ref().map(|p| p.uid.clone()).unwrap_or_default();
+        let now = auto_agent_shared::clock::now_ms();
+        facts.failing_pods = failing.count(&workload, now);
+        facts.incident_age_ms = failing.age_ms(&workload, &pod_uid, now);
+        let namespace = f
+            .pod
+            .as_ref()
+            .map(|p| p.namespace.clone())
+            .unwrap_or_default();
+        let settled = decide_and_reserve(&self.ledger, |history, now| {
+            let decision = decide::decide(&Input {
+                incident: key,
+                finding: f,
+                policy: Some(&view),
+                facts: &facts,
+                history,
+                cluster_budgets: &self.cluster_budgets,
+                allowed: &self.allowed,
+                now_ms: now,
+            });
+            match decision {
+                Decision::Refuse(refusal) => Verdict::Stop(Step::Refused(refusal)),
+                Decision::Act(plan) if plan.dry_run => Verdict::Stop(Step::DryRun(plan)),
+                Decision::Act(plan) => {
+                    let records = plan
+                        .actions
+                        .iter()
+                        .map(|a| ActionRecord {
+                            at_ms: now,
+                            action: a.kind(),
+                            target: workload.clone(),
+                            namespace: namespace.clone(),
+                            policy: policy.id(),
+                            incident: key.as_str().to_owned(),
+                        })
+                        .collect();
+                    let taken = crate::evidence::bundle::taken_on(&history.records, &workload);
+                    Verdict::Reserve(records, Step::Act(plan, taken))
+                }
+            }
+        })
+        .await;
+        self.metrics
+            .decision_latency
+            .with_label_values(&[f.kind.as_str()])
+            .observe(change.received.elapsed().as_secs_f64());
+        let step = match settled {
+            Ok(Settled::Stopped(step) | Settled::Reserved(step)) => step,
+            Err(e) => {
+                tracing::warn!(error = %e, incident = %key, "No decision: the action ledger could not be used");
+                self.metrics
+                    .action_errors
+                    .with_label_values(&[e.category()])
+                    .inc();
+                return Next::Done;
+            }
+        };
+        match step {
+            Step::Refused(r) if r.reason == RefusalReason::Settling => {
+                let wait = (view.storm_window_ms - facts.incident_age_ms).clamp(50, 60_000);
+                tracing::debug!(incident = %key, wait_ms = wait, "Waiting for the storm window");
+                Next::Retry(Duration::from_millis(wait as u64))
+            }
+            Step::Refused(r) => {
+                let note = format!(
+                    "{} incident {key}: not acting ({}): {}",
+                    f.kind.as_str(),
+                    r.reason.as_str(),
+                    r.message
+                );
+                self.outcomes
+                    .refused(
+                        &policy,
+                        &subject,
+                        action_for(f.kind),
+                        r.reason.as_str(),
+                        r.reason.escalates(),
+                        note,
+                    )
+                    .await;
+                Next::Done
+            }
+            Step::DryRun(plan) => {
+                for action in &plan.actions {
+                    let note = format!(
+                        "{} {} because {} (incident {})",
+                        action.kind().as_str(),
+                        action.target(),
+                        action.reason(),
+                        plan.incident
+                    );
+                    self.outcomes
+                        .dry_run(&policy, &subject, action.kind(), note)
+                        .await;
+                }
+                Next::Done
+            }
+            Step::Act(plan, taken) => {
+                let bundle = self.bundle_context(f, entry, &facts, taken);
+                // One action per pod plan (the engine plans one); each is reported on its own.
+                for action in &plan.actions {
+                    let started = std::time::Instant::now();
+                    let result = self.execute(&plan, action, f, &bundle).await;
+                    let kind = action.kind();
+                    self.metrics
+                        .action_latency
+                        .with_label_values(&[kind.as_str()])
+                        .observe(started.elapsed().as_secs_f64());
+                    match result {
+                        Ok(done) => {
+                            let since_detection =
+                                auto_agent_shared::clock::now_ms() - f.observed_at_ms;
+                            self.metrics
+                                .detection_to_action
+                                .with_label_values(&[kind.as_str()])
+                                .observe(since_detection.max(0) as f64 / 1000.0);
+                            if kind == ActionKind::RestartPod {
+                                failing.forget(&workload, &pod_uid);
+                            }
+                            self.outcomes
+                                .executed(&policy, &subject, kind, done.note)
+                                .await;
+                        }
+                        Err(e) => {
+                            self.outcomes
+                                .failed(&policy, &subject, kind, e.category(), e.to_string())
+                                .await;
+                        }
+                    }
+                }
+                Next::Done
+            }
+        }
+    }
+
+    async fn execute(
+        &self,
+        plan: &Plan,
+        action: &PlannedAction,
+        f: &Finding,
+        bundle: &BundleContext,
+    ) -> Result<Done, ActError> {
+        let x = &self.executor;
+        match action {
+            PlannedAction::RestartPod { pod, reason } => {
+                x.restart(plan, pod, reason, f, bundle).await
+            }
+            PlannedAction::BumpMemory {
+                workload,
+                container,
+                limit,
+                request,
+                reason,
+            } => {
+                x.bump_memory(workload, container, *limit, *request, reason)
+                    .await
+            }
+            PlannedAction::MirrorImage {
+                workload,
+                container,
+                from,
+                to,
+                ..
+            } => x.mirror_image(workload, container, from, to).await,
+            other => Err(ActError::Unsupported(format!(
+                "{} from a pod incident",
+                other.kind().as_str()
+            ))),
+        }
+    }
+
+    fn bundle_context(
+        &self,
+        f: &Finding,
+        entry: &PolicyEntry,
+        facts: &decide::Facts,
+        taken: Vec<auto_agent_evidence::document::TakenAction>,
+    ) -> BundleContext {
+        let log_bundle = entry.spec.as_ref().and_then(|s| s.log_bundle.as_ref());
+        BundleContext {
+            destination: crate::evidence::bundle::destination_for(
+                log_bundle,
+                &self.bundle_defaults,
+            ),
+            caps: crate::evidence::bundle::caps_for(log_bundle),
+            policy: auto_agent_evidence::document::PolicyRef {
+                namespace: entry.namespace.clone(),
+                name: entry.name.clone(),
+            },
+            owner: f
+                .owner
+                .as_ref()
+                .map(|o| auto_agent_evidence::document::OwnerSummary {
+                    kind: o.kind.clone(),
+                    name: o.name.clone(),
+                    desired_replicas: Some(facts.desired_replicas),
+                    ready_replicas: Some(facts.ready_replicas),
+                }),
+            taken,
+        }
+    }
+}

@@ -11,7 +11,7 @@ use std::time::Instant;
 use auto_agent_e2e::helm::{self, Helm};
 use auto_agent_e2e::manifests::{
     CI_VALUES, NAMESPACE, RELEASE, all_features, containers, dashboard, env_of, env_value, mount,
-    names_of, of_kind, one, pod_spec, render, render_as, str_list, volume,
+    names_of, of_kind, one, parse_documents, pod_spec, render, render_as, str_list, volume,
 };
 use serde_json::{Value, json};
 
@@ -937,5 +937,166 @@ fn resource_names_follow_the_fullname_rule() {
     assert_eq!(
         env_value(cc, "AUTO_AGENT_SENSOR_SERVICE_ACCOUNT"),
         "auto-agent/auto-agent-sensor"
+    );
+}
+
+// ------------------------------------------------------------------------------------------------
+// Values: the seed chart's names, cluster-wide budgets
+
+/// The seed chart's `logs:` block, and the same store with the chart's own `evidence.s3` names.
+const SEED_LOGS_VALUES: &str = "e2e/fixtures/chart/seed-logs-values.yaml";
+const EVIDENCE_S3_VALUES: &str = "e2e/fixtures/chart/evidence-s3-values.yaml";
+
+/// The controller container of rendered manifests.
+fn controller_container(docs: &[Value]) -> &Value {
+    &pod_spec(one(docs, "Deployment", &controller_name()))["containers"][0]
+}
+
+/// The controller's env variables for evidence bundles (AUTO_AGENT_BUNDLE_*, AUTO_AGENT_S3_*,
+/// AUTO_AGENT_SPOOL_*), by name.
+fn evidence_env(docs: &[Value]) -> BTreeMap<String, Value> {
+    env_of(controller_container(docs))
+        .into_iter()
+        .filter(|(name, _)| {
+            ["AUTO_AGENT_BUNDLE_", "AUTO_AGENT_S3_", "AUTO_AGENT_SPOOL_"]
+                .iter()
+                .any(|p| name.starts_with(p))
+        })
+        .collect()
+}
+
+/// NOTES.txt rendered with `extra` values, without a cluster (`helm install --dry-run` wants one):
+/// a copy of the chart in which a ConfigMap template renders NOTES.txt with `tpl`, the same
+/// engine, values and helpers.
+fn notes(extra: &[&str]) -> String {
+    let copy = std::env::temp_dir().join(format!("chart-notes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&copy);
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(helm::chart_dir())
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::copy(copy.join("templates/NOTES.txt"), copy.join("notes.txt")).unwrap();
+    std::fs::write(
+        copy.join("templates/notes-under-test.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\n\
+         data:\n  notes: {{ tpl (.Files.Get \"notes.txt\") . | quote }}\n",
+    )
+    .unwrap();
+    let mut args = vec![
+        "template",
+        RELEASE,
+        copy.to_str().unwrap(),
+        "-n",
+        NAMESPACE,
+        "--show-only",
+        "templates/notes-under-test.yaml",
+    ];
+    args.extend_from_slice(extra);
+    let out = helm().run(&args).unwrap().ok("helm template (NOTES)");
+    std::fs::remove_dir_all(&copy).unwrap();
+    let docs = parse_documents(&out.unwrap());
+    one(&docs, "ConfigMap", "notes")["data"]["notes"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn seed_logs_values_render_the_same_s3_evidence_settings() {
+    let seed = render(&["--values", SEED_LOGS_VALUES]);
+    let evidence = render(&["--values", EVIDENCE_S3_VALUES]);
+    let seed_env = evidence_env(&seed);
+    assert_eq!(
+        env_value(controller_container(&seed), "AUTO_AGENT_BUNDLE_S3_BUCKET"),
+        "my-bucket"
+    );
+    assert_eq!(
+        env_value(controller_container(&seed), "AUTO_AGENT_BUNDLE_S3_PREFIX"),
+        "auto-agent/"
+    );
+    assert_eq!(seed_env, evidence_env(&evidence), "logs.* == evidence.s3.*");
+    // Nothing else differs either: the whole controller Deployment is the same.
+    assert_eq!(
+        one(&seed, "Deployment", &controller_name()),
+        one(&evidence, "Deployment", &controller_name())
+    );
+    // Without either, no S3 store.
+    let defaults = evidence_env(&render(&[]));
+    assert!(
+        !defaults.contains_key("AUTO_AGENT_BUNDLE_S3_BUCKET"),
+        "{defaults:?}"
+    );
+    assert!(
+        !defaults.contains_key("AUTO_AGENT_BUNDLE_S3_PREFIX"),
+        "{defaults:?}"
+    );
+
+    // evidence.* wins where both are set, field by field.
+    for (evidence_values, prefix) in [
+        ("evidence.s3.bucket=evidence-bucket", "auto-agent/"),
+        (
+            "evidence.s3.bucket=evidence-bucket,evidence.s3.prefix=evidence/",
+            "evidence/",
+        ),
+    ] {
+        let both = render(&["--values", SEED_LOGS_VALUES, "--set", evidence_values]);
+        let c = controller_container(&both);
+        assert_eq!(
+            env_value(c, "AUTO_AGENT_BUNDLE_S3_BUCKET"),
+            "evidence-bucket"
+        );
+        assert_eq!(env_value(c, "AUTO_AGENT_BUNDLE_S3_PREFIX"), prefix);
+    }
+
+    // The seed's filesystem stores: bundles go to evidence.bundleDir, its s3 block is not a store.
+    for store in ["efs", "filesystem"] {
+        let docs = render(&[
+            "--values",
+            SEED_LOGS_VALUES,
+            "--set",
+            &format!("logs.store={store}"),
+        ]);
+        let env = evidence_env(&docs);
+        assert!(
+            !env.contains_key("AUTO_AGENT_BUNDLE_S3_BUCKET"),
+            "{store}: {env:?}"
+        );
+        assert_eq!(
+            env["AUTO_AGENT_BUNDLE_DIR"],
+            defaults["AUTO_AGENT_BUNDLE_DIR"]
+        );
+    }
+    // store s3 without a bucket anywhere is refused; the schema knows the seed's names only.
+    let err = helm()
+        .template(RELEASE, NAMESPACE, &["--set", "logs.store=s3"])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("logs.store s3 needs a bucket"), "{err}");
+    for bad in [
+        "logs.store=gcs",
+        "logs.s3.region=eu-west-1",
+        "logs.bucket=x",
+    ] {
+        let out = helm().lint(&["--set", bad]).unwrap();
+        assert!(!out.success, "--set {bad} must fail the lint");
+    }
+
+    // NOTES point seed users to the preferred names, and only them.
+    let seed_notes = notes(&["--values", SEED_LOGS_VALUES]);
+    assert!(
+        seed_notes.contains("evidence.* is the preferred name"),
+        "{seed_notes}"
+    );
+    assert!(
+        seed_notes.contains("s3://my-bucket/auto-agent/"),
+        "{seed_notes}"
+    );
+    let evidence_notes = notes(&["--values", EVIDENCE_S3_VALUES]);
+    assert!(
+        !evidence_notes.contains("preferred name"),
+        "{evidence_notes}"
     );
 }

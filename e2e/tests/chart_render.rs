@@ -665,7 +665,10 @@ fn every_feature_renders_and_keeps_secrets_in_secrets() {
             "http://prometheus-operated.monitoring.svc:9090",
         ),
         ("AUTO_AGENT_PLAIN_HTTP_REGISTRIES", "mirror.local:5000"),
-        ("AUTO_AGENT_CLUSTER_RESTARTS_PER_HOUR", "20"),
+        (
+            "AUTO_AGENT_CLUSTER_BUDGETS",
+            "RestartPod=20/3600,UncordonNode=5/604800",
+        ),
         (
             "AUTO_AGENT_REGISTRY_AUTH_FILE",
             "/etc/auto-agent/registry/config.json",
@@ -1098,5 +1101,102 @@ fn seed_logs_values_render_the_same_s3_evidence_settings() {
     assert!(
         !evidence_notes.contains("preferred name"),
         "{evidence_notes}"
+    );
+}
+
+#[test]
+fn cluster_budgets_render_into_one_env_and_the_schema_checks_them() {
+    let defaults = render(&[]);
+    let env = env_of(controller_container(&defaults));
+    assert_eq!(
+        env_value(
+            controller_container(&defaults),
+            "AUTO_AGENT_CLUSTER_BUDGETS"
+        ),
+        "RestartPod=50/3600,BumpMemory=20/3600,MirrorImage=20/3600,EvictPod=50/3600,\
+         CordonNode=3/3600,ScaleUp=100/3600,ScaleDown=100/3600"
+    );
+    assert!(
+        !env.contains_key("AUTO_AGENT_CLUSTER_RESTARTS_PER_HOUR"),
+        "the per-action budgets replace the restart budget"
+    );
+    // A list of one's own, at the bounds; an empty list sets none.
+    let docs = render(&[
+        "--set-json",
+        r#"budgets.cluster=[{"action":"UncordonNode","max":1,"windowSeconds":60},{"action":"ScaleDown","max":1000,"windowSeconds":604800}]"#,
+    ]);
+    assert_eq!(
+        env_value(controller_container(&docs), "AUTO_AGENT_CLUSTER_BUDGETS"),
+        "UncordonNode=1/60,ScaleDown=1000/604800"
+    );
+    let docs = render(&["--set-json", "budgets.cluster=[]"]);
+    assert!(!env_of(controller_container(&docs)).contains_key("AUTO_AGENT_CLUSTER_BUDGETS"));
+
+    // The schema refuses what the controller would not parse.
+    for (bad, why) in [
+        (
+            r#"[{"action":"DeletePod","max":5,"windowSeconds":3600}]"#,
+            "action",
+        ),
+        (
+            r#"[{"action":"restartpod","max":5,"windowSeconds":3600}]"#,
+            "action",
+        ),
+        (
+            r#"[{"action":"RestartPod","max":0,"windowSeconds":3600}]"#,
+            "max",
+        ),
+        (
+            r#"[{"action":"RestartPod","max":5,"windowSeconds":59}]"#,
+            "windowSeconds",
+        ),
+        (
+            r#"[{"action":"RestartPod","max":5,"windowSeconds":604801}]"#,
+            "windowSeconds",
+        ),
+        (r#"[{"action":"RestartPod","max":5}]"#, "windowSeconds"),
+        (
+            r#"[{"action":"RestartPod","max":5,"windowSeconds":3600,"burst":2}]"#,
+            "burst",
+        ),
+        (
+            r#"[{"action":"RestartPod","max":"5","windowSeconds":3600}]"#,
+            "max",
+        ),
+    ] {
+        let err = helm()
+            .template(
+                RELEASE,
+                NAMESPACE,
+                &["--set-json", &format!("budgets.cluster={bad}")],
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("schema"), "{bad}: {err}");
+        assert!(err.contains(why), "{bad}: the error names {why}: {err}");
+    }
+    // The old single restart budget is gone from the values, not silently ignored.
+    let out = helm()
+        .lint(&["--set", "controller.clusterRestartsPerHour=20"])
+        .unwrap();
+    assert!(
+        !out.success,
+        "controller.clusterRestartsPerHour must fail the lint"
+    );
+    // One entry per action: two would contradict each other.
+    let err = helm()
+        .template(
+            RELEASE,
+            NAMESPACE,
+            &[
+                "--set-json",
+                r#"budgets.cluster=[{"action":"EvictPod","max":5,"windowSeconds":3600},{"action":"EvictPod","max":50,"windowSeconds":60}]"#,
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("budgets.cluster names EvictPod twice"),
+        "{err}"
     );
 }

@@ -153,6 +153,13 @@ explicit expiry. kube-rs re-reads the rotated token file.
 {{- if and (eq (include "auto-agent.logsStore" .) "s3") (not (include "auto-agent.bundleS3Bucket" .)) }}
 {{- fail "logs.store s3 needs a bucket: set evidence.s3.bucket (or the seed's logs.s3.bucket)" }}
 {{- end }}
+{{- $budgeted := dict }}
+{{- range .Values.budgets.cluster }}
+{{- if hasKey $budgeted .action }}
+{{- fail (printf "budgets.cluster names %s twice: one entry per action" .action) }}
+{{- end }}
+{{- $_ := set $budgeted .action true }}
+{{- end }}
 {{- if lt (int .Values.auth.tokenExpirationSeconds) 600 }}
 {{- fail "auth.tokenExpirationSeconds must be at least 600 (the API server's minimum)" }}
 {{- end }}
@@ -210,4 +217,13 @@ evidence.*; evidence.* wins where both are set. "auto-agent.bundleS3Bucket" and
 {{- if or (include "auto-agent.logsStore" .) $seed.bucket $seed.prefix -}}
 true
 {{- end -}}
+{{- end -}}
+
+{{/* budgets.cluster as AUTO_AGENT_CLUSTER_BUDGETS: "Action=max/windowSeconds,...". */}}
+{{- define "auto-agent.clusterBudgets" -}}
+{{- $out := list -}}
+{{- range .Values.budgets.cluster -}}
+{{- $out = append $out (printf "%s=%d/%d" .action (int64 .max) (int64 .windowSeconds)) -}}
+{{- end -}}
+{{- join "," $out -}}
 {{- end -}}

@@ -5,6 +5,7 @@
 //! - [`wait`]: waits on watches or polls with deadlines, never bare sleeps.
 //! - [`scenario`]: put pods and nodes into the failure states the agent remediates.
 //! - [`helm`]: the Helm CLI and the project's chart (lint, template, install with its identities).
+//! - [`manifests`]: the chart rendered by `helm template` as JSON, with accessors for the tests.
 
 #![allow(clippy::expect_used)]
 
@@ -14,6 +15,7 @@ pub mod cluster;
 pub mod exporter;
 pub mod helm;
 pub mod ingest;
+pub mod manifests;
 pub mod namespace;
 pub mod pki;
 pub mod process;

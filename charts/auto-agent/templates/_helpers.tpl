@@ -150,6 +150,16 @@ explicit expiry. kube-rs re-reads the rotated token file.
 {{- if and .Values.evidence.s3.sseKmsKeyId (ne .Values.evidence.s3.sse "aws:kms") }}
 {{- fail "evidence.s3.sseKmsKeyId needs evidence.s3.sse: aws:kms" }}
 {{- end }}
+{{- if and (eq (include "auto-agent.logsStore" .) "s3") (not (include "auto-agent.bundleS3Bucket" .)) }}
+{{- fail "logs.store s3 needs a bucket: set evidence.s3.bucket (or the seed's logs.s3.bucket)" }}
+{{- end }}
+{{- $budgeted := dict }}
+{{- range .Values.budgets.cluster }}
+{{- if hasKey $budgeted .action }}
+{{- fail (printf "budgets.cluster names %s twice: one entry per action" .action) }}
+{{- end }}
+{{- $_ := set $budgeted .action true }}
+{{- end }}
 {{- if lt (int .Values.auth.tokenExpirationSeconds) 600 }}
 {{- fail "auth.tokenExpirationSeconds must be at least 600 (the API server's minimum)" }}
 {{- end }}
@@ -171,4 +181,49 @@ The enabled action features, comma-separated, for AUTO_AGENT_FEATURES.
 {{- end -}}
 {{- end -}}
 {{- join "," $on -}}
+{{- end -}}
+
+{{/*
+The seed chart's evidence settings (logs.store, logs.s3.bucket, logs.s3.prefix) are aliases of
+evidence.*; evidence.* wins where both are set. "auto-agent.bundleS3Bucket" and
+"auto-agent.bundleS3Prefix" are the values the controller gets.
+*/}}
+{{- define "auto-agent.logsStore" -}}
+{{- (.Values.logs | default dict).store | default "" -}}
+{{- end -}}
+
+{{- define "auto-agent.logsS3" -}}
+{{- ((.Values.logs | default dict).s3 | default dict) | toJson -}}
+{{- end -}}
+
+{{- define "auto-agent.bundleS3Bucket" -}}
+{{- $seed := include "auto-agent.logsS3" . | fromJson -}}
+{{- $store := include "auto-agent.logsStore" . -}}
+{{- if .Values.evidence.s3.bucket -}}
+{{- .Values.evidence.s3.bucket -}}
+{{- else if not (has $store (list "efs" "filesystem")) -}}
+{{- $seed.bucket | default "" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "auto-agent.bundleS3Prefix" -}}
+{{- $seed := include "auto-agent.logsS3" . | fromJson -}}
+{{- .Values.evidence.s3.prefix | default ($seed.prefix | default "") -}}
+{{- end -}}
+
+{{/* Whether any of the seed's logs.* values is set (NOTES.txt points to evidence.*). */}}
+{{- define "auto-agent.logsUsed" -}}
+{{- $seed := include "auto-agent.logsS3" . | fromJson -}}
+{{- if or (include "auto-agent.logsStore" .) $seed.bucket $seed.prefix -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* budgets.cluster as AUTO_AGENT_CLUSTER_BUDGETS: "Action=max/windowSeconds,...". */}}
+{{- define "auto-agent.clusterBudgets" -}}
+{{- $out := list -}}
+{{- range .Values.budgets.cluster -}}
+{{- $out = append $out (printf "%s=%d/%d" .action (int64 .max) (int64 .windowSeconds)) -}}
+{{- end -}}
+{{- join "," $out -}}
 {{- end -}}

@@ -1,0 +1,1202 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The Helm chart (`charts/auto-agent`) as `helm lint` and `helm template` see it: the schema
+//! refuses bad values, the rendered manifests are hardened, RBAC is least-privilege and exactly what
+//! each feature needs, no secret leaves a Secret, TLS comes from exactly one source and serves the
+//! name the sensors dial, and resource names follow the fullname rule.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+use std::time::Instant;
+
+use auto_agent_e2e::helm::{self, Helm};
+use auto_agent_e2e::manifests::{
+    CI_VALUES, NAMESPACE, RELEASE, all_features, containers, dashboard, env_of, env_value, mount,
+    names_of, of_kind, one, parse_documents, pod_spec, render, render_as, str_list, volume,
+};
+use serde_json::{Value, json};
+
+// ------------------------------------------------------------------------------------------------
+// Rendering helpers
+
+fn helm() -> Helm {
+    Helm::new().unwrap()
+}
+
+type Triple = (String, String, String);
+
+/// A role's rules as (apiGroup, resource, verb) triples.
+fn triples(role: &Value) -> BTreeSet<Triple> {
+    let mut out = BTreeSet::new();
+    for rule in role["rules"].as_array().unwrap() {
+        for group in str_list(&rule["apiGroups"]) {
+            for resource in str_list(&rule["resources"]) {
+                for verb in str_list(&rule["verbs"]) {
+                    out.insert((group.clone(), resource.clone(), verb));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// RBAC rules written as (apiGroup, resources, verbs).
+type Rules<'a> = &'a [(&'a str, &'a [&'a str], &'a [&'a str])];
+
+fn expand(rules: Rules<'_>) -> BTreeSet<Triple> {
+    let mut out = BTreeSet::new();
+    for (group, resources, verbs) in rules {
+        for resource in *resources {
+            for verb in *verbs {
+                out.insert((
+                    (*group).to_owned(),
+                    (*resource).to_owned(),
+                    (*verb).to_owned(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// What the controller is known to need: the ClusterRole `e2e/src/agents.rs` gives the controller
+/// processes every e2e test runs.
+const CONTROLLER_RULES_KNOWN_TO_WORK: Rules<'static> = &[
+    ("authentication.k8s.io", &["tokenreviews"], &["create"]),
+    ("", &["pods"], &["get", "list", "delete"]),
+    ("", &["pods/log"], &["get"]),
+    ("", &["events"], &["list"]),
+    ("", &["pods/eviction"], &["create"]),
+    ("", &["nodes"], &["get", "list", "patch"]),
+    (
+        "autoagent.io",
+        &["noderemediationpolicies"],
+        &["get", "list", "watch"],
+    ),
+    (
+        "apps",
+        &["deployments", "statefulsets", "daemonsets"],
+        &["get", "list", "patch"],
+    ),
+    ("apps", &["replicasets"], &["get"]),
+    (
+        "apps",
+        &["deployments/scale", "statefulsets/scale"],
+        &["get", "patch"],
+    ),
+    ("autoscaling", &["horizontalpodautoscalers"], &["list"]),
+    ("batch", &["jobs"], &["get"]),
+    (
+        "autoagent.io",
+        &["autoremediationpolicies"],
+        &["get", "list", "watch"],
+    ),
+    (
+        "autoagent.io",
+        &["autoremediationpolicies/status"],
+        &["get", "patch", "update"],
+    ),
+    ("events.k8s.io", &["events"], &["create", "patch"]),
+];
+
+const CONTROLLER_ROLE_KNOWN_TO_WORK: Rules<'static> = &[
+    (
+        "coordination.k8s.io",
+        &["leases"],
+        &["get", "create", "update", "patch"],
+    ),
+    (
+        "",
+        &["configmaps"],
+        &["get", "create", "update", "list", "delete"],
+    ),
+];
+
+const SENSOR_RULES: Rules<'static> = &[
+    ("", &["pods"], &["get", "list", "watch"]),
+    ("", &["pods/log"], &["get"]),
+    ("", &["nodes"], &["get", "list", "watch"]),
+];
+
+fn fullname() -> String {
+    helm::fullname(RELEASE)
+}
+
+fn sensor_name() -> String {
+    format!("{}-sensor", fullname())
+}
+
+fn controller_name() -> String {
+    format!("{}-controller", fullname())
+}
+
+/// The hardening every pod of the chart carries.
+fn assert_hardened(workload: &Value) {
+    let name = workload["metadata"]["name"].as_str().unwrap();
+    let spec = pod_spec(workload);
+    let pod_sc = &spec["securityContext"];
+    assert_eq!(spec["automountServiceAccountToken"], false, "{name}");
+    for host in ["hostNetwork", "hostPID", "hostIPC"] {
+        assert_ne!(spec[host], true, "{name}: {host}");
+    }
+    assert_eq!(pod_sc["runAsNonRoot"], true, "{name}: pod runAsNonRoot");
+    assert_eq!(
+        pod_sc["seccompProfile"]["type"], "RuntimeDefault",
+        "{name}: pod seccomp"
+    );
+    for c in containers(workload) {
+        let sc = &c["securityContext"];
+        let cname = format!("{name}/{}", c["name"]);
+        assert_eq!(sc["runAsNonRoot"], true, "{cname}: runAsNonRoot");
+        assert_eq!(sc["runAsUser"], 65532, "{cname}: runAsUser");
+        assert_eq!(sc["runAsGroup"], 65532, "{cname}: runAsGroup");
+        assert_eq!(
+            sc["readOnlyRootFilesystem"], true,
+            "{cname}: readOnlyRootFilesystem"
+        );
+        assert_eq!(
+            sc["allowPrivilegeEscalation"], false,
+            "{cname}: allowPrivilegeEscalation"
+        );
+        assert_ne!(sc["privileged"], true, "{cname}: privileged");
+        assert!(
+            str_list(&sc["capabilities"]["drop"]).contains(&"ALL".to_owned()),
+            "{cname}: capabilities drop ALL"
+        );
+        assert!(
+            sc["capabilities"]["add"].is_null(),
+            "{cname}: no capability added"
+        );
+        assert_eq!(
+            sc["seccompProfile"]["type"], "RuntimeDefault",
+            "{cname}: seccomp"
+        );
+        for kind in ["requests", "limits"] {
+            for res in ["cpu", "memory"] {
+                assert!(
+                    !c["resources"][kind][res].is_null(),
+                    "{cname}: resources.{kind}.{res}"
+                );
+            }
+        }
+        assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/live", "{cname}");
+        assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/ready", "{cname}");
+    }
+}
+
+/// RBAC that must never appear: Secrets, wildcards, escalation verbs.
+fn assert_no_dangerous_rules(role: &Value) {
+    let name = role["metadata"]["name"].as_str().unwrap();
+    for rule in role["rules"].as_array().unwrap() {
+        for field in ["apiGroups", "resources", "verbs", "resourceNames"] {
+            assert!(
+                !str_list(&rule[field]).iter().any(|s| s.contains('*')),
+                "{name}: wildcard in {field}: {rule}"
+            );
+        }
+        assert!(
+            !str_list(&rule["resources"])
+                .iter()
+                .any(|r| r == "secrets" || r.starts_with("secrets/")),
+            "{name}: a rule on Secrets: {rule}"
+        );
+        for verb in str_list(&rule["verbs"]) {
+            assert!(
+                !["escalate", "bind", "impersonate"].contains(&verb.as_str()),
+                "{name}: {verb}"
+            );
+        }
+        assert!(rule["nonResourceURLs"].is_null(), "{name}: nonResourceURLs");
+    }
+}
+
+/// Standard base64 (the alphabet Kubernetes uses for Secret data).
+fn base64_decode(s: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let mut buf = 0u32;
+    let mut bits = 0;
+    for b in s.bytes().filter(|b| !b.is_ascii_whitespace() && *b != b'=') {
+        let v = ALPHABET
+            .iter()
+            .position(|a| *a == b)
+            .unwrap_or_else(|| panic!("not base64: {s}")) as u32;
+        buf = (buf << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buf >> bits) as u8);
+            buf &= (1 << bits) - 1;
+        }
+    }
+    out
+}
+
+/// Every value held by a Secret in the rendered chart (decoded and encoded), long enough to be
+/// recognisable.
+fn secret_values(docs: &[Value]) -> Vec<String> {
+    let mut out = Vec::new();
+    for secret in of_kind(docs, "Secret") {
+        if let Some(data) = secret["data"].as_object() {
+            for v in data.values() {
+                let encoded = v.as_str().unwrap();
+                out.push(encoded.to_owned());
+                let decoded = String::from_utf8(base64_decode(encoded)).unwrap();
+                // PEM blocks: also each base64 line of the body.
+                out.extend(
+                    decoded
+                        .lines()
+                        .filter(|l| !l.starts_with("-----") && l.len() >= 16)
+                        .map(str::to_owned),
+                );
+                out.push(decoded);
+            }
+        }
+        if let Some(data) = secret["stringData"].as_object() {
+            out.extend(data.values().map(|v| v.as_str().unwrap().to_owned()));
+        }
+    }
+    out.retain(|v| v.len() >= 16);
+    out
+}
+
+fn assert_no_secret_outside_secrets(docs: &[Value]) {
+    let values = secret_values(docs);
+    assert!(!values.is_empty(), "the render has Secret data to look for");
+    for doc in docs.iter().filter(|d| d["kind"] != "Secret") {
+        let text = serde_json::to_string(doc).unwrap();
+        let what = format!("{} {}", doc["kind"], doc["metadata"]["name"]);
+        assert!(
+            !text.contains("PRIVATE KEY"),
+            "{what} holds a private key block"
+        );
+        for v in &values {
+            assert!(!text.contains(v.as_str()), "{what} holds a Secret's value");
+        }
+    }
+}
+
+fn openssl(args: &[&str]) -> String {
+    let out = Command::new("openssl").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The generated certificate: signed by the CA in the same Secret, names the host the sensors
+/// dial, and matches its key.
+fn assert_tls_secret_serves(secret: &Value, host: &str) {
+    let dir = std::env::temp_dir().join(format!("chart-tls-{}-{host}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut files = BTreeMap::new();
+    for key in ["tls.crt", "tls.key", "ca.crt"] {
+        let path = dir.join(key);
+        std::fs::write(&path, base64_decode(secret["data"][key].as_str().unwrap())).unwrap();
+        files.insert(key, path.to_str().unwrap().to_owned());
+    }
+    let verified = openssl(&["verify", "-CAfile", &files["ca.crt"], &files["tls.crt"]]);
+    assert!(verified.trim_end().ends_with("OK"), "{verified}");
+    let sans = openssl(&[
+        "x509",
+        "-in",
+        &files["tls.crt"],
+        "-noout",
+        "-ext",
+        "subjectAltName",
+    ]);
+    assert!(sans.contains(&format!("DNS:{host}")), "{host} in {sans}");
+    let cert_key = openssl(&["x509", "-in", &files["tls.crt"], "-noout", "-pubkey"]);
+    let key = openssl(&["pkey", "-in", &files["tls.key"], "-pubout"]);
+    assert_eq!(cert_key, key, "the key belongs to the certificate");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// ------------------------------------------------------------------------------------------------
+// Lint and render
+
+#[test]
+fn chart_lints_clean_with_defaults_and_every_feature() {
+    let started = Instant::now();
+    for extra in [vec![], vec!["--values", CI_VALUES]] {
+        let out = helm().lint(&extra).unwrap();
+        println!("helm lint {extra:?}:\n{}{}", out.stdout, out.stderr);
+        assert!(out.success, "helm lint {extra:?} failed");
+        assert!(
+            !out.stdout.contains("[ERROR]"),
+            "helm lint {extra:?} reported errors"
+        );
+        for warning in out.stdout.lines().filter(|l| l.contains("[WARNING]")) {
+            println!("lint warning: {warning}");
+        }
+    }
+    // The schema catches what the templates would otherwise render wrongly.
+    for bad in [
+        "evidence.durability=sometimes",
+        "logging.format=xml",
+        "features.restart=yes",
+        "evidence.s3.sse=rot13",
+        "tls.certManager.enabled=true",
+        "controller.replicas=-1",
+        "not.a.value=1",
+    ] {
+        let out = helm().lint(&["--set", bad]).unwrap();
+        assert!(!out.success, "--set {bad} must fail the lint");
+    }
+    println!("lint: {:?}", started.elapsed());
+}
+
+#[test]
+fn default_render_is_least_privilege_and_hardened() {
+    let docs = render(&[]);
+    let sensor = one(&docs, "DaemonSet", &sensor_name());
+    let controller = one(&docs, "Deployment", &controller_name());
+    assert_hardened(sensor);
+    assert_hardened(controller);
+    assert_eq!(of_kind(&docs, "DaemonSet").len(), 1);
+    assert_eq!(of_kind(&docs, "Deployment").len(), 1);
+
+    // Sensor: every node, read-only logs, its two tokens, its node, its footprint.
+    let spec = pod_spec(sensor);
+    assert!(
+        spec["tolerations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["operator"] == "Exists" && t["key"].is_null() && t["effect"].is_null()),
+        "the sensor tolerates every taint"
+    );
+    assert_eq!(spec["serviceAccountName"], sensor_name());
+    assert!(spec["priorityClassName"].is_null());
+    let logs = volume(sensor, "pod-logs");
+    assert_eq!(logs["hostPath"]["path"], "/var/log/pods");
+    let c = &spec["containers"][0];
+    let logs_mount = mount(c, "pod-logs");
+    assert_eq!(logs_mount["readOnly"], true);
+    assert_eq!(logs_mount["mountPath"], "/var/log/pods");
+    assert_eq!(env_value(c, "AUTO_AGENT_POD_LOG_DIR"), "/var/log/pods");
+    let token = &volume(sensor, "agent-token")["projected"]["sources"][0]["serviceAccountToken"];
+    assert_eq!(token["audience"], "auto-agent");
+    assert_eq!(token["expirationSeconds"], 3600);
+    let token_file = format!(
+        "{}/{}",
+        mount(c, "agent-token")["mountPath"].as_str().unwrap(),
+        token["path"].as_str().unwrap()
+    );
+    assert_eq!(env_value(c, "AUTO_AGENT_TOKEN_FILE"), token_file);
+    // The API token: projected explicitly where in-cluster configuration looks for it.
+    let api = volume(sensor, "kube-api-access");
+    assert!(
+        api["projected"]["sources"][0]["serviceAccountToken"]["audience"].is_null(),
+        "the API token has the API server's audience"
+    );
+    assert_eq!(
+        mount(c, "kube-api-access")["mountPath"],
+        "/var/run/secrets/kubernetes.io/serviceaccount"
+    );
+    // Only the CA of the TLS Secret reaches the sensor, never the key.
+    let ca = volume(sensor, "controller-ca");
+    assert_eq!(
+        str_list(&json!(
+            ca["secret"]["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["key"].clone())
+                .collect::<Vec<_>>()
+        )),
+        vec!["ca.crt"]
+    );
+    assert_eq!(
+        env_of(c)["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"],
+        "spec.nodeName"
+    );
+    assert_eq!(
+        c["resources"]["requests"],
+        json!({"cpu": "10m", "memory": "20Mi"})
+    );
+    assert_eq!(
+        c["resources"]["limits"],
+        json!({"cpu": "200m", "memory": "64Mi"})
+    );
+    let dial = env_value(c, "AUTO_AGENT_CONTROLLER");
+    assert_eq!(
+        dial,
+        format!("https://{}.{NAMESPACE}.svc:9443", controller_name())
+    );
+
+    // Controller: two replicas spread over nodes, a PDB, its identity, its volumes.
+    let cspec = pod_spec(controller);
+    assert_eq!(controller["spec"]["replicas"], 2);
+    let anti =
+        &cspec["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0];
+    assert_eq!(
+        anti["podAffinityTerm"]["topologyKey"],
+        "kubernetes.io/hostname"
+    );
+    let pod_labels = &controller["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in anti["podAffinityTerm"]["labelSelector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+    {
+        assert_eq!(
+            &pod_labels[k], v,
+            "anti-affinity selects the controller pods"
+        );
+    }
+    let pdb = one(&docs, "PodDisruptionBudget", &controller_name());
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"],
+        controller["spec"]["selector"]["matchLabels"]
+    );
+    let cc = &cspec["containers"][0];
+    let env = env_of(cc);
+    assert_eq!(
+        env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name"
+    );
+    assert_eq!(
+        env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.namespace"
+    );
+    assert_eq!(
+        env_value(cc, "AUTO_AGENT_SENSOR_SERVICE_ACCOUNT"),
+        format!("{NAMESPACE}/{}", sensor_name())
+    );
+    assert_eq!(env_value(cc, "AUTO_AGENT_TOKEN_AUDIENCE"), "auto-agent");
+    assert_eq!(env_value(cc, "AUTO_AGENT_GRPC_ADVERTISE"), "$(POD_IP):9443");
+    for (var, volume_name) in [
+        ("AUTO_AGENT_SPOOL_DIR", "spool"),
+        ("AUTO_AGENT_BUNDLE_DIR", "bundles"),
+    ] {
+        assert!(volume(controller, volume_name)["emptyDir"].is_object());
+        assert_eq!(
+            mount(cc, volume_name)["mountPath"].as_str().unwrap(),
+            env_value(cc, var)
+        );
+    }
+    let tls = volume(controller, "tls");
+    assert_eq!(
+        tls["secret"]["secretName"],
+        format!("{}-tls", controller_name())
+    );
+    let tls_dir = mount(cc, "tls")["mountPath"].as_str().unwrap();
+    assert_eq!(
+        env_value(cc, "AUTO_AGENT_TLS_CERT_FILE"),
+        format!("{tls_dir}/tls.crt")
+    );
+    assert_eq!(
+        env_value(cc, "AUTO_AGENT_TLS_KEY_FILE"),
+        format!("{tls_dir}/tls.key")
+    );
+    assert!(!env.contains_key("AUTO_AGENT_PROMETHEUS_URL"));
+    assert!(!env.contains_key("AUTO_AGENT_SLACK_WEBHOOK_URL"));
+
+    // The generated certificate serves the name the sensors dial.
+    let secret = one(&docs, "Secret", &format!("{}-tls", controller_name()));
+    assert_eq!(secret["type"], "kubernetes.io/tls");
+    let host = dial
+        .trim_start_matches("https://")
+        .split(':')
+        .next()
+        .unwrap();
+    assert_tls_secret_serves(secret, host);
+    assert_tls_secret_serves(secret, &format!("{host}.cluster.local"));
+
+    // Services: gRPC and metrics on the controller, metrics on the sensors.
+    let svc = one(&docs, "Service", &controller_name());
+    let ports: BTreeMap<String, Value> = svc["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap().to_owned(), p["port"].clone()))
+        .collect();
+    assert_eq!(ports["grpc"], 9443);
+    assert_eq!(ports["metrics"], 8080);
+    let sensor_svc = one(&docs, "Service", &format!("{}-metrics", sensor_name()));
+    assert_eq!(sensor_svc["spec"]["clusterIP"], "None");
+    assert_eq!(sensor_svc["spec"]["ports"][0]["name"], "metrics");
+
+    // RBAC: exactly what the e2e identities are known to need; read-only sensor; no Secrets.
+    let crole = one(&docs, "ClusterRole", &controller_name());
+    let srole = one(&docs, "ClusterRole", &sensor_name());
+    for role in of_kind(&docs, "ClusterRole")
+        .into_iter()
+        .chain(of_kind(&docs, "Role"))
+    {
+        assert_no_dangerous_rules(role);
+    }
+    assert_eq!(triples(crole), expand(CONTROLLER_RULES_KNOWN_TO_WORK));
+    assert_eq!(triples(srole), expand(SENSOR_RULES));
+    assert!(
+        triples(srole)
+            .iter()
+            .all(|(_, _, verb)| ["get", "list", "watch"].contains(&verb.as_str()))
+    );
+    let role = one(&docs, "Role", &controller_name());
+    assert_eq!(triples(role), expand(CONTROLLER_ROLE_KNOWN_TO_WORK));
+    // Reads and updates of the Lease and the ledger are limited to their names. The one rule
+    // without names is the spool hand-off's (ConfigMap names are per bundle): list and delete of
+    // ConfigMaps, in this namespace only, and never update.
+    for rule in role["rules"].as_array().unwrap() {
+        if str_list(&rule["verbs"]) == ["list", "delete"] {
+            assert_eq!(str_list(&rule["resources"]), ["configmaps"], "{rule}");
+            assert!(rule["resourceNames"].is_null(), "{rule}");
+            continue;
+        }
+        if str_list(&rule["verbs"]) != ["create"] {
+            let names = str_list(&rule["resourceNames"]);
+            assert_eq!(names.len(), 1, "{rule}");
+            let var = if rule["resources"][0] == "leases" {
+                "AUTO_AGENT_LEASE_NAME"
+            } else {
+                "AUTO_AGENT_LEDGER_NAME"
+            };
+            assert_eq!(names[0], env_value(cc, var));
+        }
+    }
+    // Bindings: each ServiceAccount to its own role.
+    for (kind, name, role_kind) in [
+        ("ClusterRoleBinding", sensor_name(), "ClusterRole"),
+        ("ClusterRoleBinding", controller_name(), "ClusterRole"),
+        ("RoleBinding", controller_name(), "Role"),
+    ] {
+        let b = one(&docs, kind, &name);
+        assert_eq!(b["roleRef"]["kind"], role_kind);
+        assert_eq!(b["roleRef"]["name"], name);
+        assert_eq!(
+            b["subjects"],
+            json!([{"kind": "ServiceAccount", "name": name, "namespace": NAMESPACE}])
+        );
+    }
+    assert_eq!(
+        names_of(&docs, "ServiceAccount"),
+        BTreeSet::from([sensor_name(), controller_name()])
+    );
+    for sa in of_kind(&docs, "ServiceAccount") {
+        assert_eq!(sa["automountServiceAccountToken"], false);
+    }
+
+    // Nothing optional by default.
+    assert!(of_kind(&docs, "ServiceMonitor").is_empty());
+    assert!(of_kind(&docs, "Certificate").is_empty());
+    assert_eq!(of_kind(&docs, "Secret").len(), 1, "only the TLS Secret");
+    assert_no_secret_outside_secrets(&docs);
+}
+
+#[test]
+fn every_feature_renders_and_keeps_secrets_in_secrets() {
+    let docs = all_features();
+    let sensor = one(&docs, "DaemonSet", "auto-agent-sensor");
+    let controller = one(&docs, "Deployment", "auto-agent-controller");
+    assert_hardened(sensor);
+    assert_hardened(controller);
+    for role in of_kind(&docs, "ClusterRole")
+        .into_iter()
+        .chain(of_kind(&docs, "Role"))
+    {
+        assert_no_dangerous_rules(role);
+    }
+    assert_eq!(
+        pod_spec(sensor)["priorityClassName"],
+        "system-node-critical"
+    );
+    assert_eq!(
+        pod_spec(controller)["priorityClassName"],
+        "system-cluster-critical"
+    );
+    let sc = &pod_spec(sensor)["containers"][0];
+    assert!(sc["image"].as_str().unwrap().contains("@sha256:"));
+    let token = &volume(sensor, "agent-token")["projected"]["sources"][0]["serviceAccountToken"];
+    assert_eq!(token["audience"], "auto-agent-ci");
+    assert_eq!(token["expirationSeconds"], 1800);
+
+    // cert-manager issues the certificate; the chart generates none.
+    let cert = one(&docs, "Certificate", "auto-agent-controller-tls");
+    assert_eq!(cert["spec"]["secretName"], "auto-agent-controller-tls");
+    assert_eq!(cert["spec"]["issuerRef"]["kind"], "ClusterIssuer");
+    assert!(
+        str_list(&cert["spec"]["dnsNames"])
+            .contains(&format!("auto-agent-controller.{NAMESPACE}.svc"))
+    );
+    assert_eq!(
+        names_of(&docs, "Secret"),
+        BTreeSet::from(["auto-agent-slack".to_owned()])
+    );
+
+    // Slack: a Secret, reaching the controller by secretKeyRef only.
+    let cc = &pod_spec(controller)["containers"][0];
+    let slack = &env_of(cc)["AUTO_AGENT_SLACK_WEBHOOK_URL"];
+    assert!(slack["value"].is_null());
+    assert_eq!(
+        slack["valueFrom"]["secretKeyRef"],
+        json!({"name": "auto-agent-slack", "key": "webhook-url"})
+    );
+    let url = "https://hooks.slack.com/services/T00000000/B00000000/ci-secret-webhook-token";
+    assert!(secret_values(&docs).contains(&url.to_owned()));
+    for doc in docs.iter().filter(|d| d["kind"] != "Secret") {
+        assert!(
+            !serde_json::to_string(doc)
+                .unwrap()
+                .contains("ci-secret-webhook-token")
+        );
+    }
+    assert_no_secret_outside_secrets(&docs);
+
+    // Evidence and scaling settings reach the controller's flags.
+    for (var, value) in [
+        ("AUTO_AGENT_BUNDLE_S3_BUCKET", "incident-evidence"),
+        ("AUTO_AGENT_BUNDLE_S3_PREFIX", "clusters/ci"),
+        ("AUTO_AGENT_S3_REGION", "eu-west-1"),
+        (
+            "AUTO_AGENT_S3_ENDPOINT_URL",
+            "https://s3.eu-west-1.amazonaws.com",
+        ),
+        ("AUTO_AGENT_S3_FORCE_PATH_STYLE", "true"),
+        ("AUTO_AGENT_S3_SSE", "aws:kms"),
+        ("AUTO_AGENT_BUNDLE_DURABILITY", "remote"),
+        ("AUTO_AGENT_BUNDLE_ALLOWED_ROOTS", "/mnt/efs"),
+        ("AUTO_AGENT_SPOOL_MAX_BUNDLES", "500"),
+        ("AUTO_AGENT_SPOOL_MAX_BYTES", "134217728"),
+        (
+            "AUTO_AGENT_PROMETHEUS_URL",
+            "http://prometheus-operated.monitoring.svc:9090",
+        ),
+        ("AUTO_AGENT_PLAIN_HTTP_REGISTRIES", "mirror.local:5000"),
+        (
+            "AUTO_AGENT_CLUSTER_BUDGETS",
+            "RestartPod=20/3600,UncordonNode=5/604800",
+        ),
+        (
+            "AUTO_AGENT_REGISTRY_AUTH_FILE",
+            "/etc/auto-agent/registry/config.json",
+        ),
+    ] {
+        assert_eq!(env_value(cc, var), value, "{var}");
+    }
+    // Mirror logins: the Secret's .dockerconfigjson as the file the flag names, read-only.
+    let logins = volume(controller, "registry-credentials");
+    assert_eq!(logins["secret"]["secretName"], "mirror-logins");
+    assert_eq!(logins["secret"]["items"][0]["key"], ".dockerconfigjson");
+    assert_eq!(logins["secret"]["items"][0]["path"], "config.json");
+    let mount = cc["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "registry-credentials")
+        .expect("the logins are mounted");
+    assert_eq!(mount["mountPath"], "/etc/auto-agent/registry");
+    assert_eq!(mount["readOnly"], true);
+    assert_eq!(
+        volume(controller, "bundles")["persistentVolumeClaim"]["claimName"],
+        "auto-agent-bundles"
+    );
+    assert_eq!(
+        volume(controller, "spool")["persistentVolumeClaim"]["claimName"],
+        "auto-agent-spool"
+    );
+    // IRSA on the controller's ServiceAccount only.
+    let csa = one(&docs, "ServiceAccount", "auto-agent-controller");
+    assert_eq!(
+        csa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
+        "arn:aws:iam::111122223333:role/auto-agent-bundles"
+    );
+    assert!(one(&docs, "ServiceAccount", "auto-agent-sensor")["metadata"]["annotations"].is_null());
+
+    // ServiceMonitors for both, on the Services' metrics ports.
+    let monitors = of_kind(&docs, "ServiceMonitor");
+    assert_eq!(monitors.len(), 2);
+    for sm in monitors {
+        assert_eq!(sm["apiVersion"], "monitoring.coreos.com/v1");
+        assert_eq!(sm["metadata"]["labels"]["release"], "kube-prometheus-stack");
+        assert_eq!(sm["spec"]["endpoints"][0]["port"], "metrics");
+        let selected: Vec<&Value> = of_kind(&docs, "Service")
+            .into_iter()
+            .filter(|svc| {
+                sm["spec"]["selector"]["matchLabels"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .all(|(k, v)| &svc["metadata"]["labels"][k] == v)
+            })
+            .collect();
+        assert_eq!(
+            selected.len(),
+            1,
+            "{} selects one Service",
+            sm["metadata"]["name"]
+        );
+        assert!(
+            selected[0]["spec"]["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "metrics")
+        );
+    }
+
+    // The dashboard ConfigMap carries the dashboard file as it is.
+    let cm = one(&docs, "ConfigMap", "auto-agent-dashboard");
+    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(cm["metadata"]["namespace"], "monitoring");
+    let shipped: Value =
+        serde_json::from_str(cm["data"]["auto-agent.json"].as_str().unwrap()).unwrap();
+    assert_eq!(shipped, dashboard());
+}
+
+/// The controller's AUTO_AGENT_FEATURES in rendered manifests.
+fn features_env(docs: &[Value]) -> String {
+    let deployment = one(docs, "Deployment", &controller_name());
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "AUTO_AGENT_FEATURES")
+        .and_then(|e| e["value"].as_str())
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn turning_a_feature_off_removes_exactly_its_rules() {
+    let started = Instant::now();
+    let full = triples(one(&render(&[]), "ClusterRole", &controller_name()));
+    let cases: &[(&[&str], Rules<'_>)] = &[
+        (
+            &["features.restart=false"],
+            &[
+                ("", &["pods"], &["delete"]),
+                ("", &["events"], &["list"]),
+                ("", &["pods/log"], &["get"]),
+            ],
+        ),
+        (
+            &["features.evidenceApiLogs=false"],
+            &[("", &["pods/log"], &["get"])],
+        ),
+        // Both patch the workload: the rule goes only with both.
+        (&["features.memoryBump=false"], &[]),
+        (&["features.mirrorImage=false"], &[]),
+        (
+            &["features.memoryBump=false", "features.mirrorImage=false"],
+            &[(
+                "apps",
+                &["deployments", "statefulsets", "daemonsets"],
+                &["patch"],
+            )],
+        ),
+        (
+            &["features.nodeRemediation=false"],
+            &[
+                ("", &["nodes"], &["patch"]),
+                ("", &["pods"], &["list"]),
+                ("", &["pods/eviction"], &["create"]),
+            ],
+        ),
+        (
+            &["features.scaling=false"],
+            &[
+                (
+                    "apps",
+                    &["deployments/scale", "statefulsets/scale"],
+                    &["get", "patch"],
+                ),
+                ("autoscaling", &["horizontalpodautoscalers"], &["list"]),
+            ],
+        ),
+    ];
+    for (sets, removed) in cases {
+        let mut extra = Vec::new();
+        for s in *sets {
+            extra.extend(["--set", s]);
+        }
+        let docs = render(&extra);
+        let rules = triples(one(&docs, "ClusterRole", &controller_name()));
+        let gone: BTreeSet<Triple> = full.difference(&rules).cloned().collect();
+        assert_eq!(gone, expand(removed), "{sets:?}");
+        assert!(rules.is_subset(&full), "{sets:?} adds nothing");
+        // The controller is told, so it refuses the action up front instead of meeting a 403.
+        let env = features_env(&docs);
+        for s in *sets {
+            let feature = s.trim_start_matches("features.").trim_end_matches("=false");
+            if feature != "evidenceApiLogs" {
+                assert!(!env.split(',').any(|f| f == feature), "{sets:?}: {env}");
+            }
+        }
+        // The sensor and the namespaced Role do not depend on features.
+        assert_eq!(
+            triples(one(&docs, "ClusterRole", &sensor_name())),
+            expand(SENSOR_RULES)
+        );
+        assert_eq!(
+            triples(one(&docs, "Role", &controller_name())),
+            expand(CONTROLLER_ROLE_KNOWN_TO_WORK)
+        );
+    }
+    // Everything off: what ingest, decisions, status and Events need, all read-only but Events,
+    // status and TokenReviews.
+    let docs = render(&[
+        "--set",
+        "features.restart=false,features.memoryBump=false,features.mirrorImage=false,features.nodeRemediation=false,features.scaling=false,features.evidenceApiLogs=false",
+    ]);
+    assert_eq!(features_env(&docs), "");
+    assert_eq!(
+        features_env(&render(&[])),
+        "restart,memoryBump,mirrorImage,nodeRemediation,scaling"
+    );
+    let core = triples(one(&docs, "ClusterRole", &controller_name()));
+    let writes: BTreeSet<Triple> = core
+        .iter()
+        .filter(|(_, _, verb)| !["get", "list", "watch"].contains(&verb.as_str()))
+        .cloned()
+        .collect();
+    assert_eq!(
+        writes,
+        expand(&[
+            ("authentication.k8s.io", &["tokenreviews"], &["create"]),
+            (
+                "autoagent.io",
+                &["autoremediationpolicies/status"],
+                &["patch", "update"],
+            ),
+            ("events.k8s.io", &["events"], &["create", "patch"]),
+        ])
+    );
+    println!("feature toggles: {:?}", started.elapsed());
+}
+
+#[test]
+fn tls_comes_from_exactly_one_source() {
+    // An existing Secret: used by both pods, nothing generated.
+    let docs = render(&["--set", "tls.existingSecret=my-tls"]);
+    assert!(of_kind(&docs, "Secret").is_empty());
+    assert!(of_kind(&docs, "Certificate").is_empty());
+    assert_eq!(
+        volume(one(&docs, "Deployment", &controller_name()), "tls")["secret"]["secretName"],
+        "my-tls"
+    );
+    assert_eq!(
+        volume(one(&docs, "DaemonSet", &sensor_name()), "controller-ca")["secret"]["secretName"],
+        "my-tls"
+    );
+    // Two sources, or cert-manager without an issuer, are refused.
+    for extra in [
+        &[
+            "--set",
+            "tls.existingSecret=my-tls",
+            "--set",
+            "tls.certManager.enabled=true",
+            "--set",
+            "tls.certManager.issuerRef.name=ca",
+        ][..],
+        &["--set", "tls.certManager.enabled=true"][..],
+    ] {
+        assert!(
+            helm().template(RELEASE, NAMESPACE, extra).is_err(),
+            "{extra:?}"
+        );
+    }
+    // The generated certificate follows the release's names.
+    let docs = render_as("edge", "ops", &[]);
+    let secret = one(&docs, "Secret", "edge-auto-agent-controller-tls");
+    assert_tls_secret_serves(secret, "edge-auto-agent-controller.ops.svc");
+}
+
+#[test]
+fn resource_names_follow_the_fullname_rule() {
+    for (release, extra) in [
+        ("auto-agent", vec![]),
+        ("aa", vec![]),
+        ("auto-agent-e2e-123", vec![]),
+        ("prod-auto-agent", vec![]),
+    ] {
+        let docs = render_as(release, "ns1", &extra);
+        let full = helm::fullname(release);
+        assert_eq!(
+            names_of(&docs, "ServiceAccount"),
+            BTreeSet::from([format!("{full}-sensor"), format!("{full}-controller")]),
+            "{release}"
+        );
+        assert_eq!(
+            names_of(&docs, "ClusterRole"),
+            BTreeSet::from([format!("{full}-sensor"), format!("{full}-controller")]),
+        );
+    }
+    let docs = render_as("x", "ns1", &["--set", "fullnameOverride=agent"]);
+    assert_eq!(
+        names_of(&docs, "ServiceAccount"),
+        BTreeSet::from(["agent-sensor".to_owned(), "agent-controller".to_owned()])
+    );
+    // With the release named like the chart, the names are the binaries' own defaults.
+    let docs = render(&[]);
+    let cc = &pod_spec(one(&docs, "Deployment", "auto-agent-controller"))["containers"][0];
+    assert_eq!(
+        env_value(cc, "AUTO_AGENT_LEASE_NAME"),
+        "auto-agent-controller"
+    );
+    assert_eq!(env_value(cc, "AUTO_AGENT_LEDGER_NAME"), "auto-agent-ledger");
+    assert_eq!(
+        env_value(cc, "AUTO_AGENT_SENSOR_SERVICE_ACCOUNT"),
+        "auto-agent/auto-agent-sensor"
+    );
+}
+
+// ------------------------------------------------------------------------------------------------
+// Values: the seed chart's names, cluster-wide budgets
+
+/// The seed chart's `logs:` block, and the same store with the chart's own `evidence.s3` names.
+const SEED_LOGS_VALUES: &str = "e2e/fixtures/chart/seed-logs-values.yaml";
+const EVIDENCE_S3_VALUES: &str = "e2e/fixtures/chart/evidence-s3-values.yaml";
+
+/// The controller container of rendered manifests.
+fn controller_container(docs: &[Value]) -> &Value {
+    &pod_spec(one(docs, "Deployment", &controller_name()))["containers"][0]
+}
+
+/// The controller's env variables for evidence bundles (AUTO_AGENT_BUNDLE_*, AUTO_AGENT_S3_*,
+/// AUTO_AGENT_SPOOL_*), by name.
+fn evidence_env(docs: &[Value]) -> BTreeMap<String, Value> {
+    env_of(controller_container(docs))
+        .into_iter()
+        .filter(|(name, _)| {
+            ["AUTO_AGENT_BUNDLE_", "AUTO_AGENT_S3_", "AUTO_AGENT_SPOOL_"]
+                .iter()
+                .any(|p| name.starts_with(p))
+        })
+        .collect()
+}
+
+/// NOTES.txt rendered with `extra` values, without a cluster (`helm install --dry-run` wants one):
+/// a copy of the chart in which a ConfigMap template renders NOTES.txt with `tpl`, the same
+/// engine, values and helpers.
+fn notes(extra: &[&str]) -> String {
+    let copy = std::env::temp_dir().join(format!("chart-notes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&copy);
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(helm::chart_dir())
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::copy(copy.join("templates/NOTES.txt"), copy.join("notes.txt")).unwrap();
+    std::fs::write(
+        copy.join("templates/notes-under-test.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\n\
+         data:\n  notes: {{ tpl (.Files.Get \"notes.txt\") . | quote }}\n",
+    )
+    .unwrap();
+    let mut args = vec![
+        "template",
+        RELEASE,
+        copy.to_str().unwrap(),
+        "-n",
+        NAMESPACE,
+        "--show-only",
+        "templates/notes-under-test.yaml",
+    ];
+    args.extend_from_slice(extra);
+    let out = helm().run(&args).unwrap().ok("helm template (NOTES)");
+    std::fs::remove_dir_all(&copy).unwrap();
+    let docs = parse_documents(&out.unwrap());
+    one(&docs, "ConfigMap", "notes")["data"]["notes"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn seed_logs_values_render_the_same_s3_evidence_settings() {
+    let seed = render(&["--values", SEED_LOGS_VALUES]);
+    let evidence = render(&["--values", EVIDENCE_S3_VALUES]);
+    let seed_env = evidence_env(&seed);
+    assert_eq!(
+        env_value(controller_container(&seed), "AUTO_AGENT_BUNDLE_S3_BUCKET"),
+        "my-bucket"
+    );
+    assert_eq!(
+        env_value(controller_container(&seed), "AUTO_AGENT_BUNDLE_S3_PREFIX"),
+        "auto-agent/"
+    );
+    assert_eq!(seed_env, evidence_env(&evidence), "logs.* == evidence.s3.*");
+    // Nothing else differs either: the whole controller Deployment is the same.
+    assert_eq!(
+        one(&seed, "Deployment", &controller_name()),
+        one(&evidence, "Deployment", &controller_name())
+    );
+    // Without either, no S3 store.
+    let defaults = evidence_env(&render(&[]));
+    assert!(
+        !defaults.contains_key("AUTO_AGENT_BUNDLE_S3_BUCKET"),
+        "{defaults:?}"
+    );
+    assert!(
+        !defaults.contains_key("AUTO_AGENT_BUNDLE_S3_PREFIX"),
+        "{defaults:?}"
+    );
+
+    // evidence.* wins where both are set, field by field.
+    for (evidence_values, prefix) in [
+        ("evidence.s3.bucket=evidence-bucket", "auto-agent/"),
+        (
+            "evidence.s3.bucket=evidence-bucket,evidence.s3.prefix=evidence/",
+            "evidence/",
+        ),
+    ] {
+        let both = render(&["--values", SEED_LOGS_VALUES, "--set", evidence_values]);
+        let c = controller_container(&both);
+        assert_eq!(
+            env_value(c, "AUTO_AGENT_BUNDLE_S3_BUCKET"),
+            "evidence-bucket"
+        );
+        assert_eq!(env_value(c, "AUTO_AGENT_BUNDLE_S3_PREFIX"), prefix);
+    }
+
+    // The seed's filesystem stores: bundles go to evidence.bundleDir, its s3 block is not a store.
+    for store in ["efs", "filesystem"] {
+        let docs = render(&[
+            "--values",
+            SEED_LOGS_VALUES,
+            "--set",
+            &format!("logs.store={store}"),
+        ]);
+        let env = evidence_env(&docs);
+        assert!(
+            !env.contains_key("AUTO_AGENT_BUNDLE_S3_BUCKET"),
+            "{store}: {env:?}"
+        );
+        assert_eq!(
+            env["AUTO_AGENT_BUNDLE_DIR"],
+            defaults["AUTO_AGENT_BUNDLE_DIR"]
+        );
+    }
+    // store s3 without a bucket anywhere is refused; the schema knows the seed's names only.
+    let err = helm()
+        .template(RELEASE, NAMESPACE, &["--set", "logs.store=s3"])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("logs.store s3 needs a bucket"), "{err}");
+    for bad in [
+        "logs.store=gcs",
+        "logs.s3.region=eu-west-1",
+        "logs.bucket=x",
+    ] {
+        let out = helm().lint(&["--set", bad]).unwrap();
+        assert!(!out.success, "--set {bad} must fail the lint");
+    }
+
+    // NOTES point seed users to the preferred names, and only them.
+    let seed_notes = notes(&["--values", SEED_LOGS_VALUES]);
+    assert!(
+        seed_notes.contains("evidence.* is the preferred name"),
+        "{seed_notes}"
+    );
+    assert!(
+        seed_notes.contains("s3://my-bucket/auto-agent/"),
+        "{seed_notes}"
+    );
+    let evidence_notes = notes(&["--values", EVIDENCE_S3_VALUES]);
+    assert!(
+        !evidence_notes.contains("preferred name"),
+        "{evidence_notes}"
+    );
+}
+
+#[test]
+fn cluster_budgets_render_into_one_env_and_the_schema_checks_them() {
+    let defaults = render(&[]);
+    let env = env_of(controller_container(&defaults));
+    assert_eq!(
+        env_value(
+            controller_container(&defaults),
+            "AUTO_AGENT_CLUSTER_BUDGETS"
+        ),
+        "RestartPod=50/3600,BumpMemory=20/3600,MirrorImage=20/3600,EvictPod=50/3600,\
+         CordonNode=3/3600,ScaleUp=100/3600,ScaleDown=100/3600"
+    );
+    assert!(
+        !env.contains_key("AUTO_AGENT_CLUSTER_RESTARTS_PER_HOUR"),
+        "the per-action budgets replace the restart budget"
+    );
+    // A list of one's own, at the bounds; an empty list sets none.
+    let docs = render(&[
+        "--set-json",
+        r#"budgets.cluster=[{"action":"UncordonNode","max":1,"windowSeconds":60},{"action":"ScaleDown","max":1000,"windowSeconds":604800}]"#,
+    ]);
+    assert_eq!(
+        env_value(controller_container(&docs), "AUTO_AGENT_CLUSTER_BUDGETS"),
+        "UncordonNode=1/60,ScaleDown=1000/604800"
+    );
+    let docs = render(&["--set-json", "budgets.cluster=[]"]);
+    assert!(!env_of(controller_container(&docs)).contains_key("AUTO_AGENT_CLUSTER_BUDGETS"));
+
+    // The schema refuses what the controller would not parse.
+    for (bad, why) in [
+        (
+            r#"[{"action":"DeletePod","max":5,"windowSeconds":3600}]"#,
+            "action",
+        ),
+        (
+            r#"[{"action":"restartpod","max":5,"windowSeconds":3600}]"#,
+            "action",
+        ),
+        (
+            r#"[{"action":"RestartPod","max":0,"windowSeconds":3600}]"#,
+            "max",
+        ),
+        (
+            r#"[{"action":"RestartPod","max":5,"windowSeconds":59}]"#,
+            "windowSeconds",
+        ),
+        (
+            r#"[{"action":"RestartPod","max":5,"windowSeconds":604801}]"#,
+            "windowSeconds",
+        ),
+        (r#"[{"action":"RestartPod","max":5}]"#, "windowSeconds"),
+        (
+            r#"[{"action":"RestartPod","max":5,"windowSeconds":3600,"burst":2}]"#,
+            "burst",
+        ),
+        (
+            r#"[{"action":"RestartPod","max":"5","windowSeconds":3600}]"#,
+            "max",
+        ),
+    ] {
+        let err = helm()
+            .template(
+                RELEASE,
+                NAMESPACE,
+                &["--set-json", &format!("budgets.cluster={bad}")],
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("schema"), "{bad}: {err}");
+        assert!(err.contains(why), "{bad}: the error names {why}: {err}");
+    }
+    // The old single restart budget is gone from the values, not silently ignored.
+    let out = helm()
+        .lint(&["--set", "controller.clusterRestartsPerHour=20"])
+        .unwrap();
+    assert!(
+        !out.success,
+        "controller.clusterRestartsPerHour must fail the lint"
+    );
+    // One entry per action: two would contradict each other.
+    let err = helm()
+        .template(
+            RELEASE,
+            NAMESPACE,
+            &[
+                "--set-json",
+                r#"budgets.cluster=[{"action":"EvictPod","max":5,"windowSeconds":3600},{"action":"EvictPod","max":50,"windowSeconds":60}]"#,
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("budgets.cluster names EvictPod twice"),
+        "{err}"
+    );
+}

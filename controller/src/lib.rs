@@ -23,3 +23,5 @@ pub mod ingest;
 pub mod platform;
 pub mod policies;
 pub mod reconcile;
+#[cfg(test)]
+pub(crate) mod testing;

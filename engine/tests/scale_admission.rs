@@ -272,6 +272,6 @@ fn refusals_say_why() {
         })
         .unwrap_err()
         .message,
-        "ScaleUp is planned, but this installation does not allow it (features.* off, no RBAC)"
+        "ScaleUp is planned, but this installation has features.scaling off (no RBAC for it)"
     );
 }

@@ -79,3 +79,280 @@ impl Executor {
         self.leadership.fence(what).map_err(|_| ActError::Fenced)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::node::Eviction;
+    use super::*;
+    use crate::evidence::bundle::{BundleContext, caps_for};
+    use crate::testing::{
+        FakeApi, FakeLeader, crash_finding, crashing_pod, files_below, keeper, metrics,
+    };
+    use auto_agent_engine::IncidentKey;
+    use auto_agent_engine::decide::{BytesChange, Plan, PlannedAction, PodTarget, WorkloadTarget};
+    use auto_agent_evidence::Destination;
+    use serde_json::json;
+
+    const POD: &str = "/api/v1/namespaces/prod/pods/api-1";
+    const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/prod/deployments/api";
+
+    fn executor(
+        api: &FakeApi,
+        leading: bool,
+        name: &str,
+    ) -> (Executor, FakeLeader, std::path::PathBuf) {
+        let leader = FakeLeader::new(&metrics(), leading);
+        let (evidence, dir) = keeper(name);
+        (
+            Executor {
+                client: api.client(),
+                eviction_client: api.client(),
+                leadership: leader.leadership.clone(),
+                evidence,
+            },
+            leader,
+            dir,
+        )
+    }
+
+    fn pod() -> PodTarget {
+        PodTarget {
+            namespace: "prod".into(),
+            name: "api-1".into(),
+            uid: "u1".into(),
+        }
+    }
+
+    fn workload(kind: &str) -> WorkloadTarget {
+        WorkloadTarget {
+            kind: kind.into(),
+            namespace: "prod".into(),
+            name: "api".into(),
+        }
+    }
+
+    fn restart_plan() -> (Plan, BundleContext) {
+        let f = crash_finding();
+        let plan = Plan {
+            incident: IncidentKey::for_finding(&f).unwrap(),
+            policy: "api".into(),
+            dry_run: false,
+            actions: vec![PlannedAction::RestartPod {
+                pod: pod(),
+                reason: "crash loop".into(),
+            }],
+        };
+        (
+            plan,
+            BundleContext {
+                destination: Destination::Filesystem {
+                    root: std::path::PathBuf::new(),
+                },
+                caps: caps_for(None),
+                policy: auto_agent_evidence::document::PolicyRef {
+                    namespace: "prod".into(),
+                    name: "api".into(),
+                },
+                owner: None,
+                taken: vec![],
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn a_restart_saves_the_bundle_then_deletes_that_very_pod() {
+        let api = FakeApi::default();
+        api.on("GET", POD, vec![(200, crashing_pod("u1", json!({})))])
+            .on("DELETE", POD, vec![(200, crashing_pod("u1", json!({})))]);
+        let (x, _leader, dir) = executor(&api, true, "restart");
+        let (plan, mut ctx) = restart_plan();
+        ctx.destination = Destination::Filesystem {
+            root: dir.join("store"),
+        };
+        let done = x
+            .restart(&plan, &pod(), "crash loop", &crash_finding(), &ctx)
+            .await
+            .unwrap();
+        assert!(done.note.contains("deleted pod api-1"), "{}", done.note);
+        let deletes = api.seen_with("DELETE", POD);
+        assert_eq!(deletes.len(), 1);
+        assert_eq!(deletes[0].body["preconditions"]["uid"], "u1");
+        let bundles = files_below(&dir.join("store"));
+        assert_eq!(bundles.len(), 1, "{bundles:?}");
+        assert!(bundles[0].ends_with("api-1-3.json"), "{bundles:?}");
+    }
+
+    #[tokio::test]
+    async fn a_replaced_or_recovered_pod_is_not_deleted() {
+        for (uid, waiting) in [("u2", "CrashLoopBackOff"), ("u1", "ContainerCreating")] {
+            let mut current = crashing_pod(uid, json!({}));
+            current["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] =
+                json!(waiting);
+            let api = FakeApi::default();
+            api.on("GET", POD, vec![(200, current)]);
+            let (x, _leader, dir) = executor(&api, true, "cleared");
+            let (plan, mut ctx) = restart_plan();
+            ctx.destination = Destination::Filesystem {
+                root: dir.join("store"),
+            };
+            let err = x
+                .restart(&plan, &pod(), "r", &crash_finding(), &ctx)
+                .await
+                .unwrap_err();
+            assert!(matches!(err, ActError::Cleared), "{uid} {waiting}: {err}");
+            assert!(api.seen_with("DELETE", POD).is_empty());
+            assert!(
+                files_below(&dir.join("store")).is_empty(),
+                "no bundle for a kept pod"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_lost_the_lease_keeps_the_evidence_and_deletes_nothing() {
+        let api = FakeApi::default();
+        api.on("GET", POD, vec![(200, crashing_pod("u1", json!({})))]);
+        let (x, _leader, dir) = executor(&api, false, "fenced");
+        let (plan, mut ctx) = restart_plan();
+        ctx.destination = Destination::Filesystem {
+            root: dir.join("store"),
+        };
+        let err = x
+            .restart(&plan, &pod(), "r", &crash_finding(), &ctx)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ActError::Fenced), "{err}");
+        assert_eq!(err.category(), "fenced");
+        assert!(api.seen_with("DELETE", "").is_empty());
+        assert_eq!(files_below(&dir.join("store")).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn workload_changes_patch_one_container_and_the_scale_subresource() {
+        let api = FakeApi::default();
+        let scale = json!({"apiVersion": "autoscaling/v1", "kind": "Scale",
+                           "metadata": {"name": "api"}, "spec": {"replicas": 3}});
+        api.on("PATCH", &format!("{DEPLOYMENT}/scale"), vec![(200, scale)])
+            .on(
+                "PATCH",
+                DEPLOYMENT,
+                vec![(200, crate::testing::deployment(3, 3, json!({})))],
+            );
+        let (x, _leader, _dir) = executor(&api, true, "patch");
+        x.bump_memory(
+            &workload("Deployment"),
+            "app",
+            BytesChange {
+                from: Some(256 << 20),
+                to: 356 << 20,
+            },
+            Some(BytesChange {
+                from: Some(128 << 20),
+                to: 228 << 20,
+            }),
+            "OOMKilled",
+        )
+        .await
+        .unwrap();
+        x.mirror_image(
+            &workload("Deployment"),
+            "app",
+            "docker.io/app:1",
+            "mirror.local/app:1",
+        )
+        .await
+        .unwrap();
+        let scaled = x.scale(&workload("Deployment"), 2, 3, "cpu").await;
+        assert!(scaled.is_ok(), "{scaled:?} {:?}", api.seen().last());
+        let patches = api.seen_with("PATCH", DEPLOYMENT);
+        assert_eq!(patches.len(), 3);
+        let container = &patches[0].body["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(
+            patches[0].content_type,
+            "application/strategic-merge-patch+json"
+        );
+        assert_eq!(container["name"], "app");
+        assert_eq!(container["resources"]["limits"]["memory"], "356Mi");
+        assert_eq!(container["resources"]["requests"]["memory"], "228Mi");
+        assert_eq!(
+            patches[1].body["metadata"]["annotations"]["autoagent.io/original-image-app"],
+            "docker.io/app:1"
+        );
+        assert_eq!(
+            patches[1].body["spec"]["template"]["spec"]["containers"][0]["image"],
+            "mirror.local/app:1"
+        );
+        assert!(
+            patches[2].uri.starts_with(&format!("{DEPLOYMENT}/scale")),
+            "{}",
+            patches[2].uri
+        );
+        assert_eq!(patches[2].body, json!({"spec": {"replicas": 3}}));
+    }
+
+    #[tokio::test]
+    async fn kinds_the_agent_does_not_change_are_refused_without_a_request() {
+        let api = FakeApi::default();
+        let (x, _leader, _dir) = executor(&api, true, "unsupported");
+        let err = x
+            .scale(&workload("DaemonSet"), 1, 2, "cpu")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ActError::Unsupported(_)), "{err}");
+        let err = x
+            .mirror_image(&workload("Job"), "app", "a", "b")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ActError::Unsupported(_)), "{err}");
+        assert!(api.seen().is_empty());
+    }
+
+    #[tokio::test]
+    async fn evictions_map_the_api_answer_and_never_delete() {
+        let eviction = "/api/v1/namespaces/prod/pods/api-1/eviction";
+        for (code, want) in [
+            (201, Eviction::Evicted),
+            (429, Eviction::Blocked),
+            (404, Eviction::Gone),
+        ] {
+            let api = FakeApi::default();
+            api.on("POST", eviction, vec![(code, json!({"kind": "Status", "apiVersion": "v1", "code": code, "status": if code == 201 {"Success"} else {"Failure"}}))]);
+            let (x, _leader, _dir) = executor(&api, true, "evict");
+            assert_eq!(x.evict_once(&pod()).await.unwrap(), want, "{code}");
+            assert_eq!(api.seen_with("POST", eviction).len(), 1);
+            assert!(api.seen_with("DELETE", "").is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn cordon_and_uncordon_mark_the_node_with_the_policy() {
+        let api = FakeApi::default();
+        api.on(
+            "PATCH",
+            "/api/v1/nodes/node-a",
+            vec![(
+                200,
+                json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-a"}}),
+            )],
+        );
+        let (x, leader, _dir) = executor(&api, true, "cordon");
+        x.cordon("node-a", "pressure", "MemoryPressure")
+            .await
+            .unwrap();
+        x.uncordon("node-a", "clear").await.unwrap();
+        let patches = api.seen_with("PATCH", "/nodes/node-a");
+        assert_eq!(
+            patches[0].body["metadata"]["annotations"]["autoagent.io/cordoned-by"],
+            "pressure"
+        );
+        assert_eq!(patches[0].body["spec"]["unschedulable"], true);
+        assert!(patches[1].body["metadata"]["annotations"]["autoagent.io/cordoned-by"].is_null());
+        assert_eq!(patches[1].body["spec"]["unschedulable"], false);
+        leader.set(false);
+        assert!(matches!(
+            x.cordon("node-a", "p", "r").await,
+            Err(ActError::Fenced)
+        ));
+        assert_eq!(api.seen_with("PATCH", "/nodes/node-a").len(), 2);
+    }
+}

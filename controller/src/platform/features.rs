@@ -41,15 +41,7 @@ impl Features {
 
     /// The feature an action needs.
     pub fn of(action: ActionKind) -> &'static str {
-        match action {
-            ActionKind::RestartPod => "restart",
-            ActionKind::BumpMemory => "memoryBump",
-            ActionKind::MirrorImage => "mirrorImage",
-            ActionKind::EvictPod | ActionKind::CordonNode | ActionKind::UncordonNode => {
-                "nodeRemediation"
-            }
-            ActionKind::ScaleUp | ActionKind::ScaleDown => "scaling",
-        }
+        action.feature()
     }
 
     pub fn allows(&self, action: ActionKind) -> bool {

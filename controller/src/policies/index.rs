@@ -147,6 +147,14 @@ impl PolicyIndex {
             .collect()
     }
 
+    /// Adds a policy object as the watch would (tests build indexes this way).
+    #[cfg(test)]
+    pub fn insert(&self, policy: serde_json::Value) {
+        let guarded: DeserializeGuard<AutoRemediationPolicy> =
+            serde_json::from_value(policy).unwrap_or_else(|e| panic!("{e}"));
+        self.apply(entry(guarded));
+    }
+
     fn apply(&self, e: PolicyEntry) {
         self.0
             .write()

@@ -128,3 +128,122 @@ impl Ledger {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{FakeApi, FakeLeader, metrics};
+    use auto_agent_engine::decide::ActionKind;
+    use serde_json::json;
+
+    const PATH: &str = "/api/v1/namespaces/auto-agent/configmaps";
+
+    fn record(at_ms: i64) -> ActionRecord {
+        ActionRecord {
+            at_ms,
+            action: ActionKind::RestartPod,
+            target: "Deployment/prod/api".into(),
+            namespace: "prod".into(),
+            policy: "prod/api".into(),
+            incident: "pod/prod/Deployment/api/CrashLoopBackOff".into(),
+        }
+    }
+
+    fn stored(history: &History, version: &str) -> serde_json::Value {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "ledger", "namespace": "auto-agent", "resourceVersion": version},
+               "data": {KEY: serde_json::to_string(history).unwrap()}})
+    }
+
+    fn ledger(api: &FakeApi, leading: bool) -> (Ledger, FakeLeader) {
+        let leader = FakeLeader::new(&metrics(), leading);
+        (
+            Ledger::new(
+                api.client(),
+                "auto-agent",
+                "ledger",
+                leader.leadership.clone(),
+            ),
+            leader,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_missing_ledger_reads_empty_and_the_first_reservation_creates_it() {
+        let api = FakeApi::default();
+        api.on(
+            "GET",
+            &format!("{PATH}/ledger"),
+            vec![FakeApi::not_found(404)],
+        )
+        .on("POST", PATH, vec![(201, stored(&History::default(), "1"))]);
+        let (ledger, _leader) = ledger(&api, true);
+        let (history, version) = ledger.load().await.unwrap();
+        assert!(history.records.is_empty());
+        assert_eq!(version, None);
+        assert!(
+            ledger
+                .reserve_all(history, version, vec![record(5)], 5)
+                .await
+                .unwrap()
+        );
+        let created = api.seen_with("POST", PATH);
+        assert_eq!(created.len(), 1);
+        let written: History =
+            serde_json::from_str(created[0].body["data"][KEY].as_str().unwrap()).unwrap();
+        assert_eq!(written.records, vec![record(5)]);
+    }
+
+    #[tokio::test]
+    async fn an_existing_ledger_is_replaced_at_its_version_and_a_conflict_is_no_reservation() {
+        let mut old = History::default();
+        old.record(record(1));
+        let api = FakeApi::default();
+        api.on(
+            "GET",
+            &format!("{PATH}/ledger"),
+            vec![(200, stored(&old, "7"))],
+        )
+        .on("PUT", &format!("{PATH}/ledger"), vec![FakeApi::conflict()]);
+        let (ledger, _leader) = ledger(&api, true);
+        let (history, version) = ledger.load().await.unwrap();
+        assert_eq!(history.records.len(), 1);
+        assert_eq!(version.as_deref(), Some("7"));
+        let reserved = ledger
+            .reserve_all(history, version, vec![record(2)], 2)
+            .await
+            .unwrap();
+        assert!(!reserved, "a 409 must not count as reserved");
+        let put = api.seen_with("PUT", "/ledger");
+        assert_eq!(put[0].body["metadata"]["resourceVersion"], "7");
+    }
+
+    #[tokio::test]
+    async fn records_past_the_longest_window_are_pruned_on_write() {
+        let api = FakeApi::default();
+        api.on("POST", PATH, vec![(201, stored(&History::default(), "1"))]);
+        let (ledger, _leader) = ledger(&api, true);
+        let mut old = History::default();
+        old.record(record(0));
+        let now = KEEP_MS + 10;
+        ledger
+            .reserve_all(old, None, vec![record(now)], now)
+            .await
+            .unwrap();
+        let body = &api.seen_with("POST", PATH)[0].body;
+        let written: History = serde_json::from_str(body["data"][KEY].as_str().unwrap()).unwrap();
+        assert_eq!(written.records, vec![record(now)]);
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_does_not_lead_writes_nothing() {
+        let api = FakeApi::default();
+        let (ledger, _leader) = ledger(&api, false);
+        let err = ledger
+            .reserve_all(History::default(), None, vec![record(1)], 1)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, LedgerError::Fenced), "{err}");
+        assert!(api.seen().is_empty(), "{:?}", api.seen());
+    }
+}

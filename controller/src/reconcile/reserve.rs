@@ -64,3 +64,126 @@ pub async fn decide_and_reserve<T>(
     }
     Err(ReserveError::KeptChanging)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{FakeApi, FakeLeader, metrics};
+    use auto_agent_engine::decide::ActionKind;
+    use serde_json::json;
+
+    const CM: &str = "/api/v1/namespaces/auto-agent/configmaps/ledger";
+
+    fn cm(version: &str) -> (u16, serde_json::Value) {
+        (
+            200,
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"name": "ledger", "resourceVersion": version}, "data": {}}),
+        )
+    }
+
+    fn record(now: i64) -> ActionRecord {
+        ActionRecord {
+            at_ms: now,
+            action: ActionKind::ScaleUp,
+            target: "Deployment/prod/api".into(),
+            namespace: "prod".into(),
+            policy: "prod/api".into(),
+            incident: "i".into(),
+        }
+    }
+
+    fn ledger(api: &FakeApi) -> (Ledger, FakeLeader) {
+        let leader = FakeLeader::new(&metrics(), true);
+        (
+            Ledger::new(
+                api.client(),
+                "auto-agent",
+                "ledger",
+                leader.leadership.clone(),
+            ),
+            leader,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_conflict_decides_again_on_the_new_ledger() {
+        let api = FakeApi::default();
+        api.on("GET", CM, vec![cm("1"), cm("2"), cm("3")]).on(
+            "PUT",
+            CM,
+            vec![FakeApi::conflict(), FakeApi::conflict(), cm("4")],
+        );
+        let (ledger, _l) = ledger(&api);
+        let mut decided = 0;
+        let settled = decide_and_reserve(&ledger, |_, now| {
+            decided += 1;
+            Verdict::Reserve(vec![record(now)], decided)
+        })
+        .await
+        .unwrap();
+        assert_eq!(settled, Settled::Reserved(3));
+        let versions: Vec<_> = api
+            .seen_with("PUT", CM)
+            .iter()
+            .map(|s| s.body["metadata"]["resourceVersion"].clone())
+            .collect();
+        assert_eq!(versions, [json!("1"), json!("2"), json!("3")]);
+    }
+
+    #[tokio::test]
+    async fn a_ledger_that_keeps_changing_gives_up_after_three_decisions() {
+        let api = FakeApi::default();
+        api.on("GET", CM, vec![cm("1")])
+            .on("PUT", CM, vec![FakeApi::conflict()]);
+        let (ledger, _l) = ledger(&api);
+        let mut decided = 0;
+        let err = decide_and_reserve(&ledger, |_, now| {
+            decided += 1;
+            Verdict::Reserve(vec![record(now)], ())
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(err, ReserveError::KeptChanging));
+        assert_eq!(err.category(), "ledger");
+        assert_eq!(decided, ATTEMPTS);
+    }
+
+    #[tokio::test]
+    async fn a_decision_that_reserves_nothing_writes_nothing() {
+        let api = FakeApi::default();
+        api.on("GET", CM, vec![cm("1")]);
+        let (ledger, _l) = ledger(&api);
+        let settled = decide_and_reserve(&ledger, |_, _| Verdict::<&str>::Stop("refused"))
+            .await
+            .unwrap();
+        assert_eq!(settled, Settled::Stopped("refused"));
+        assert!(api.seen_with("PUT", CM).is_empty() && api.seen_with("POST", "").is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_ledger_is_no_decision() {
+        let api = FakeApi::default();
+        api.on(
+            "GET",
+            CM,
+            vec![(
+                500,
+                json!({"kind": "Status", "code": 500, "message": "etcd down"}),
+            )],
+        );
+        let (ledger, _l) = ledger(&api);
+        let mut decided = false;
+        let err = decide_and_reserve(&ledger, |_, _| {
+            decided = true;
+            Verdict::Stop(())
+        })
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(err, ReserveError::Ledger(LedgerError::Api(_))),
+            "{err}"
+        );
+        assert!(!decided, "decided without the ledger");
+    }
+}

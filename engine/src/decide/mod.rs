@@ -62,6 +62,17 @@ impl ActionKind {
         }
     }
 
+    /// The installation feature (the chart's `features.<name>`) that allows this action.
+    pub fn feature(self) -> &'static str {
+        match self {
+            Self::RestartPod => "restart",
+            Self::BumpMemory => "memoryBump",
+            Self::MirrorImage => "mirrorImage",
+            Self::EvictPod | Self::CordonNode | Self::UncordonNode => "nodeRemediation",
+            Self::ScaleUp | Self::ScaleDown => "scaling",
+        }
+    }
+
     /// Actions that take capacity away (a pod goes, a node closes).
     pub fn is_disruptive(self) -> bool {
         matches!(self, Self::RestartPod | Self::EvictPod | Self::CordonNode)
@@ -94,8 +105,9 @@ impl AllowedActions {
         Err(Refusal {
             reason: RefusalReason::FeatureDisabled,
             message: format!(
-                "{} is planned, but this installation does not allow it (features.* off, no RBAC)",
-                kind.as_str()
+                "{} is planned, but this installation has features.{} off (no RBAC for it)",
+                kind.as_str(),
+                kind.feature()
             ),
         })
     }

@@ -46,9 +46,10 @@ mod tests {
                     assert_eq!(
                         r.message,
                         format!(
-                            "{} is planned, but this installation does not allow it \
-                             (features.* off, no RBAC)",
-                            kind.as_str()
+                            "{} is planned, but this installation has features.{} off \
+                             (no RBAC for it)",
+                            kind.as_str(),
+                            kind.feature()
                         )
                     );
                 }

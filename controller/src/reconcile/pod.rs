@@ -399,3 +399,297 @@ impl PodReconciler {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policies::recent::{PolicyRef, RecentActions};
+    use crate::testing::{
+        FakeApi, FakeLeader, crash_finding, crashing_pod, deployment, keeper, metrics,
+    };
+    use auto_agent_engine::Observed;
+    use auto_agent_evidence::Destination;
+    use kube::runtime::events::{Recorder, Reporter};
+    use serde_json::{Value, json};
+    use tokio::sync::Notify;
+
+    const POD: &str = "/api/v1/namespaces/prod/pods/api-1";
+    const LEDGER: &str = "/api/v1/namespaces/auto-agent/configmaps";
+    const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/prod/events";
+    const WORKLOAD: &str = "Deployment/prod/api";
+
+    struct Fixture {
+        api: FakeApi,
+        reconciler: PodReconciler,
+        recent: RecentActions,
+        _leader: FakeLeader,
+    }
+
+    fn event_answer() -> (u16, Value) {
+        (
+            201,
+            json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+                   "metadata": {"name": "e", "namespace": "prod"},
+                   "eventTime": "2026-01-01T00:00:00.000000Z"}),
+        )
+    }
+
+    fn ledger_answer() -> (u16, Value) {
+        (
+            201,
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"name": "ledger", "resourceVersion": "1"}}),
+        )
+    }
+
+    fn fixture(spec: Option<Value>, pod_annotations: Value, replicas: i32) -> Fixture {
+        fixture_with(spec, pod_annotations, replicas, |_| {})
+    }
+
+    /// A policy `prod/api` selecting `app=api` with these `spec` fields on top of a restart opt-in
+    /// (none: no policy); `routes` are registered before the defaults, so they win.
+    fn fixture_with(
+        spec: Option<Value>,
+        pod_annotations: Value,
+        replicas: i32,
+        routes: impl FnOnce(&FakeApi),
+    ) -> Fixture {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let api = FakeApi::default();
+        routes(&api);
+        api.on(
+            "GET",
+            "/apis/apps/v1/namespaces/prod/deployments/api",
+            vec![(200, deployment(replicas, replicas, json!({})))],
+        )
+        .on("GET", POD, vec![(200, crashing_pod("u1", pod_annotations))])
+        .on("DELETE", POD, vec![(200, crashing_pod("u1", json!({})))])
+        .on(
+            "GET",
+            &format!("{LEDGER}/ledger"),
+            vec![FakeApi::not_found(404)],
+        )
+        .on("POST", LEDGER, vec![ledger_answer()])
+        .on("POST", EVENTS, vec![event_answer()]);
+        let metrics = metrics();
+        let leader = FakeLeader::new(&metrics, true);
+        let client = api.client();
+        let policies = PolicyIndex::default();
+        if let Some(extra) = spec {
+            let mut spec = json!({"targetSelector": {"matchLabels": {"app": "api"}},
+                                  "actions": {"restartStuckPods": true}});
+            for (k, v) in extra.as_object().into_iter().flatten() {
+                spec[k] = v.clone();
+            }
+            policies.insert(json!({"apiVersion": "autoagent.io/v1alpha1", "kind": "AutoRemediationPolicy",
+                                   "metadata": {"name": "api", "namespace": "prod", "generation": 1},
+                                   "spec": spec}));
+        }
+        let recent = RecentActions::new(Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let (evidence, dir) = keeper("pod-reconcile");
+        let events = crate::platform::events::EventSink {
+            recorder: Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: "auto-agent".into(),
+                    instance: None,
+                },
+            ),
+            leadership: leader.leadership.clone(),
+            metrics: metrics.clone(),
+        };
+        let reconciler = PodReconciler {
+            client: client.clone(),
+            outcomes: Outcomes {
+                events,
+                metrics: metrics.clone(),
+                recent: recent.clone(),
+            },
+            policies,
+            workloads: Arc::new(WorkloadCache::new(client.clone(), Duration::from_secs(30))),
+            metrics,
+            ledger: Ledger::new(
+                client.clone(),
+                "auto-agent",
+                "ledger",
+                leader.leadership.clone(),
+            ),
+            executor: Arc::new(Executor {
+                client: client.clone(),
+                eviction_client: client,
+                leadership: leader.leadership.clone(),
+                evidence,
+            }),
+            cluster_budgets: vec![],
+            allowed: AllowedActions::all(),
+            registry: auto_agent_registry::RegistryClient::new(vec![], None).unwrap(),
+            bundle_defaults: BundleDefaults {
+                destination: Destination::Filesystem { root: dir },
+                sse: None,
+            },
+        };
+        Fixture {
+            api,
+            reconciler,
+            recent,
+            _leader: leader,
+        }
+    }
+
+    impl Fixture {
+        /// Handles a fresh crash-loop incident, with `failing` as what the leader knows.
+        async fn handle(&self, failing: &mut FailingPods) -> Next {
+            let finding = crash_finding();
+            let key = IncidentKey::for_finding(&finding).unwrap();
+            let change = Change {
+                finding,
+                observed: Observed::Opened(key.clone()),
+                received: std::time::Instant::now(),
+            };
+            self.reconciler.handle(&change, &key, true, failing).await
+        }
+
+        fn event_reasons(&self) -> Vec<String> {
+            self.api
+                .seen_with("POST", EVENTS)
+                .iter()
+                .map(|s| s.body["reason"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        }
+
+        fn deleted(&self) -> usize {
+            self.api.seen_with("DELETE", POD).len()
+        }
+
+        fn reserved(&self) -> usize {
+            self.api.seen_with("POST", LEDGER).len() + self.api.seen_with("PUT", LEDGER).len()
+        }
+    }
+
+    /// The leader knows these pods of `api` failing since `age_ms` ago.
+    fn failing_now(pods: &[&str], age_ms: i64) -> FailingPods {
+        let mut f = FailingPods::default();
+        let now = auto_agent_shared::clock::now_ms();
+        for p in pods {
+            f.observe(WORKLOAD, p, true, now - age_ms);
+        }
+        f
+    }
+
+    #[tokio::test]
+    async fn without_a_policy_the_incident_is_reported_and_nothing_changes() {
+        let fx = fixture(None, json!({}), 3);
+        assert_eq!(fx.handle(&mut failing_now(&["u1"], 0)).await, Next::Done);
+        assert_eq!(fx.event_reasons(), ["NoPolicy"]);
+        assert_eq!((fx.deleted(), fx.reserved()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_live_restart_reserves_deletes_and_reports_once() {
+        let fx = fixture(
+            Some(json!({"safety": {"stormWindowSeconds": 0}})),
+            json!({}),
+            3,
+        );
+        let mut failing = failing_now(&["u1"], 0);
+        assert_eq!(fx.handle(&mut failing).await, Next::Done);
+        assert_eq!(fx.deleted(), 1);
+        assert_eq!(fx.reserved(), 1);
+        assert_eq!(fx.event_reasons(), ["RestartedPod"]);
+        let recent = fx.recent.get(&PolicyRef::Namespaced {
+            namespace: "prod".into(),
+            name: "api".into(),
+        });
+        assert_eq!(
+            recent[0].outcome,
+            auto_agent_shared::crd::ActionOutcome::Executed
+        );
+        assert_eq!(recent[0].target, WORKLOAD);
+        let m = &fx.reconciler.metrics;
+        assert_eq!(
+            m.actions
+                .with_label_values(&["RestartPod", "prod", "api"])
+                .get(),
+            1
+        );
+        assert_eq!(
+            failing.count(WORKLOAD, auto_agent_shared::clock::now_ms()),
+            0,
+            "the restarted pod no longer counts as failing"
+        );
+    }
+
+    #[tokio::test]
+    async fn dry_run_reports_the_same_plan_and_writes_nothing() {
+        let fx = fixture(
+            Some(json!({"dryRun": true, "safety": {"stormWindowSeconds": 0}})),
+            json!({}),
+            3,
+        );
+        fx.handle(&mut failing_now(&["u1"], 0)).await;
+        assert_eq!(fx.event_reasons(), ["DryRun"]);
+        let note = fx.api.seen_with("POST", EVENTS)[0].body["note"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(note.contains("would RestartPod Pod/prod/api-1"), "{note}");
+        assert_eq!((fx.deleted(), fx.reserved()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn an_opted_out_pod_is_refused_before_any_reservation() {
+        let fx = fixture(
+            Some(json!({"safety": {"stormWindowSeconds": 0}})),
+            json!({"autoagent.io/ignore": "true"}),
+            3,
+        );
+        fx.handle(&mut failing_now(&["u1"], 0)).await;
+        assert_eq!(fx.event_reasons(), ["OptedOut"]);
+        assert_eq!((fx.deleted(), fx.reserved()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_fresh_failure_waits_for_the_storm_window_silently() {
+        let fx = fixture(Some(json!({})), json!({}), 3);
+        match fx.handle(&mut failing_now(&["u1"], 200)).await {
+            Next::Retry(wait) => assert!(
+                (Duration::from_millis(600)..=Duration::from_millis(800)).contains(&wait),
+                "{wait:?}"
+            ),
+            Next::Done => panic!("acted inside the storm window"),
+        }
+        assert!(fx.event_reasons().is_empty());
+        assert_eq!((fx.deleted(), fx.reserved()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn the_breaker_counts_failing_pods_the_lagging_ready_count_misses() {
+        // 4 of 4 ready, says the Deployment; the leader knows 3 of its pods are failing.
+        let fx = fixture(Some(json!({})), json!({}), 4);
+        let mut failing = failing_now(&["u1", "u2", "u3"], 5_000);
+        assert_eq!(fx.handle(&mut failing).await, Next::Done);
+        assert_eq!(fx.event_reasons(), ["DisruptionBreaker"]);
+        let event = &fx.api.seen_with("POST", EVENTS)[0].body;
+        assert_eq!(event["type"], "Warning");
+        assert!(event["note"].as_str().unwrap().contains("escalating"));
+        assert_eq!((fx.deleted(), fx.reserved()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_ledger_conflict_decides_again_and_acts_once() {
+        // Another write created the ledger between our read and our create.
+        let fx = fixture_with(
+            Some(json!({"safety": {"stormWindowSeconds": 0}})),
+            json!({}),
+            3,
+            |api| {
+                api.on("POST", LEDGER, vec![FakeApi::conflict(), ledger_answer()]);
+            },
+        );
+        assert_eq!(fx.handle(&mut failing_now(&["u1"], 0)).await, Next::Done);
+        assert_eq!(fx.api.seen_with("POST", LEDGER).len(), 2);
+        assert_eq!(fx.api.seen_with("GET", "/configmaps/ledger").len(), 2);
+        assert_eq!(fx.deleted(), 1);
+        assert_eq!(fx.event_reasons(), ["RestartedPod"]);
+    }
+}

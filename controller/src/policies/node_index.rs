@@ -60,6 +60,18 @@ impl NodePolicyIndex {
             .collect()
     }
 
+    /// Adds a policy object as the watch would (tests build indexes this way).
+    #[cfg(test)]
+    pub fn insert(&self, policy: serde_json::Value) {
+        let guarded: DeserializeGuard<NodeRemediationPolicy> =
+            serde_json::from_value(policy).unwrap_or_else(|e| panic!("{e}"));
+        let e = entry(guarded);
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(e.name.clone(), e);
+    }
+
     pub fn get(&self, name: &str) -> Option<UsableNodePolicy> {
         self.0
             .read()

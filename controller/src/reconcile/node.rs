@@ -523,3 +523,304 @@ impl NodeReconciler {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policies::recent::RecentActions;
+    use crate::testing::{FakeApi, FakeLeader, keeper, metrics};
+    use auto_agent_engine::{FindingKind, Transition};
+    use kube::runtime::events::{Recorder, Reporter};
+    use serde_json::{Value, json};
+    use tokio::sync::Notify;
+
+    const NODE_EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
+    const POD_EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/prod/events";
+    const LEDGER: &str = "/api/v1/namespaces/auto-agent/configmaps";
+    const EVICTION: &str = "/api/v1/namespaces/prod/pods/batch-7c9-x1/eviction";
+
+    fn node(name: &str, pressure: bool, cordoned_by: Option<&str>, cleared_at: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "Node",
+               "metadata": {"name": name, "uid": format!("uid-{name}"), "labels": {"pool": "a"},
+                            "annotations": cordoned_by.map_or(json!({}), |p| json!({"autoagent.io/cordoned-by": p}))},
+               "spec": {"unschedulable": cordoned_by.is_some()},
+               "status": {"conditions": [
+                   {"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"},
+                   {"type": "MemoryPressure", "status": if pressure {"True"} else {"False"},
+                    "lastTransitionTime": cleared_at}]}})
+    }
+
+    fn event_answer() -> (u16, Value) {
+        (
+            201,
+            json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+                   "metadata": {"name": "e"}, "eventTime": "2026-01-01T00:00:00.000000Z"}),
+        )
+    }
+
+    struct Fixture {
+        api: FakeApi,
+        reconciler: NodeReconciler,
+        recent: RecentActions,
+        _leader: FakeLeader,
+    }
+
+    /// node-a is under memory pressure; node-b is cordoned by the agent when `b_cordoned`. One pod
+    /// of Deployment `batch` on node-a, whose policy allows eviction.
+    fn fixture(policy: Option<Value>, b_cordoned: bool) -> Fixture {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let api = FakeApi::default();
+        let b = node(
+            "node-b",
+            false,
+            b_cordoned.then_some("pressure"),
+            "2026-01-01T00:00:00Z",
+        );
+        let a = node("node-a", true, None, "2026-01-01T00:00:00Z");
+        api.on("GET", "/api/v1/nodes/node-a", vec![(200, a.clone())])
+            .on(
+                "GET",
+                "/api/v1/nodes",
+                vec![(200, json!({"apiVersion": "v1", "kind": "NodeList", "metadata": {},
+                                  "items": [a, b, node("node-c", false, None, "2026-01-01T00:00:00Z")]}))],
+            )
+            .on(
+                "GET",
+                "/api/v1/pods",
+                vec![(200, json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [
+                    {"metadata": {"name": "batch-7c9-x1", "namespace": "prod", "uid": "p1",
+                                  "labels": {"app": "batch", "pod-template-hash": "7c9"},
+                                  "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                                      "name": "batch-7c9", "uid": "rs", "controller": true}]},
+                     "spec": {"nodeName": "node-a", "containers": [{"name": "app"}]},
+                     "status": {"phase": "Running"}}]}))],
+            )
+            .on("GET", &format!("{LEDGER}/ledger"), vec![FakeApi::not_found(404)])
+            .on(
+                "POST",
+                LEDGER,
+                vec![(201, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ledger"}}))],
+            )
+            .on("PATCH", "/api/v1/nodes/*", vec![(200, node("node-a", true, Some("pressure"), "2026-01-01T00:00:00Z"))])
+            .on("POST", EVICTION, vec![(201, json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 201}))])
+            .on("POST", NODE_EVENTS, vec![event_answer()])
+            .on("POST", POD_EVENTS, vec![event_answer()]);
+        let metrics = metrics();
+        let leader = FakeLeader::new(&metrics, true);
+        let client = api.client();
+        let node_policies = NodePolicyIndex::default();
+        if let Some(p) = policy {
+            node_policies.insert(p);
+        }
+        let policies = PolicyIndex::default();
+        policies.insert(
+            json!({"apiVersion": "autoagent.io/v1alpha1", "kind": "AutoRemediationPolicy",
+                               "metadata": {"name": "batch", "namespace": "prod"},
+                               "spec": {"targetSelector": {"matchLabels": {"app": "batch"}},
+                                        "actions": {"evictOnNodePressure": true}}}),
+        );
+        let recent = RecentActions::new(Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let (evidence, _dir) = keeper("node-reconcile");
+        let events = crate::platform::events::EventSink {
+            recorder: Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: "auto-agent".into(),
+                    instance: None,
+                },
+            ),
+            leadership: leader.leadership.clone(),
+            metrics: metrics.clone(),
+        };
+        let reconciler = NodeReconciler {
+            client: client.clone(),
+            outcomes: Outcomes {
+                events,
+                metrics: metrics.clone(),
+                recent: recent.clone(),
+            },
+            policies,
+            node_policies,
+            ledger: Ledger::new(
+                client.clone(),
+                "auto-agent",
+                "ledger",
+                leader.leadership.clone(),
+            ),
+            executor: Arc::new(Executor {
+                client: client.clone(),
+                eviction_client: client,
+                leadership: leader.leadership.clone(),
+                evidence,
+            }),
+            leadership: leader.leadership.clone(),
+            metrics,
+            allowed: AllowedActions::all(),
+        };
+        Fixture {
+            api,
+            reconciler,
+            recent,
+            _leader: leader,
+        }
+    }
+
+    fn nrp(extra: Value) -> Value {
+        let mut spec = json!({"nodeSelector": {"matchLabels": {"pool": "a"}},
+                              "conditions": ["MemoryPressure"], "cordon": true, "evict": true,
+                              "uncordonAfterSeconds": 60});
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            spec[k] = v.clone();
+        }
+        json!({"apiVersion": "autoagent.io/v1alpha1", "kind": "NodeRemediationPolicy",
+               "metadata": {"name": "pressure", "generation": 1}, "spec": spec})
+    }
+
+    fn pressure_finding() -> Finding {
+        let mut f = crate::testing::crash_finding();
+        f.kind = FindingKind::NodeMemoryPressure;
+        f.transition = Transition::Started;
+        f.pod = None;
+        f.owner = None;
+        f.container = None;
+        f
+    }
+
+    impl Fixture {
+        async fn handle(&self) {
+            let f = pressure_finding();
+            let key = IncidentKey::for_finding(&f).unwrap();
+            self.reconciler.handle(&f, &key).await;
+        }
+
+        fn reasons(&self, path: &str) -> Vec<String> {
+            self.api
+                .seen_with("POST", path)
+                .iter()
+                .map(|s| s.body["reason"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        }
+
+        fn cluster_policy_outcomes(&self) -> Vec<(String, auto_agent_shared::crd::ActionOutcome)> {
+            self.recent
+                .get(&PolicyRef::Cluster {
+                    name: "pressure".into(),
+                })
+                .into_iter()
+                .map(|r| (r.reason, r.outcome))
+                .collect()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pressured_node_is_cordoned_then_its_evictable_pod_evicted_with_bounded_labels() {
+        let fx = fixture(Some(nrp(json!({}))), false);
+        fx.handle().await;
+        let patch = &fx.api.seen_with("PATCH", "/api/v1/nodes/node-a")[0].body;
+        assert_eq!(
+            patch["metadata"]["annotations"]["autoagent.io/cordoned-by"],
+            "pressure"
+        );
+        assert_eq!(fx.reasons(NODE_EVENTS), ["CordonedNode"]);
+        // The eviction runs in the background, with its own retry schedule.
+        for _ in 0..100 {
+            if !fx.reasons(POD_EVENTS).is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(fx.api.seen_with("POST", EVICTION).len(), 1);
+        assert_eq!(fx.reasons(POD_EVENTS), ["EvictedPod"]);
+        assert!(fx.api.seen_with("DELETE", "").is_empty(), "never a DELETE");
+        let m = &fx.reconciler.metrics;
+        assert_eq!(
+            m.node_actions
+                .with_label_values(&["CordonNode", "node-a"])
+                .get(),
+            1
+        );
+        assert_eq!(
+            m.actions
+                .with_label_values(&["EvictPod", "prod", "batch"])
+                .get(),
+            1
+        );
+        assert_eq!(
+            m.actions
+                .with_label_values(&["EvictPod", "prod", "batch-7c9-x1"])
+                .get(),
+            0
+        );
+        let outcomes = fx.cluster_policy_outcomes();
+        assert!(
+            outcomes.contains(&(
+                "CordonedNode".into(),
+                auto_agent_shared::crd::ActionOutcome::Executed
+            )),
+            "{outcomes:?}"
+        );
+        assert_eq!(
+            fx.api.seen_with("POST", LEDGER).len(),
+            1,
+            "both actions reserved in one write"
+        );
+    }
+
+    #[tokio::test]
+    async fn no_policy_reports_and_changes_nothing() {
+        let fx = fixture(None, false);
+        fx.handle().await;
+        assert_eq!(fx.reasons(NODE_EVENTS), ["NoPolicy"]);
+        assert!(fx.api.seen_with("PATCH", "").is_empty());
+        assert!(fx.api.seen_with("POST", LEDGER).is_empty());
+    }
+
+    #[tokio::test]
+    async fn max_unavailable_refuses_a_second_cordon_and_escalates() {
+        let fx = fixture(Some(nrp(json!({"maxUnavailableNodes": 1}))), true);
+        fx.handle().await;
+        assert_eq!(fx.reasons(NODE_EVENTS), ["MaxUnavailable"]);
+        let event = &fx.api.seen_with("POST", NODE_EVENTS)[0].body;
+        assert_eq!(event["type"], "Warning");
+        assert!(fx.api.seen_with("PATCH", "").is_empty());
+        assert!(fx.api.seen_with("POST", LEDGER).is_empty());
+        assert_eq!(
+            fx.cluster_policy_outcomes(),
+            [(
+                "MaxUnavailable".to_owned(),
+                auto_agent_shared::crd::ActionOutcome::Refused
+            )]
+        );
+    }
+
+    #[tokio::test]
+    async fn dry_run_names_the_plan_and_writes_nothing() {
+        let fx = fixture(Some(nrp(json!({"dryRun": true}))), false);
+        fx.handle().await;
+        assert_eq!(fx.reasons(NODE_EVENTS), ["DryRun"]);
+        let note = fx.api.seen_with("POST", NODE_EVENTS)[0].body["note"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            note.contains("CordonNode Node//node-a")
+                && note.contains("EvictPod Pod/prod/batch-7c9-x1"),
+            "{note}"
+        );
+        assert!(fx.api.seen_with("PATCH", "").is_empty());
+        assert!(fx.api.seen_with("POST", EVICTION).is_empty());
+        assert!(fx.api.seen_with("POST", LEDGER).is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_sweep_uncordons_only_what_it_cordoned_once_pressure_stayed_clear() {
+        // node-b: cordoned by the agent, pressure clear since long ago. node-a: pressure now.
+        let fx = fixture(Some(nrp(json!({}))), true);
+        fx.reconciler.sweep().await.unwrap();
+        let patches = fx.api.seen_with("PATCH", "/api/v1/nodes/");
+        assert_eq!(patches.len(), 1, "{patches:?}");
+        assert!(patches[0].uri.starts_with("/api/v1/nodes/node-b"));
+        assert_eq!(patches[0].body["spec"]["unschedulable"], false);
+        assert_eq!(fx.reasons(NODE_EVENTS), ["UncordonedNode"]);
+    }
+}

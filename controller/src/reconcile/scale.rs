@@ -801,4 +801,260 @@ mod tests {
         assert_eq!(spec.stabilization_window_ms, 300_000);
         assert!((spec.scale_down_cpu_threshold - 0.30).abs() < 1e-9);
     }
+
+    mod apply {
+        use super::super::*;
+        use crate::policies::recent::RecentActions;
+        use crate::testing::{FakeApi, FakeLeader, keeper, metrics};
+        use kube::runtime::events::{Recorder, Reporter};
+        use serde_json::{Value, json};
+        use tokio::sync::Notify;
+
+        const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/prod/events";
+        const LEDGER: &str = "/api/v1/namespaces/auto-agent/configmaps";
+        const SCALE: &str = "/apis/apps/v1/namespaces/prod/deployments/api/scale";
+
+        fn scaler(api: &FakeApi, leader: &FakeLeader, m: &ControllerMetrics) -> Scaler {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let client = api.client();
+            let (evidence, _dir) = keeper("scale-apply");
+            let changed = Arc::new(Notify::new());
+            Scaler {
+                client: client.clone(),
+                prom: None,
+                policies: PolicyIndex::default(),
+                ledger: Ledger::new(
+                    client.clone(),
+                    "auto-agent",
+                    "ledger",
+                    leader.leadership.clone(),
+                ),
+                leadership: leader.leadership.clone(),
+                outcomes: Outcomes {
+                    events: crate::platform::events::EventSink {
+                        recorder: Recorder::new(
+                            client.clone(),
+                            Reporter {
+                                controller: "auto-agent".into(),
+                                instance: None,
+                            },
+                        ),
+                        leadership: leader.leadership.clone(),
+                        metrics: m.clone(),
+                    },
+                    metrics: m.clone(),
+                    recent: RecentActions::new(changed.clone(), changed.clone()),
+                },
+                executor: Arc::new(Executor {
+                    client: client.clone(),
+                    eviction_client: client,
+                    leadership: leader.leadership.clone(),
+                    evidence,
+                }),
+                metrics: m.clone(),
+                health: ScaleHealth::new(changed),
+                interval: Duration::from_secs(1),
+                failures_before_degraded: 3,
+                features: crate::platform::features::Features::parse(&["scaling".into()]).unwrap(),
+                allowed: AllowedActions::all(),
+                cluster_budgets: vec![],
+            }
+        }
+
+        fn api() -> FakeApi {
+            let api = FakeApi::default();
+            api.on("GET", &format!("{LEDGER}/ledger"), vec![FakeApi::not_found(404)])
+                .on(
+                    "POST",
+                    LEDGER,
+                    vec![(201, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ledger"}}))],
+                )
+                .on(
+                    "PATCH",
+                    SCALE,
+                    vec![(200, json!({"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": "api"}, "spec": {"replicas": 3}}))],
+                )
+                .on(
+                    "POST",
+                    EVENTS,
+                    vec![(201, json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"}, "eventTime": "2026-01-01T00:00:00.000000Z"}))],
+                );
+            api
+        }
+
+        fn policy(budgets: Value) -> PolicyEntry {
+            let index = PolicyIndex::default();
+            index.insert(json!({"apiVersion": "autoagent.io/v1alpha1", "kind": "AutoRemediationPolicy",
+                                "metadata": {"name": "web", "namespace": "prod"},
+                                "spec": {"targetSelector": {"matchLabels": {"app": "api"}}, "budgets": budgets,
+                                         "actions": {"scale": {"enabled": true, "minReplicas": 2, "maxReplicas": 4}}}}));
+            index.all().remove(0)
+        }
+
+        fn target(annotations: Value) -> Target {
+            Target {
+                kind: "Deployment",
+                name: "api".into(),
+                meta: serde_json::from_value(
+                    json!({"name": "api", "namespace": "prod", "annotations": annotations}),
+                )
+                .unwrap(),
+            }
+        }
+
+        fn up(dry_run: bool) -> ScaleDecision {
+            ScaleDecision::Scale {
+                from: 2,
+                to: 3,
+                direction: Direction::Up,
+                reason: "CPU 0.95 is above 0.80; active gates: queueDepth".into(),
+                dry_run,
+            }
+        }
+
+        /// Events written, in order (the recorder patches a repeat of an Event it already created).
+        fn reasons(api: &FakeApi) -> Vec<String> {
+            api.seen()
+                .iter()
+                .filter(|s| {
+                    s.uri.starts_with(EVENTS) && (s.method == "POST" || s.method == "PATCH")
+                })
+                .map(|s| s.body["reason"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        }
+
+        #[tokio::test]
+        async fn a_scale_up_is_reserved_then_patched_and_reported() {
+            let (api, m) = (api(), metrics());
+            let leader = FakeLeader::new(&m, true);
+            let s = scaler(&api, &leader, &m);
+            let mut st = WorkloadState::default();
+            s.apply(
+                &policy(json!([])),
+                "prod",
+                &target(json!({})),
+                &up(false),
+                &mut st,
+            )
+            .await;
+            assert_eq!(api.seen_with("POST", LEDGER).len(), 1);
+            assert_eq!(
+                api.seen_with("PATCH", SCALE)[0].body,
+                json!({"spec": {"replicas": 3}})
+            );
+            assert_eq!(reasons(&api), ["ScaledUp"]);
+            assert_eq!(
+                m.actions
+                    .with_label_values(&["ScaleUp", "prod", "api"])
+                    .get(),
+                1
+            );
+        }
+
+        #[tokio::test]
+        async fn an_opted_out_workload_is_refused_before_the_ledger_and_reported_once() {
+            let (api, m) = (api(), metrics());
+            let leader = FakeLeader::new(&m, true);
+            let s = scaler(&api, &leader, &m);
+            let mut st = WorkloadState::default();
+            let ignored = target(json!({"autoagent.io/ignore": "true"}));
+            for _ in 0..3 {
+                s.apply(&policy(json!([])), "prod", &ignored, &up(false), &mut st)
+                    .await;
+            }
+            assert!(api.seen_with("PATCH", SCALE).is_empty());
+            assert!(api.seen_with("POST", LEDGER).is_empty());
+            assert_eq!(
+                reasons(&api),
+                ["OptedOut"],
+                "one Event per change of reason"
+            );
+            assert_eq!(
+                m.scale_decisions
+                    .with_label_values(&["held", "OptedOut"])
+                    .get(),
+                3
+            );
+        }
+
+        #[tokio::test]
+        async fn an_exhausted_budget_holds_and_dry_run_writes_nothing() {
+            let (api, m) = (api(), metrics());
+            let leader = FakeLeader::new(&m, true);
+            let s = scaler(&api, &leader, &m);
+            let mut st = WorkloadState::default();
+            // A ledger that already holds one scale-up of this workload, and a budget of one.
+            let spent = json!({"records": [{"at_ms": auto_agent_shared::clock::now_ms(), "action": "ScaleUp",
+                                            "target": "Deployment/prod/api", "policy": "prod/web", "incident": "i"}]});
+            let full = FakeApi::default();
+            full.on(
+                "GET",
+                &format!("{LEDGER}/ledger"),
+                vec![(200, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ledger", "resourceVersion": "3"},
+                                  "data": {"actions.json": spent.to_string()}}))],
+            );
+            let s_full = Scaler {
+                ledger: Ledger::new(
+                    full.client(),
+                    "auto-agent",
+                    "ledger",
+                    leader.leadership.clone(),
+                ),
+                ..scaler(&api, &leader, &m)
+            };
+            let budget =
+                json!([{"action": "ScaleUp", "scope": "Target", "max": 1, "windowSeconds": 3600}]);
+            s_full
+                .apply(
+                    &policy(budget),
+                    "prod",
+                    &target(json!({})),
+                    &up(false),
+                    &mut st,
+                )
+                .await;
+            assert_eq!(reasons(&api), ["BudgetExhausted"]);
+            assert!(api.seen_with("PATCH", SCALE).is_empty());
+            let mut st = WorkloadState::default();
+            s.apply(
+                &policy(json!([])),
+                "prod",
+                &target(json!({})),
+                &up(true),
+                &mut st,
+            )
+            .await;
+            assert_eq!(reasons(&api), ["BudgetExhausted", "DryRun"]);
+            assert!(api.seen_with("PATCH", SCALE).is_empty());
+            assert!(api.seen_with("POST", LEDGER).is_empty());
+        }
+
+        #[tokio::test]
+        async fn holds_and_proposals_are_reported_once_per_change() {
+            let (api, m) = (api(), metrics());
+            let leader = FakeLeader::new(&m, true);
+            let s = scaler(&api, &leader, &m);
+            let mut st = WorkloadState::default();
+            let hold = ScaleDecision::Hold {
+                reason: HoldReason::NoGateConfigured,
+                detail: "no gate".into(),
+            };
+            let propose = ScaleDecision::Propose {
+                from: 2,
+                to: 3,
+                direction: Direction::Up,
+                reason: "cpu".into(),
+            };
+            for d in [&hold, &hold, &propose, &propose, &hold] {
+                s.apply(&policy(json!([])), "prod", &target(json!({})), d, &mut st)
+                    .await;
+            }
+            assert_eq!(
+                reasons(&api),
+                ["NoGateConfigured", "GitOpsManaged", "NoGateConfigured"]
+            );
+            assert!(api.seen_with("PATCH", SCALE).is_empty());
+            assert!(api.seen_with("POST", LEDGER).is_empty());
+        }
+    }
 }

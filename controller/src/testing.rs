@@ -278,3 +278,22 @@ pub fn files_below(dir: &std::path::Path) -> Vec<String> {
     out.sort();
     out
 }
+
+/// An Event sink on the fake API, fenced by `leadership`.
+pub fn event_sink(
+    client: &Client,
+    leadership: &Leadership,
+    metrics: &ControllerMetrics,
+) -> crate::platform::events::EventSink {
+    crate::platform::events::EventSink {
+        recorder: kube::runtime::events::Recorder::new(
+            client.clone(),
+            kube::runtime::events::Reporter {
+                controller: "auto-agent".into(),
+                instance: None,
+            },
+        ),
+        leadership: leadership.clone(),
+        metrics: metrics.clone(),
+    }
+}

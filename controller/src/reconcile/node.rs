@@ -530,7 +530,6 @@ mod tests {
     use crate::policies::recent::RecentActions;
     use crate::testing::{FakeApi, FakeLeader, keeper, metrics};
     use auto_agent_engine::{FindingKind, Transition};
-    use kube::runtime::events::{Recorder, Reporter};
     use serde_json::{Value, json};
     use tokio::sync::Notify;
 
@@ -621,17 +620,7 @@ mod tests {
         );
         let recent = RecentActions::new(Arc::new(Notify::new()), Arc::new(Notify::new()));
         let (evidence, _dir) = keeper("node-reconcile");
-        let events = crate::platform::events::EventSink {
-            recorder: Recorder::new(
-                client.clone(),
-                Reporter {
-                    controller: "auto-agent".into(),
-                    instance: None,
-                },
-            ),
-            leadership: leader.leadership.clone(),
-            metrics: metrics.clone(),
-        };
+        let events = crate::testing::event_sink(&client, &leader.leadership, &metrics);
         let reconciler = NodeReconciler {
             client: client.clone(),
             outcomes: Outcomes {

@@ -409,7 +409,6 @@ mod tests {
     };
     use auto_agent_engine::Observed;
     use auto_agent_evidence::Destination;
-    use kube::runtime::events::{Recorder, Reporter};
     use serde_json::{Value, json};
     use tokio::sync::Notify;
 
@@ -487,17 +486,7 @@ mod tests {
         }
         let recent = RecentActions::new(Arc::new(Notify::new()), Arc::new(Notify::new()));
         let (evidence, dir) = keeper("pod-reconcile");
-        let events = crate::platform::events::EventSink {
-            recorder: Recorder::new(
-                client.clone(),
-                Reporter {
-                    controller: "auto-agent".into(),
-                    instance: None,
-                },
-            ),
-            leadership: leader.leadership.clone(),
-            metrics: metrics.clone(),
-        };
+        let events = crate::testing::event_sink(&client, &leader.leadership, &metrics);
         let reconciler = PodReconciler {
             client: client.clone(),
             outcomes: Outcomes {

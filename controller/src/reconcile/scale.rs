@@ -806,7 +806,6 @@ mod tests {
         use super::super::*;
         use crate::policies::recent::RecentActions;
         use crate::testing::{FakeApi, FakeLeader, keeper, metrics};
-        use kube::runtime::events::{Recorder, Reporter};
         use serde_json::{Value, json};
         use tokio::sync::Notify;
 
@@ -831,17 +830,7 @@ mod tests {
                 ),
                 leadership: leader.leadership.clone(),
                 outcomes: Outcomes {
-                    events: crate::platform::events::EventSink {
-                        recorder: Recorder::new(
-                            client.clone(),
-                            Reporter {
-                                controller: "auto-agent".into(),
-                                instance: None,
-                            },
-                        ),
-                        leadership: leader.leadership.clone(),
-                        metrics: m.clone(),
-                    },
+                    events: crate::testing::event_sink(&client, &leader.leadership, m),
                     metrics: m.clone(),
                     recent: RecentActions::new(changed.clone(), changed.clone()),
                 },

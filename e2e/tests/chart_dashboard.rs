@@ -30,7 +30,10 @@ fn exported_metrics() -> BTreeSet<String> {
             }
         }
     };
-    for file in ["controller/src/metrics.rs", "evidence/src/keeper.rs"] {
+    for file in [
+        "controller/src/platform/metrics.rs",
+        "evidence/src/keeper.rs",
+    ] {
         let text = std::fs::read_to_string(repo_root().join(file)).unwrap();
         literal(&text, "auto_agent_", &mut names);
     }

@@ -132,7 +132,8 @@ impl Setup {
         steps::apply_policy(&self.cluster, self.ns(), name, spec);
     }
 
-    /// `kubectl apply` of a manifest (YAML or JSON), in the test namespace unless it names one.
+    /// `kubectl apply` of a manifest (YAML or JSON) in the test namespace: a namespaced object names
+    /// it or none; a cluster-scoped one (a NodeRemediationPolicy) is applied as it is.
     pub fn apply(&self, manifest: &str) {
         let (ok, _, err) = self
             .cluster

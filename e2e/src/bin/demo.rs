@@ -188,16 +188,32 @@ async fn main() -> anyhow::Result<()> {
     );
     // The Event that names the restart and its bundle.
     let events: Api<Event> = Api::namespaced(admin.clone(), "prod");
-    let restarted = events
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some("RestartedPod"))
-        .filter_map(|e| e.note)
-        .find(|note| note.contains(&victim_name))
-        .ok_or_else(|| anyhow::anyhow!("no RestartedPod Event names {victim_name}"))?;
-    proved.push(("event", format!("RestartedPod {restarted}")));
+    let restarted = || {
+        let (events, victim) = (events.clone(), victim_name.clone());
+        async move {
+            Ok::<_, anyhow::Error>(
+                events
+                    .list(&ListParams::default())
+                    .await?
+                    .items
+                    .into_iter()
+                    .filter(|e| e.reason.as_deref() == Some("RestartedPod"))
+                    .filter_map(|e| e.note)
+                    .find(|note| note.contains(&victim)),
+            )
+        }
+    };
+    poll_until(
+        &format!("a RestartedPod Event naming {victim_name}"),
+        Duration::from_secs(30),
+        || {
+            let found = restarted();
+            async move { Ok(found.await?.is_some()) }
+        },
+    )
+    .await?;
+    let note = restarted().await?.unwrap_or_default();
+    proved.push(("event", format!("RestartedPod {note}")));
     let (_, out, _) = cluster.kubectl(
         &[
             "get",

@@ -9,6 +9,7 @@ setup:
 	scripts/setup.sh
 
 ## demo: the main job: a real local control plane with the agent reporting a crash-looping pod
+## (e2e/tests/demo.rs runs this target and checks what it proves, so `make test` covers it)
 demo: setup
 	$(CARGO) run --quiet -p auto-agent-e2e --bin demo
 
@@ -27,6 +28,7 @@ unit:
 	$(CARGO) test --workspace --exclude auto-agent-e2e
 
 ## e2e: start (or reuse) the local control plane, building its binaries on a cache miss, and run the e2e tests
+## (among them `make demo`, through e2e/tests/demo.rs)
 e2e: cluster-up
 	$(CARGO) test -p auto-agent-e2e
 

@@ -4,6 +4,8 @@
 //! - [`TestNamespace`]: a fresh namespace per test, deleted when dropped.
 //! - [`wait`]: waits on watches or polls with deadlines, never bare sleeps.
 //! - [`scenario`]: put pods and nodes into the failure states the agent remediates.
+//! - [`Workload`]: the one Deployment builder every test uses.
+//! - [`Setup`]: a test's namespace, chart and agents, policies and workloads, torn down as one.
 //! - [`helm`]: the Helm CLI and the project's chart (lint, template, install with its identities).
 //! - [`manifests`]: the chart rendered by `helm template` as JSON, with accessors for the tests.
 
@@ -24,9 +26,12 @@ pub mod proxy;
 pub mod registry;
 pub mod s3;
 pub mod scenario;
+pub mod setup;
 pub mod steps;
 pub mod wait;
 pub mod workloads;
 
 pub use cluster::Cluster;
 pub use namespace::TestNamespace;
+pub use setup::Setup;
+pub use workloads::Workload;

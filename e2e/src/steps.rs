@@ -1,13 +1,12 @@
-//! Steps the remediation tests share: workloads pinned to one fake node, policies applied with
-//! kubectl, rollouts, and the Events the agent writes. They panic on failure (test code).
+//! Steps the remediation tests share: ready pods, policies applied with kubectl, and the Events
+//! the agent writes (workloads: [`crate::workloads::Workload`]). They panic on failure (test code).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{ListParams, PostParams};
+use kube::api::ListParams;
 use kube::{Api, Client};
 use serde_json::json;
 
@@ -16,30 +15,6 @@ use crate::wait::poll_until;
 
 /// How long a step waits.
 pub const TIMEOUT: Duration = Duration::from_secs(90);
-
-/// A Deployment of `replicas` pods pinned to `node`, labelled `app=<name>` plus `labels`.
-pub fn deployment_on(
-    node: &str,
-    name: &str,
-    replicas: i32,
-    labels: serde_json::Value,
-    annotations: serde_json::Value,
-    memory: Option<&str>,
-) -> Deployment {
-    let mut container = json!({"name": "app", "image": "registry.example.com/app:1"});
-    if let Some(m) = memory {
-        container["resources"] = json!({"limits": {"memory": m}, "requests": {"memory": "128Mi"}});
-    }
-    let mut pod_labels = labels.clone();
-    pod_labels["app"] = json!(name);
-    serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
-                 "template": {"metadata": {"labels": pod_labels, "annotations": annotations},
-                              "spec": {"nodeSelector": {"kubernetes.io/hostname": node}, "containers": [container]}}},
-    }))
-    .expect("test step")
-}
 
 pub async fn ready_pods(client: &Client, ns: &str, app: &str) -> Vec<Pod> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
@@ -58,23 +33,6 @@ pub async fn ready_pods(client: &Client, ns: &str, app: &str) -> Vec<Pod> {
             })
         })
         .collect()
-}
-
-/// Creates the Deployment and waits until it reports `replicas` ready.
-pub async fn rollout(client: &Client, ns: &str, d: Deployment) {
-    let name = d.metadata.name.clone().expect("test step");
-    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    api.create(&PostParams::default(), &d)
-        .await
-        .expect("test step");
-    poll_until("deployment ready", TIMEOUT, || {
-        let api = api.clone();
-        let name = name.clone();
-        async move { Ok(api.get(&name).await?.status.and_then(|s| s.ready_replicas) == Some(want)) }
-    })
-    .await
-    .expect("test step");
 }
 
 pub fn apply_policy(cluster: &Cluster, ns: &str, name: &str, spec: serde_json::Value) {

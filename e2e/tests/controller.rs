@@ -17,8 +17,7 @@ use auto_agent_e2e::process::metric_sum;
 use auto_agent_e2e::proxy::ServiceProxy;
 use auto_agent_e2e::scenario;
 use auto_agent_e2e::wait::poll_until;
-use auto_agent_e2e::workloads::single_pod_deployment;
-use auto_agent_e2e::{Cluster, TestNamespace};
+use auto_agent_e2e::{Cluster, TestNamespace, Workload};
 use auto_agent_shared::crd::AutoRemediationPolicy;
 use auto_agent_shared::proto::v1::sensor_ingest_client::SensorIngestClient;
 use auto_agent_shared::proto::v1::{self as pb, sensor_message};
@@ -41,16 +40,12 @@ async fn metric(c: &Controller, name: &str) -> f64 {
 }
 
 async fn deployment_on(client: &Client, ns: &str, name: &str) -> String {
-    single_pod_deployment(
-        client,
-        ns,
-        name,
-        TARGET,
-        json!({"tier": "backend"}),
-        "registry.example.com/app:1",
-    )
-    .await
-    .unwrap()
+    Workload::new(name)
+        .on_node(TARGET)
+        .label("tier", "backend")
+        .running_pod(client, ns)
+        .await
+        .unwrap()
 }
 
 /// Opens a raw stream against one replica and returns the first answer.

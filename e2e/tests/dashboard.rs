@@ -7,14 +7,13 @@
 
 use std::time::Duration;
 
-use auto_agent_e2e::agents::AgentStack;
 use auto_agent_e2e::cluster::repo_root;
 use auto_agent_e2e::exporter::Exporter;
 use auto_agent_e2e::prometheus::{Prometheus, ScrapeTarget};
 use auto_agent_e2e::scenario;
-use auto_agent_e2e::steps::{apply_policy, deployment_on, ready_pods, rollout, wait_event};
+use auto_agent_e2e::steps::ready_pods;
 use auto_agent_e2e::wait::poll_until;
-use auto_agent_e2e::{Cluster, TestNamespace};
+use auto_agent_e2e::{Setup, Workload};
 use serde_json::json;
 
 const NODE: &str = "kwok-node-1";
@@ -55,10 +54,8 @@ async fn every_dashboard_query_returns_data_during_a_scenario() {
         queries.len() >= 20,
         "the dashboard has its panels: {queries:?}"
     );
-    let cluster = Cluster::get().unwrap();
-    cluster.install_crds().await.unwrap();
-    let admin = cluster.admin().await.unwrap();
-    let apps = TestNamespace::create(&cluster, "dash").await.unwrap();
+    let mut t = Setup::new("dash", NODE).await;
+    let admin = t.admin.clone();
 
     // Signals for the scaling loop come from their own Prometheus.
     let exporter = Exporter::start().await.unwrap();
@@ -73,9 +70,8 @@ async fn every_dashboard_query_returns_data_during_a_scenario() {
             "2".to_owned(),
         ),
     ];
-    let stack = AgentStack::start_with_env(&cluster, NODE, 1, env)
-        .await
-        .unwrap();
+    t.start_agents(1, env).await;
+    let (apps, stack) = (&t.apps, t.stack());
     // The Prometheus a user's Grafana would read: it scrapes both binaries.
     let monitoring = Prometheus::start(&[
         ScrapeTarget::http("auto-agent-controller", stack.controllers[0].admin),
@@ -84,9 +80,7 @@ async fn every_dashboard_query_returns_data_during_a_scenario() {
     .await
     .unwrap();
 
-    apply_policy(
-        &cluster,
-        &apps.name,
+    t.policy(
         "api",
         json!({"targetSelector": {"matchLabels": {"tier": "api"}},
                "actions": {"restartStuckPods": true,
@@ -97,23 +91,13 @@ async fn every_dashboard_query_returns_data_during_a_scenario() {
                "safety": {"minReadyReplicas": 0, "maxUnhealthyPercent": 100, "cooldownSeconds": 0},
                "budgets": [{"action": "RestartPod", "scope": "Policy", "max": 1, "windowSeconds": 3600}]}),
     );
-    rollout(
-        &admin,
-        &apps.name,
-        deployment_on(NODE, "api", 3, json!({"tier": "api"}), json!({}), None),
-    )
-    .await;
-    rollout(
-        &admin,
-        &apps.name,
-        deployment_on(
-            NODE,
-            "quiet",
-            3,
-            json!({"tier": "api"}),
-            json!({"autoagent.io/ignore": "true"}),
-            None,
-        ),
+    t.rollout(Workload::new("api").replicas(3).label("tier", "api"))
+        .await;
+    t.rollout(
+        Workload::new("quiet")
+            .replicas(3)
+            .label("tier", "api")
+            .annotation("autoagent.io/ignore", "true"),
     )
     .await;
     // Two api pods against a budget of one restart: one restart, one BudgetExhausted refusal.
@@ -125,9 +109,9 @@ async fn every_dashboard_query_returns_data_during_a_scenario() {
             .await
             .unwrap();
     }
-    wait_event(&admin, &apps.name, "api", "RestartedPod").await;
-    wait_event(&admin, &apps.name, "api", "BudgetExhausted").await;
-    wait_event(&admin, &apps.name, "quiet", "OptedOut").await;
+    t.wait_event("api", "RestartedPod").await;
+    t.wait_event("api", "BudgetExhausted").await;
+    t.wait_event("quiet", "OptedOut").await;
 
     let client = monitoring.client().unwrap();
     let mut missing = Vec::new();
@@ -157,6 +141,5 @@ async fn every_dashboard_query_returns_data_during_a_scenario() {
         "dashboard queries without data:\n{}",
         missing.join("\n")
     );
-    stack.delete().await.unwrap();
-    apps.delete(admin).await.unwrap();
+    t.finish().await;
 }

@@ -12,17 +12,15 @@ use std::time::Duration;
 use auto_agent_e2e::agents::AgentStack;
 use auto_agent_e2e::s3::{S3Server, SECRET_KEY};
 use auto_agent_e2e::scenario;
-use auto_agent_e2e::steps::{apply_policy, events, ready_pods, rollout, wait_event};
+use auto_agent_e2e::steps::{events, ready_pods};
 use auto_agent_e2e::wait::poll_until;
-use auto_agent_e2e::{Cluster, TestNamespace};
-use k8s_openapi::api::apps::v1::Deployment;
+use auto_agent_e2e::{Setup, Workload};
 use serde_json::json;
 
-// Its own node: these tests run beside the remediation tests (kwok-node-0) without sharing a
-// node's pods or budgets.
+// Its own node: these tests share no node's pods or budgets with the remediation tests
+// (kwok-node-0); they take turns on it (see `Setup`).
 const NODE: &str = "kwok-node-2";
 const TIMEOUT: Duration = Duration::from_secs(120);
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// What the "secretive" workload carries and no bundle may contain.
 const SECRETS: &[&str] = &[
@@ -37,30 +35,23 @@ const SECRETS: &[&str] = &[
     SECRET_KEY,
 ];
 
-fn deployment(name: &str, replicas: i32, store: &str, secretive: bool) -> Deployment {
-    let mut container = json!({"name": "app", "image": "registry.example.com/app:1"});
-    let mut annotations = json!({});
-    if secretive {
-        container["env"] = json!([
-            {"name": "DB_PASSWORD", "value": "hunter2-env"},
-            {"name": "LOG_LEVEL", "value": "debug"},
-            {"name": "API_TOKEN", "valueFrom": {"secretKeyRef": {"name": "api", "key": "token"}}},
-        ]);
-        container["args"] = json!(["--db-password", "hunter2-args", "--port", "8080"]);
-        annotations = json!({
-            "kubectl.kubernetes.io/last-applied-configuration":
-                "{\"spec\":{\"env\":[{\"name\":\"DB_PASSWORD\",\"value\":\"hunter2-annotation\"}]}}",
-            "example.com/api-token": "tok-annotation-123",
-            "example.com/team": "payments",
-        });
+fn workload(name: &str, replicas: i32, store: &str, secretive: bool) -> Workload {
+    let w = Workload::new(name).replicas(replicas).label("store", store);
+    if !secretive {
+        return w;
     }
-    serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
-                 "template": {"metadata": {"labels": {"app": name, "store": store}, "annotations": annotations},
-                              "spec": {"nodeSelector": {"kubernetes.io/hostname": NODE}, "containers": [container]}}},
-    }))
-    .unwrap()
+    w.env(json!([
+        {"name": "DB_PASSWORD", "value": "hunter2-env"},
+        {"name": "LOG_LEVEL", "value": "debug"},
+        {"name": "API_TOKEN", "valueFrom": {"secretKeyRef": {"name": "api", "key": "token"}}},
+    ]))
+    .args(&["--db-password", "hunter2-args", "--port", "8080"])
+    .annotation(
+        "kubectl.kubernetes.io/last-applied-configuration",
+        "{\"spec\":{\"env\":[{\"name\":\"DB_PASSWORD\",\"value\":\"hunter2-annotation\"}]}}",
+    )
+    .annotation("example.com/api-token", "tok-annotation-123")
+    .annotation("example.com/team", "payments")
 }
 
 /// Waits until every live replica's spool is empty (its bundles reached their store).
@@ -89,12 +80,9 @@ fn assert_redacted(what: &str, text: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_loop_bundles_land_in_s3_and_on_a_filesystem_with_secrets_redacted() {
-    let _serial = SERIAL.lock().await;
-    let cluster = Cluster::get().unwrap();
-    cluster.install_crds().await.unwrap();
-    let admin = cluster.admin().await.unwrap();
-    let apps = TestNamespace::create(&cluster, "evidence").await.unwrap();
-    let work = cluster.state_dir().join(format!("evidence-{}", apps.name));
+    let mut t = Setup::new("evidence", NODE).await;
+    let (cluster, admin) = (t.cluster.clone(), t.admin.clone());
+    let work = cluster.state_dir().join(format!("evidence-{}", t.ns()));
     let s3 = S3Server::start(&work.join("s3"), &["evidence"])
         .await
         .unwrap();
@@ -104,37 +92,24 @@ async fn crash_loop_bundles_land_in_s3_and_on_a_filesystem_with_secrets_redacted
         "AUTO_AGENT_BUNDLE_ALLOWED_ROOTS".into(),
         efs.display().to_string(),
     ));
-    let stack = AgentStack::start_with_env(&cluster, NODE, 1, env)
-        .await
-        .unwrap();
+    t.start_agents(1, env).await;
+    let (apps, stack) = (&t.apps, t.stack());
 
     let safety = json!({"minReadyReplicas": 0, "maxUnhealthyPercent": 100});
-    apply_policy(
-        &cluster,
-        &apps.name,
+    t.policy(
         "to-s3",
         json!({"targetSelector": {"matchLabels": {"store": "s3"}}, "actions": {"restartStuckPods": true},
                "safety": safety, "logBundle": {"s3": {"bucket": "evidence", "prefix": "bundles"}, "tailLines": 20}}),
     );
-    apply_policy(
-        &cluster,
-        &apps.name,
+    t.policy(
         "to-fs",
         json!({"targetSelector": {"matchLabels": {"store": "fs"}}, "actions": {"restartStuckPods": true},
                "safety": safety, "logBundle": {"filesystem": {"path": efs.join("team-a")}}}),
     );
-    rollout(&admin, &apps.name, deployment("secretive", 3, "s3", true)).await;
-    rollout(&admin, &apps.name, deployment("plain", 3, "fs", false)).await;
-    let secretive = ready_pods(&admin, &apps.name, "secretive").await[0]
-        .metadata
-        .name
-        .clone()
-        .unwrap();
-    let plain = ready_pods(&admin, &apps.name, "plain").await[0]
-        .metadata
-        .name
-        .clone()
-        .unwrap();
+    t.rollout(workload("secretive", 3, "s3", true)).await;
+    t.rollout(workload("plain", 3, "fs", false)).await;
+    let secretive = t.ready_pod_names("secretive").await.remove(0);
+    let plain = t.ready_pod_names("plain").await.remove(0);
     scenario::seed_logs(
         &cluster,
         &apps.name,
@@ -172,7 +147,7 @@ async fn crash_loop_bundles_land_in_s3_and_on_a_filesystem_with_secrets_redacted
     }
 
     // S3: the seed's key layout under the policy's prefix, named in the Event.
-    let note = wait_event(&admin, &apps.name, "secretive", "RestartedPod").await;
+    let note = t.wait_event("secretive", "RestartedPod").await;
     let key = format!(
         "bundles/{}/secretive/CrashLoopBackOff/{}/{secretive}-2.json",
         apps.name,
@@ -208,7 +183,7 @@ async fn crash_loop_bundles_land_in_s3_and_on_a_filesystem_with_secrets_redacted
     assert_redacted("the S3 bundle", &text);
 
     // Filesystem: the other setting, below the policy's path.
-    let note = wait_event(&admin, &apps.name, "plain", "RestartedPod").await;
+    let note = t.wait_event("plain", "RestartedPod").await;
     let path = efs.join(format!(
         "team-a/{}/plain/CrashLoopBackOff/{}/{plain}-2.json",
         apps.name,
@@ -236,27 +211,20 @@ async fn crash_loop_bundles_land_in_s3_and_on_a_filesystem_with_secrets_redacted
             .await,
         1.0
     );
-    stack.delete().await.unwrap();
-    apps.delete(admin).await.unwrap();
+    t.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_outage_spools_twenty_bundles_and_delivers_each_exactly_once() {
-    let _serial = SERIAL.lock().await;
-    let cluster = Cluster::get().unwrap();
-    cluster.install_crds().await.unwrap();
-    let admin = cluster.admin().await.unwrap();
-    let apps = TestNamespace::create(&cluster, "outage").await.unwrap();
-    let work = cluster.state_dir().join(format!("evidence-{}", apps.name));
+    let mut t = Setup::new("outage", NODE).await;
+    let (cluster, admin) = (t.cluster.clone(), t.admin.clone());
+    let work = cluster.state_dir().join(format!("evidence-{}", t.ns()));
     let mut s3 = S3Server::start(&work.join("s3"), &["evidence"])
         .await
         .unwrap();
-    let stack = AgentStack::start_with_env(&cluster, NODE, 1, s3.controller_env())
-        .await
-        .unwrap();
-    apply_policy(
-        &cluster,
-        &apps.name,
+    t.start_agents(1, s3.controller_env()).await;
+    let (apps, stack) = (&t.apps, t.stack());
+    t.policy(
         "outage",
         json!({"targetSelector": {"matchLabels": {"store": "s3"}}, "actions": {"restartStuckPods": true},
                "safety": {"minReadyReplicas": 0, "maxUnhealthyPercent": 100, "cooldownSeconds": 0},
@@ -265,19 +233,13 @@ async fn s3_outage_spools_twenty_bundles_and_delivers_each_exactly_once() {
     );
     // Twenty workloads, so twenty incidents.
     let names: Vec<String> = (0..20).map(|i| format!("svc-{i}")).collect();
-    let creates = names
-        .iter()
-        .map(|n| rollout(&admin, &apps.name, deployment(n, 1, "s3", false)));
+    let creates = names.iter().map(|n| t.rollout(workload(n, 1, "s3", false)));
     futures::future::join_all(creates).await;
 
     s3.stop();
     let mut pods = Vec::new();
     for n in &names {
-        let pod = ready_pods(&admin, &apps.name, n).await[0]
-            .metadata
-            .name
-            .clone()
-            .unwrap();
+        let pod = t.ready_pod_names(n).await.remove(0);
         scenario::crash_loop(&admin, &apps.name, &pod, None, 2, 1)
             .await
             .unwrap();
@@ -322,7 +284,7 @@ async fn s3_outage_spools_twenty_bundles_and_delivers_each_exactly_once() {
     assert_eq!(stack.metric("auto_agent_bundle_spool_entries").await, 20.0);
 
     s3.start_again().await.unwrap();
-    spool_drained(&stack, "the spool drains").await;
+    spool_drained(stack, "the spool drains").await;
     let keys = s3.keys("evidence");
     assert_eq!(keys.len(), 20, "{keys:?}");
     let mut ids = std::collections::BTreeSet::new();
@@ -343,8 +305,7 @@ async fn s3_outage_spools_twenty_bundles_and_delivers_each_exactly_once() {
             .await,
         20.0
     );
-    stack.delete().await.unwrap();
-    apps.delete(admin).await.unwrap();
+    t.finish().await;
 }
 
 /// `--bundle-durability remote`: with S3 down the restart is refused and the pod kept (its
@@ -352,29 +313,23 @@ async fn s3_outage_spools_twenty_bundles_and_delivers_each_exactly_once() {
 /// restart of the crash loop goes ahead with its bundle stored first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_durability_keeps_the_pod_until_its_bundle_is_in_s3() {
-    let _serial = SERIAL.lock().await;
-    let cluster = Cluster::get().unwrap();
-    cluster.install_crds().await.unwrap();
-    let admin = cluster.admin().await.unwrap();
-    let apps = TestNamespace::create(&cluster, "remote").await.unwrap();
-    let work = cluster.state_dir().join(format!("evidence-{}", apps.name));
+    let mut t = Setup::new("remote", NODE).await;
+    let (cluster, admin) = (t.cluster.clone(), t.admin.clone());
+    let work = cluster.state_dir().join(format!("evidence-{}", t.ns()));
     let mut s3 = S3Server::start(&work.join("s3"), &["evidence"])
         .await
         .unwrap();
     let mut env = s3.controller_env();
     env.push(("AUTO_AGENT_BUNDLE_DURABILITY".into(), "remote".into()));
-    let stack = AgentStack::start_with_env(&cluster, NODE, 1, env)
-        .await
-        .unwrap();
-    apply_policy(
-        &cluster,
-        &apps.name,
+    t.start_agents(1, env).await;
+    let (apps, stack) = (&t.apps, t.stack());
+    t.policy(
         "remote",
         json!({"targetSelector": {"matchLabels": {"store": "s3"}}, "actions": {"restartStuckPods": true},
                "safety": {"minReadyReplicas": 0, "maxUnhealthyPercent": 100, "cooldownSeconds": 0},
                "logBundle": {"s3": {"bucket": "evidence", "prefix": "bundles"}}}),
     );
-    rollout(&admin, &apps.name, deployment("keeper", 1, "s3", false)).await;
+    t.rollout(workload("keeper", 1, "s3", false)).await;
     let pod = ready_pods(&admin, &apps.name, "keeper").await[0].clone();
     let name = pod.metadata.name.clone().unwrap();
     let uid = pod.metadata.uid.clone().unwrap();
@@ -385,7 +340,7 @@ async fn remote_durability_keeps_the_pod_until_its_bundle_is_in_s3() {
     scenario::crash_loop(&admin, &apps.name, &name, None, 2, 1)
         .await
         .unwrap();
-    let refused = wait_event(&admin, &apps.name, "keeper", "ActionFailed").await;
+    let refused = t.wait_event("keeper", "ActionFailed").await;
     assert!(refused.contains("waits for the remote copy"), "{refused}");
     assert!(refused.contains("pod is kept"), "{refused}");
     let kept = pods.get(&name).await.unwrap();
@@ -404,7 +359,7 @@ async fn remote_durability_keeps_the_pod_until_its_bundle_is_in_s3() {
     assert_eq!(stack.metric("auto_agent_bundle_spool_entries").await, 1.0);
 
     s3.start_again().await.unwrap();
-    spool_drained(&stack, "the refused restart's bundle arrives").await;
+    spool_drained(stack, "the refused restart's bundle arrives").await;
     let keys = s3.keys("evidence");
     assert!(
         keys.iter().any(|k| k.ends_with(&format!("/{name}-2.json"))),
@@ -415,7 +370,7 @@ async fn remote_durability_keeps_the_pod_until_its_bundle_is_in_s3() {
     scenario::crash_loop(&admin, &apps.name, &name, None, 3, 1)
         .await
         .unwrap();
-    let note = wait_event(&admin, &apps.name, "keeper", "RestartedPod").await;
+    let note = t.wait_event("keeper", "RestartedPod").await;
     assert!(!note.contains("spooled"), "{note}");
     let key = format!(
         "bundles/{}/keeper/CrashLoopBackOff/{}/{name}-3.json",
@@ -437,8 +392,7 @@ async fn remote_durability_keeps_the_pod_until_its_bundle_is_in_s3() {
     })
     .await
     .unwrap();
-    stack.delete().await.unwrap();
-    apps.delete(admin).await.unwrap();
+    t.finish().await;
 }
 
 /// A controller pod deleted while S3 is down (its spool is an emptyDir): on SIGTERM it hands the
@@ -446,43 +400,37 @@ async fn remote_durability_keeps_the_pod_until_its_bundle_is_in_s3() {
 /// delivers it when S3 returns. The bundle in S3 is the one the restart's Event named.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_controller_pod_hands_its_spooled_bundles_to_the_next() {
-    let _serial = SERIAL.lock().await;
-    let cluster = Cluster::get().unwrap();
-    cluster.install_crds().await.unwrap();
-    let admin = cluster.admin().await.unwrap();
-    let apps = TestNamespace::create(&cluster, "handoff").await.unwrap();
-    let work = cluster.state_dir().join(format!("evidence-{}", apps.name));
+    let mut t = Setup::new("handoff", NODE).await;
+    let (cluster, admin) = (t.cluster.clone(), t.admin.clone());
+    let work = cluster.state_dir().join(format!("evidence-{}", t.ns()));
     let mut s3 = S3Server::start(&work.join("s3"), &["evidence"])
         .await
         .unwrap();
-    let mut stack = AgentStack::start_with_env(&cluster, NODE, 1, s3.controller_env())
-        .await
-        .unwrap();
-    apply_policy(
-        &cluster,
-        &apps.name,
+    t.start_agents(1, s3.controller_env()).await;
+    // The controller is replaced below (a mutable borrow of the setup): own the namespace's name.
+    let ns = t.ns().to_owned();
+    t.policy(
         "handoff",
         json!({"targetSelector": {"matchLabels": {"store": "s3"}}, "actions": {"restartStuckPods": true},
                "safety": {"minReadyReplicas": 0, "maxUnhealthyPercent": 100, "cooldownSeconds": 0},
                "logBundle": {"s3": {"bucket": "evidence", "prefix": "bundles"}}}),
     );
-    rollout(&admin, &apps.name, deployment("orphan", 1, "s3", false)).await;
-    let pod = ready_pods(&admin, &apps.name, "orphan").await[0]
-        .metadata
-        .name
-        .clone()
-        .unwrap();
+    t.rollout(workload("orphan", 1, "s3", false)).await;
+    let pod = t.ready_pod_names("orphan").await.remove(0);
 
     s3.stop();
-    scenario::crash_loop(&admin, &apps.name, &pod, None, 2, 1)
+    scenario::crash_loop(&admin, &ns, &pod, None, 2, 1)
         .await
         .unwrap();
-    let note = wait_event(&admin, &apps.name, "orphan", "RestartedPod").await;
+    let note = t.wait_event("orphan", "RestartedPod").await;
     assert!(note.contains("spooled"), "{note}");
-    assert_eq!(stack.metric("auto_agent_bundle_spool_entries").await, 1.0);
+    assert_eq!(
+        t.stack().metric("auto_agent_bundle_spool_entries").await,
+        1.0
+    );
 
     // The pod is deleted: SIGTERM, then its emptyDir is gone.
-    let agents = stack.namespace.name.clone();
+    let agents = t.stack().namespace.name.clone();
     let configmaps: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
         kube::Api::namespaced(admin.clone(), &agents);
     let handed_off = || async {
@@ -493,8 +441,8 @@ async fn a_deleted_controller_pod_hands_its_spooled_bundles_to_the_next() {
             .items
     };
     assert!(handed_off().await.is_empty());
-    let old = stack.controllers[0].process.log.clone();
-    stack
+    let old = t.stack().controllers[0].process.log.clone();
+    t.stack_mut()
         .replace_controller(0, s3.controller_env())
         .await
         .unwrap();
@@ -510,19 +458,22 @@ async fn a_deleted_controller_pod_hands_its_spooled_bundles_to_the_next() {
     .await
     .unwrap();
     assert_eq!(
-        stack
+        t.stack()
             .metric("auto_agent_bundle_handoffs_total{outcome=\"taken_over\"}")
             .await,
         1.0
     );
-    assert_eq!(stack.metric("auto_agent_bundle_spool_entries").await, 1.0);
+    assert_eq!(
+        t.stack().metric("auto_agent_bundle_spool_entries").await,
+        1.0
+    );
     assert!(s3.keys("evidence").is_empty());
 
     s3.start_again().await.unwrap();
-    spool_drained(&stack, "the handed-off bundle delivered").await;
+    spool_drained(t.stack(), "the handed-off bundle delivered").await;
     let key = format!(
         "bundles/{}/orphan/CrashLoopBackOff/{}/{pod}-2.json",
-        apps.name,
+        ns,
         today()
     );
     assert_eq!(s3.keys("evidence"), vec![key.clone()]);
@@ -531,6 +482,5 @@ async fn a_deleted_controller_pod_hands_its_spooled_bundles_to_the_next() {
         doc["incidentKey"].as_str().map(|k| k.contains("orphan")),
         Some(true)
     );
-    stack.delete().await.unwrap();
-    apps.delete(admin).await.unwrap();
+    t.finish().await;
 }

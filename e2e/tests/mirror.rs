@@ -9,13 +9,11 @@
 
 use std::time::Duration;
 
-use auto_agent_e2e::agents::AgentStack;
 use auto_agent_e2e::registry::{Grant, Registry, RegistryAuth, TokenService};
 use auto_agent_e2e::scenario::{self, StartFailure};
-use auto_agent_e2e::steps::{apply_policy, events, wait_event};
+use auto_agent_e2e::steps::events;
 use auto_agent_e2e::wait::poll_until;
-use auto_agent_e2e::workloads::single_pod_deployment;
-use auto_agent_e2e::{Cluster, TestNamespace};
+use auto_agent_e2e::{Setup, Workload};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::events::v1::Event;
 use kube::Api;
@@ -25,56 +23,36 @@ use serde_json::json;
 const NODE: &str = "kwok-node-2";
 const TIMEOUT: Duration = Duration::from_secs(90);
 
-async fn deployment(client: &kube::Client, ns: &str, name: &str, image: &str) -> String {
-    single_pod_deployment(client, ns, name, NODE, json!({"tier": "pull"}), image)
+async fn deployment(t: &Setup, name: &str, image: &str) -> String {
+    t.running_pod(Workload::new(name).label("tier", "pull").image(image))
         .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_is_swapped_only_when_the_mirror_has_it() {
-    let cluster = Cluster::get().unwrap();
-    cluster.install_crds().await.unwrap();
-    let admin = cluster.admin().await.unwrap();
-    let apps = TestNamespace::create(&cluster, "mirror").await.unwrap();
+    let mut t = Setup::new("mirror", NODE).await;
+    let admin = t.admin.clone();
 
     // A real registry on loopback.
-    let dir = std::env::temp_dir().join(format!("e2e-registry-{}", apps.name));
+    let dir = std::env::temp_dir().join(format!("e2e-registry-{}", t.ns()));
     let mirror = Registry::start(&dir, &RegistryAuth::Open).await.unwrap();
     let registry = mirror.host.clone();
     mirror.push("mirror/team/app", "1", None).await.unwrap();
 
-    let stack = AgentStack::start_with_env(
-        &cluster,
-        NODE,
+    t.start_agents(
         1,
         vec![("AUTO_AGENT_PLAIN_HTTP_REGISTRIES".into(), registry.clone())],
     )
-    .await
-    .unwrap();
+    .await;
+    let apps = &t.apps;
     let policy = json!({"apiVersion": "autoagent.io/v1alpha1", "kind": "AutoRemediationPolicy",
                         "metadata": {"name": "mirror", "namespace": apps.name},
                         "spec": {"targetSelector": {"matchLabels": {"tier": "pull"}},
                                  "actions": {"imageMirror": {"registry": format!("{registry}/mirror")}}}});
-    let (ok, _, err) = cluster
-        .kubectl(&["apply", "-f", "-"], Some(&policy.to_string()))
-        .unwrap();
-    assert!(ok, "{err}");
+    t.apply(&policy.to_string());
 
-    let present = deployment(
-        &admin,
-        &apps.name,
-        "present",
-        "registry.example.com/team/app:1",
-    )
-    .await;
-    let missing = deployment(
-        &admin,
-        &apps.name,
-        "missing",
-        "registry.example.com/team/missing:2",
-    )
-    .await;
+    let present = deployment(&t, "present", "registry.example.com/team/app:1").await;
+    let missing = deployment(&t, "missing", "registry.example.com/team/missing:2").await;
     scenario::start_failure(
         &admin,
         &apps.name,
@@ -139,8 +117,7 @@ async fn image_is_swapped_only_when_the_mirror_has_it() {
         "registry.example.com/team/missing:2",
         "no swap without the image in the mirror"
     );
-    stack.delete().await.unwrap();
-    apps.delete(admin).await.unwrap();
+    t.finish().await;
 }
 
 fn b64(s: &str) -> String {
@@ -168,11 +145,9 @@ async fn private_mirrors_are_checked_with_the_configured_logins() {
         "basic-secret-1",
         "wrong-password",
     ];
-    let cluster = Cluster::get().unwrap();
-    cluster.install_crds().await.unwrap();
-    let admin = cluster.admin().await.unwrap();
-    let apps = TestNamespace::create(&cluster, "private").await.unwrap();
-    let dir = std::env::temp_dir().join(format!("e2e-private-{}", apps.name));
+    let mut t = Setup::new("private", NODE).await;
+    let admin = t.admin.clone();
+    let dir = std::env::temp_dir().join(format!("e2e-private-{}", t.ns()));
 
     // Token authentication (as Harbor, Docker Hub, GHCR) and HTTP Basic (htpasswd), both real
     // registries holding mirror/team/app:1.
@@ -246,9 +221,7 @@ async fn private_mirrors_are_checked_with_the_configured_logins() {
         tokens.addr.to_string(),
     ]
     .join(",");
-    let stack = AgentStack::start_with_env(
-        &cluster,
-        NODE,
+    t.start_agents(
         1,
         vec![
             ("AUTO_AGENT_PLAIN_HTTP_REGISTRIES".into(), plain),
@@ -258,12 +231,10 @@ async fn private_mirrors_are_checked_with_the_configured_logins() {
             ),
         ],
     )
-    .await
-    .unwrap();
+    .await;
+    let (apps, stack) = (&t.apps, t.stack());
     for (tier, host) in [("token", &by_token.host), ("basic", &by_basic.host)] {
-        apply_policy(
-            &cluster,
-            &apps.name,
+        t.policy(
             tier,
             json!({"targetSelector": {"matchLabels": {"tier": tier}},
                    "actions": {"imageMirror": {"registry": format!("{host}/mirror")}}}),
@@ -273,7 +244,11 @@ async fn private_mirrors_are_checked_with_the_configured_logins() {
         let admin = admin.clone();
         let ns = apps.name.clone();
         async move {
-            let pod = single_pod_deployment(&admin, &ns, name, NODE, json!({"tier": tier}), IMAGE)
+            let pod = Workload::new(name)
+                .on_node(NODE)
+                .label("tier", tier)
+                .image(IMAGE)
+                .running_pod(&admin, &ns)
                 .await
                 .unwrap();
             scenario::start_failure(&admin, &ns, &pod, None, StartFailure::ImagePullBackOff)
@@ -309,12 +284,12 @@ async fn private_mirrors_are_checked_with_the_configured_logins() {
     write_logins(false, "wrong-password");
     failing("anonymous", "token").await;
     failing("refused", "basic").await;
-    let anonymous = wait_event(&admin, &apps.name, "anonymous", "MirrorMissing").await;
+    let anonymous = t.wait_event("anonymous", "MirrorMissing").await;
     assert!(
         anonymous.contains("requires credentials and none are configured"),
         "{anonymous}"
     );
-    let refused = wait_event(&admin, &apps.name, "refused", "MirrorMissing").await;
+    let refused = t.wait_event("refused", "MirrorMissing").await;
     assert!(
         refused.contains("refused the configured credentials"),
         "{refused}"
@@ -353,6 +328,5 @@ async fn private_mirrors_are_checked_with_the_configured_logins() {
             "a Basic header in the log"
         );
     }
-    stack.delete().await.unwrap();
-    apps.delete(admin).await.unwrap();
+    t.finish().await;
 }

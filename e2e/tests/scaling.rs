@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use auto_agent_e2e::agents::AgentStack;
 use auto_agent_e2e::exporter::Exporter;
 use auto_agent_e2e::prometheus::{Prometheus, ScrapeTarget};
-use auto_agent_e2e::steps::{apply_policy, events, rollout, wait_event};
+use auto_agent_e2e::steps::events;
 use auto_agent_e2e::wait::poll_until;
-use auto_agent_e2e::{Cluster, TestNamespace};
+use auto_agent_e2e::{Setup, Workload};
 use auto_agent_shared::crd::AutoRemediationPolicy;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -25,23 +25,21 @@ const NODE: &str = "kwok-node-1";
 const TIMEOUT: Duration = Duration::from_secs(90);
 const WINDOW_SECONDS: u64 = 8;
 const COOLDOWN_DOWN_SECONDS: u64 = 6;
-// Each stack's controllers read every policy in the cluster: one scaling test at a time.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+// Each stack's controllers read every policy in the cluster: one scaling test at a time, which
+// `Setup` ensures (one test per node at a time).
 
-fn deployment(name: &str, replicas: i32, gitops: bool) -> Deployment {
-    let labels = if gitops {
-        json!({"app": name, "scale": "on", "argocd.argoproj.io/instance": "shop"})
+/// The Deployment carries the labels too (what scaling policies select, and a GitOps tool's).
+fn workload(name: &str, replicas: i32, gitops: bool) -> Workload {
+    let w = Workload::new(name)
+        .replicas(replicas)
+        .label("scale", "on")
+        .deployment_label("app", name)
+        .deployment_label("scale", "on");
+    if gitops {
+        w.deployment_label("argocd.argoproj.io/instance", "shop")
     } else {
-        json!({"app": name, "scale": "on"})
-    };
-    serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": labels},
-        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
-                 "template": {"metadata": {"labels": {"app": name, "scale": "on"}},
-                              "spec": {"nodeSelector": {"kubernetes.io/hostname": NODE},
-                                       "containers": [{"name": "app", "image": "registry.example.com/app:1"}]}}},
-    }))
-    .unwrap()
+        w
+    }
 }
 
 async fn replicas(api: &Api<Deployment>, name: &str) -> i32 {
@@ -78,11 +76,8 @@ fn held(reason: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scales_on_cpu_and_a_gate_slowly_down_holds_without_prometheus_and_respects_bounds() {
-    let _serial = SERIAL.lock().await;
-    let cluster = Cluster::get().unwrap();
-    cluster.install_crds().await.unwrap();
-    let admin = cluster.admin().await.unwrap();
-    let apps = TestNamespace::create(&cluster, "scale").await.unwrap();
+    let mut t = Setup::new("scale", NODE).await;
+    let admin = t.admin.clone();
     let exporter = Exporter::start().await.unwrap();
     let mut prometheus = Prometheus::start(&[ScrapeTarget::http("app", exporter.addr())])
         .await
@@ -105,12 +100,9 @@ async fn scales_on_cpu_and_a_gate_slowly_down_holds_without_prometheus_and_respe
             "3".to_owned(),
         ),
     ];
-    let stack = AgentStack::start_with_env(&cluster, NODE, 1, env)
-        .await
-        .unwrap();
-    apply_policy(
-        &cluster,
-        &apps.name,
+    t.start_agents(1, env).await;
+    let (apps, stack) = (&t.apps, t.stack());
+    t.policy(
         "scaler",
         json!({"targetSelector": {"matchLabels": {"scale": "on"}},
                "actions": {"scale": {
@@ -123,9 +115,9 @@ async fn scales_on_cpu_and_a_gate_slowly_down_holds_without_prometheus_and_respe
                    "stabilizationWindowSeconds": WINDOW_SECONDS}}}),
     );
     let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &apps.name);
-    rollout(&admin, &apps.name, deployment("web", 2, false)).await;
-    rollout(&admin, &apps.name, deployment("batch", 2, false)).await;
-    rollout(&admin, &apps.name, deployment("managed", 2, true)).await;
+    t.rollout(workload("web", 2, false)).await;
+    t.rollout(workload("batch", 2, false)).await;
+    t.rollout(workload("managed", 2, true)).await;
     let hpa: HorizontalPodAutoscaler = serde_json::from_value(json!({
         "metadata": {"name": "batch"},
         "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "batch"},
@@ -137,14 +129,14 @@ async fn scales_on_cpu_and_a_gate_slowly_down_holds_without_prometheus_and_respe
         .create(&PostParams::default(), &hpa)
         .await
         .unwrap();
-    wait_metric(&stack, &held("WithinBand"), 3.0).await;
+    wait_metric(stack, &held("WithinBand"), 3.0).await;
 
     // CPU alone is not enough.
     set("web", 0.95, 0.0);
     let before = stack.metric(&held("NoGateAgrees")).await;
-    wait_metric(&stack, &held("NoGateAgrees"), before + 3.0).await;
+    wait_metric(stack, &held("NoGateAgrees"), before + 3.0).await;
     assert_eq!(replicas(&deployments, "web").await, 2, "CPU alone scaled");
-    let note = wait_event(&admin, &apps.name, "web", "NoGateAgrees").await;
+    let note = t.wait_event("web", "NoGateAgrees").await;
     assert!(note.contains("policy scaler"), "{note}");
 
     // CPU and the queue gate: up one step per cooldown, to max and no further. The HPA's workload
@@ -155,16 +147,16 @@ async fn scales_on_cpu_and_a_gate_slowly_down_holds_without_prometheus_and_respe
     wait_replicas(&deployments, "web", 3).await;
     wait_replicas(&deployments, "web", 4).await;
     let at_max = stack.metric(&held("AtMaxReplicas")).await;
-    wait_metric(&stack, &held("AtMaxReplicas"), at_max + 3.0).await;
+    wait_metric(stack, &held("AtMaxReplicas"), at_max + 3.0).await;
     assert_eq!(replicas(&deployments, "web").await, 4, "never above max");
-    let up = wait_event(&admin, &apps.name, "web", "ScaledUp").await;
+    let up = t.wait_event("web", "ScaledUp").await;
     assert!(
         up.contains("from 2 to 3") || up.contains("from 3 to 4"),
         "{up}"
     );
-    let hpa_note = wait_event(&admin, &apps.name, "batch", "HpaPresent").await;
+    let hpa_note = t.wait_event("batch", "HpaPresent").await;
     assert!(hpa_note.contains("batch"), "{hpa_note}");
-    let proposal = wait_event(&admin, &apps.name, "managed", "GitOpsManaged").await;
+    let proposal = t.wait_event("managed", "GitOpsManaged").await;
     assert!(proposal.contains("proposing replicas 2 -> 3"), "{proposal}");
     assert_eq!(
         replicas(&deployments, "batch").await,
@@ -194,14 +186,14 @@ async fn scales_on_cpu_and_a_gate_slowly_down_holds_without_prometheus_and_respe
         "second scale-down {gap:?} after the first (cooldown {COOLDOWN_DOWN_SECONDS} s)"
     );
     let at_min = stack.metric(&held("AtMinReplicas")).await;
-    wait_metric(&stack, &held("AtMinReplicas"), at_min + 3.0).await;
+    wait_metric(stack, &held("AtMinReplicas"), at_min + 3.0).await;
     assert_eq!(replicas(&deployments, "web").await, 2, "never below min");
 
     // Prometheus down: hold either way, Degraded after 3 failed passes; back: scaling resumes.
     prometheus.stop();
     set("web", 0.95, 500.0);
     let failed = stack.metric(&held("CpuQueryFailed")).await;
-    wait_metric(&stack, &held("CpuQueryFailed"), failed + 3.0).await;
+    wait_metric(stack, &held("CpuQueryFailed"), failed + 3.0).await;
     let policies: Api<AutoRemediationPolicy> = Api::namespaced(admin.clone(), &apps.name);
     let degraded = || async {
         policies
@@ -235,17 +227,13 @@ async fn scales_on_cpu_and_a_gate_slowly_down_holds_without_prometheus_and_respe
         "the hold is an Event: {:?}",
         all["web"]
     );
-    stack.delete().await.unwrap();
-    apps.delete(admin).await.unwrap();
+    t.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_metric_anomaly_is_reported_and_vetoes_scale_down_until_it_passes() {
-    let _serial = SERIAL.lock().await;
-    let cluster = Cluster::get().unwrap();
-    cluster.install_crds().await.unwrap();
-    let admin = cluster.admin().await.unwrap();
-    let apps = TestNamespace::create(&cluster, "anomaly").await.unwrap();
+    let mut t = Setup::new("anomaly", NODE).await;
+    let admin = t.admin.clone();
     let exporter = Exporter::start().await.unwrap();
     exporter.set("test_cpu_ratio", &[("workload", "shop")], 0.5);
     exporter.set("test_requests", &[("workload", "shop")], 100.0);
@@ -259,12 +247,9 @@ async fn a_metric_anomaly_is_reported_and_vetoes_scale_down_until_it_passes() {
             "1".to_owned(),
         ),
     ];
-    let stack = AgentStack::start_with_env(&cluster, NODE, 1, env)
-        .await
-        .unwrap();
-    apply_policy(
-        &cluster,
-        &apps.name,
+    t.start_agents(1, env).await;
+    let (apps, stack) = (&t.apps, t.stack());
+    t.policy(
         "anomaly",
         json!({"targetSelector": {"matchLabels": {"scale": "on"}},
                "actions": {"scale": {
@@ -275,7 +260,7 @@ async fn a_metric_anomaly_is_reported_and_vetoes_scale_down_until_it_passes() {
                                "windowSeconds": 60, "stepSeconds": 1, "zThreshold": 3}}}}),
     );
     let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &apps.name);
-    rollout(&admin, &apps.name, deployment("shop", 2, false)).await;
+    t.rollout(workload("shop", 2, false)).await;
     // A steady baseline of requests first (20 points; the engine needs five).
     prometheus
         .wait_for_value("count_over_time(test_requests[1m])", |n| n >= 20.0, TIMEOUT)
@@ -285,7 +270,7 @@ async fn a_metric_anomaly_is_reported_and_vetoes_scale_down_until_it_passes() {
     // A spike in requests while CPU is low: reported, and the scale-down waits.
     exporter.set("test_requests", &[("workload", "shop")], 5000.0);
     exporter.set("test_cpu_ratio", &[("workload", "shop")], 0.1);
-    let note = wait_event(&admin, &apps.name, "shop", "AnomalyDetected").await;
+    let note = t.wait_event("shop", "AnomalyDetected").await;
     assert!(note.contains("z = "), "{note}");
     let incident = format!(
         "incident workload/{}/Deployment/shop/MetricAnomaly",
@@ -318,12 +303,11 @@ async fn a_metric_anomaly_is_reported_and_vetoes_scale_down_until_it_passes() {
         stack.metric(&held("AnomalyActive")).await >= 1.0,
         "a veto was counted"
     );
-    let resolved = wait_event(&admin, &apps.name, "shop", "AnomalyResolved").await;
+    let resolved = t.wait_event("shop", "AnomalyResolved").await;
     assert!(
         resolved.contains(&incident),
         "the same incident: {resolved}"
     );
     wait_replicas(&deployments, "shop", 1).await;
-    stack.delete().await.unwrap();
-    apps.delete(admin).await.unwrap();
+    t.finish().await;
 }

@@ -15,27 +15,21 @@ use auto_agent_e2e::pki::TestPki;
 use auto_agent_e2e::process::{free_port, metric_sum};
 use auto_agent_e2e::scenario::{self, NodePressure, StartFailure};
 use auto_agent_e2e::wait::poll_until;
-use auto_agent_e2e::workloads::single_pod_deployment;
-use auto_agent_e2e::{Cluster, TestNamespace};
+use auto_agent_e2e::{Cluster, TestNamespace, Workload};
 use auto_agent_engine::{FindingKind, Transition};
 use kube::Client;
-use serde_json::json;
 
 const TARGET: &str = "kwok-node-1";
 const OTHER: &str = "kwok-node-2";
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 async fn pod_on(client: &Client, ns: &str, name: &str, node: &str) -> String {
-    single_pod_deployment(
-        client,
-        ns,
-        name,
-        node,
-        json!({}),
-        &format!("registry.example.com/{name}:1"),
-    )
-    .await
-    .unwrap()
+    Workload::new(name)
+        .on_node(node)
+        .image(&format!("registry.example.com/{name}:1"))
+        .running_pod(client, ns)
+        .await
+        .unwrap()
 }
 
 /// (kind, pod name or node, transition) -> ids seen

@@ -8,15 +8,13 @@ use std::time::Duration;
 
 use auto_agent_e2e::scenario::{self, StartFailure};
 use auto_agent_e2e::wait::{poll_until, until};
-use auto_agent_e2e::{Cluster, TestNamespace, cluster::repo_root};
+use auto_agent_e2e::{Cluster, TestNamespace, Workload, cluster::repo_root};
 use auto_agent_shared::crd::{AutoRemediationPolicy, NodeRemediationPolicy};
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{ListParams, LogParams, PostParams};
+use kube::api::{ListParams, LogParams};
 use kube::runtime::wait::conditions;
 use kube::{Api, Client};
-use serde_json::json;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -135,73 +133,17 @@ async fn invalid_policies_are_rejected_with_the_field_named() {
     );
 }
 
-fn deployment(name: &str, replicas: i32, containers: serde_json::Value) -> Deployment {
-    serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": {"app": name}},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "containers": containers,
-                    "topologySpreadConstraints": [{
-                        "maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
-                        "whenUnsatisfiable": "DoNotSchedule",
-                        "labelSelector": {"matchLabels": {"app": name}},
-                    }],
-                },
-            },
-        },
-    }))
-    .unwrap()
+/// A Deployment whose pods spread over the fake nodes, one per node.
+fn workload(name: &str, replicas: i32) -> Workload {
+    Workload::new(name)
+        .replicas(replicas)
+        .image("registry.example.com/app:1.0")
+        .spread_over_nodes()
 }
 
-fn is_running_and_ready(pod: &Pod) -> bool {
-    let status = pod.status.as_ref();
-    status.and_then(|s| s.phase.as_deref()) == Some("Running")
-        && status
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-/// Creates a Deployment and waits until `replicas` of its pods run; returns them.
-async fn running_pods(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    replicas: i32,
-    containers: serde_json::Value,
-) -> Vec<Pod> {
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    deployments
-        .create(
-            &PostParams::default(),
-            &deployment(name, replicas, containers),
-        )
-        .await
-        .unwrap();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let selector = ListParams::default().labels(&format!("app={name}"));
-    poll_until("pods running", TIMEOUT, || {
-        let (pods, selector) = (pods.clone(), selector.clone());
-        async move {
-            let list = pods.list(&selector).await?;
-            Ok(list
-                .items
-                .iter()
-                .filter(|p| is_running_and_ready(p))
-                .count()
-                == replicas as usize)
-        }
-    })
-    .await
-    .unwrap();
-    pods.list(&selector).await.unwrap().items
-}
-
-fn one_container() -> serde_json::Value {
-    json!([{"name": "app", "image": "registry.example.com/app:1.0"}])
+/// Creates the Deployment and waits until all its pods run; returns them.
+async fn running_pods(client: &Client, ns: &str, workload: Workload) -> Vec<Pod> {
+    workload.running_pods(client, ns).await.unwrap()
 }
 
 #[tokio::test]
@@ -209,7 +151,7 @@ async fn deployment_gets_three_running_pods_spread_on_fake_nodes() {
     let cluster = Cluster::get().unwrap();
     let client = cluster.admin().await.unwrap();
     let ns = TestNamespace::create(&cluster, "spread").await.unwrap();
-    let pods = running_pods(&client, &ns.name, "web", 3, one_container()).await;
+    let pods = running_pods(&client, &ns.name, workload("web", 3)).await;
     let nodes: BTreeSet<_> = pods
         .iter()
         .filter_map(|p| p.spec.as_ref()?.node_name.clone())
@@ -237,7 +179,7 @@ async fn crash_loop_scenario_sets_the_kubelet_status_and_restarts_rise() {
     let cluster = Cluster::get().unwrap();
     let client = cluster.admin().await.unwrap();
     let ns = TestNamespace::create(&cluster, "crash").await.unwrap();
-    let pod = running_pods(&client, &ns.name, "api", 1, one_container())
+    let pod = running_pods(&client, &ns.name, workload("api", 1))
         .await
         .remove(0);
     let name = pod.metadata.name.clone().unwrap();
@@ -266,13 +208,11 @@ async fn oom_scenario_sets_exit_137_and_reason_oomkilled() {
     let cluster = Cluster::get().unwrap();
     let client = cluster.admin().await.unwrap();
     let ns = TestNamespace::create(&cluster, "oom").await.unwrap();
-    let containers = json!([
-        {"name": "sidecar", "image": "registry.example.com/proxy:1"},
-        {"name": "app", "image": "registry.example.com/app:1", "resources": {"limits": {"memory": "128Mi"}}},
-    ]);
-    let pod = running_pods(&client, &ns.name, "mem", 1, containers)
-        .await
-        .remove(0);
+    let mem = Workload::new("mem")
+        .spread_over_nodes()
+        .sidecar("sidecar", "registry.example.com/proxy:1")
+        .memory_limit("128Mi");
+    let pod = running_pods(&client, &ns.name, mem).await.remove(0);
     let name = pod.metadata.name.unwrap();
     let got = scenario::oom_killed(&client, &ns.name, &name, Some("app"), 2)
         .await
@@ -306,7 +246,7 @@ async fn start_failures_keep_the_pod_pending() {
     ];
     let mut names = Vec::new();
     for (i, failure) in failures.iter().enumerate() {
-        let pod = running_pods(&client, &ns.name, &format!("f{i}"), 1, one_container())
+        let pod = running_pods(&client, &ns.name, workload(&format!("f{i}"), 1))
             .await
             .remove(0);
         let name = pod.metadata.name.unwrap();
@@ -317,7 +257,7 @@ async fn start_failures_keep_the_pod_pending() {
     }
     // kwok handles pods in order; once a pod created afterwards is Running, kwok has had its chance
     // to move the held pods and must not have.
-    running_pods(&client, &ns.name, "sentinel", 1, one_container()).await;
+    running_pods(&client, &ns.name, workload("sentinel", 1)).await;
     for (name, failure) in names {
         let got = pods.get(&name).await.unwrap();
         assert_eq!(
@@ -336,7 +276,7 @@ async fn previous_logs_are_served_through_the_apiserver() {
     let cluster = Cluster::get().unwrap();
     let client = cluster.admin().await.unwrap();
     let ns = TestNamespace::create(&cluster, "logs").await.unwrap();
-    let pod = running_pods(&client, &ns.name, "talker", 1, one_container())
+    let pod = running_pods(&client, &ns.name, workload("talker", 1))
         .await
         .remove(0);
     let name = pod.metadata.name.unwrap();

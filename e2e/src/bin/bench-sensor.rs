@@ -16,7 +16,7 @@ use auto_agent_e2e::ingest::{IngestServer, Recorder};
 use auto_agent_e2e::process::{free_port, metric_sum};
 use auto_agent_e2e::scenario;
 use auto_agent_e2e::wait::poll_until;
-use auto_agent_e2e::{Cluster, TestNamespace};
+use auto_agent_e2e::{Cluster, TestNamespace, Workload};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -64,15 +64,11 @@ async fn main() -> anyhow::Result<()> {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
     let _server = IngestServer::start(addr, recorder.clone())?;
 
-    let deployment: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": "load"},
-        "spec": {"replicas": PODS, "selector": {"matchLabels": {"app": "load"}},
-                 "template": {"metadata": {"labels": {"app": "load"}},
-                              "spec": {"nodeSelector": {"kubernetes.io/hostname": NODE},
-                                       "containers": [{"name": "app", "image": "registry.example.com/load:1"}]}}},
-    }))?;
-    Api::<Deployment>::namespaced(client.clone(), &ns.name)
-        .create(&PostParams::default(), &deployment)
+    Workload::new("load")
+        .replicas(PODS)
+        .on_node(NODE)
+        .image("registry.example.com/load:1")
+        .create(&client, &ns.name)
         .await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
     poll_until("110 pods running", Duration::from_secs(180), || {

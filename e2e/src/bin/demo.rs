@@ -8,17 +8,24 @@
 //! 4. makes one `api` pod crash-loop with a previous log, and prints what the agent did: the
 //!    evidence bundle, the Event, the replacement pod, the policy status.
 //!
-//! The processes stop when the demo ends; the cluster stays up.
+//! The processes stop when the demo ends; the cluster stays up. Rerunning it reuses `prod`, the
+//! policy and the Deployment (server-side apply) and makes another pod crash-loop.
+//!
+//! It fails (exit status 1) when the agent did not do what it shows, and ends with one
+//! `demo proved: <what> <value>` line per fact, which `e2e/tests/demo.rs` checks against the
+//! cluster: `victim`, `bundle`, `event`, `replacements`, `policy-status`.
 
 use std::time::{Duration, Instant};
 
-use auto_agent_e2e::Cluster;
 use auto_agent_e2e::agents::AgentStack;
 use auto_agent_e2e::cluster::repo_root;
 use auto_agent_e2e::scenario;
 use auto_agent_e2e::wait::poll_until;
+use auto_agent_e2e::{Cluster, Workload};
+use auto_agent_shared::crd::{ActionOutcome, ActionType, AutoRemediationPolicy};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::events::v1::Event;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::json;
@@ -68,13 +75,11 @@ async fn main() -> anyhow::Result<()> {
     let (ok, out, err) = cluster.kubectl(&["apply", "-f", "-"], Some(&seed))?;
     anyhow::ensure!(ok, "applying the seed policy failed: {err}");
     print!("{out}");
-    let api: Deployment = serde_json::from_value(json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "api", "namespace": "prod"},
-        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "api"}},
-                 "template": {"metadata": {"labels": {"app": "api"}},
-                              "spec": {"containers": [{"name": "api", "image": "registry.example.com/api:1.4.2"}]}}},
-    }))?;
+    let api = Workload::new("api")
+        .replicas(3)
+        .container_name("api")
+        .image("registry.example.com/api:1.4.2")
+        .build();
     Api::<Deployment>::namespaced(admin.clone(), "prod")
         .patch(
             "api",
@@ -164,16 +169,51 @@ async fn main() -> anyhow::Result<()> {
     );
 
     step("What the agent did");
+    let mut proved = vec![("victim", format!("prod/{victim_name}"))];
     for bundle in stack.bundles() {
-        println!(
-            "evidence bundle: {}",
-            stack.bundle_dir.join(&bundle).display()
-        );
-        if let Ok(text) = std::fs::read_to_string(stack.bundle_dir.join(&bundle)) {
+        let path = stack.bundle_dir.join(&bundle);
+        println!("evidence bundle: {}", path.display());
+        if let Ok(text) = std::fs::read_to_string(&path) {
             let doc: serde_json::Value = serde_json::from_str(&text)?;
             println!("  previous log in the bundle: {}", doc["log"]["lines"]);
         }
+        if bundle.contains(&victim_name) {
+            proved.push(("bundle", path.display().to_string()));
+        }
     }
+    anyhow::ensure!(
+        proved.iter().any(|(what, _)| *what == "bundle"),
+        "no evidence bundle for {victim_name} in {}",
+        stack.bundle_dir.display()
+    );
+    // The Event that names the restart and its bundle.
+    let events: Api<Event> = Api::namespaced(admin.clone(), "prod");
+    let restarted = || {
+        let (events, victim) = (events.clone(), victim_name.clone());
+        async move {
+            Ok::<_, anyhow::Error>(
+                events
+                    .list(&ListParams::default())
+                    .await?
+                    .items
+                    .into_iter()
+                    .filter(|e| e.reason.as_deref() == Some("RestartedPod"))
+                    .filter_map(|e| e.note)
+                    .find(|note| note.contains(&victim)),
+            )
+        }
+    };
+    poll_until(
+        &format!("a RestartedPod Event naming {victim_name}"),
+        Duration::from_secs(30),
+        || {
+            let found = restarted();
+            async move { Ok(found.await?.is_some()) }
+        },
+    )
+    .await?;
+    let note = restarted().await?.unwrap_or_default();
+    proved.push(("event", format!("RestartedPod {note}")));
     let (_, out, _) = cluster.kubectl(
         &[
             "get",
@@ -198,26 +238,33 @@ async fn main() -> anyhow::Result<()> {
         None,
     )?;
     print!("{out}");
-    // Give the status writer a moment to record the action, then show the policy.
-    let _ = poll_until("policy status", Duration::from_secs(15), || {
-        let cluster = cluster.clone();
-        async move {
-            let (_, out, _) = cluster.kubectl(
-                &[
-                    "get",
-                    "arp",
-                    "api-prod",
-                    "-n",
-                    "prod",
-                    "-o",
-                    "jsonpath={.status.lastAction.action}",
-                ],
-                None,
-            )?;
-            Ok(out == "RestartPod")
-        }
-    })
-    .await;
+    let replacements = running(&pods).await?.len();
+    proved.push(("replacements", format!("{replacements} api pods running")));
+    // Wait for the status writer to record this restart (a rerun finds the last one there), then
+    // show the policy.
+    let target = format!("Pod/prod/{victim_name}");
+    let policies: Api<AutoRemediationPolicy> = Api::namespaced(admin.clone(), "prod");
+    poll_until(
+        "the restart in the policy status",
+        Duration::from_secs(60),
+        || {
+            let (policies, target) = (policies.clone(), target.clone());
+            async move {
+                Ok(policies.get("api-prod").await?.status.is_some_and(|s| {
+                    s.recent_actions.iter().any(|a| {
+                        a.target == target
+                            && a.action == ActionType::RestartPod
+                            && a.outcome == ActionOutcome::Executed
+                    })
+                }))
+            }
+        },
+    )
+    .await?;
+    proved.push((
+        "policy-status",
+        format!("api-prod Executed RestartPod {target}"),
+    ));
     let (_, out, _) = cluster.kubectl(&["get", "arp", "-n", "prod", "-o", "wide"], None)?;
     print!("{out}");
     println!(
@@ -238,6 +285,10 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("  kubectl get events -n prod");
     println!("  make demo-down                      # stop the local control plane");
+    println!();
+    for (what, value) in &proved {
+        println!("demo proved: {what} {value}");
+    }
     println!("\ndemo finished in {:?}", started.elapsed());
     stack.delete().await?;
     Ok(())

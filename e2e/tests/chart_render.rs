@@ -92,7 +92,10 @@ const CONTROLLER_RULES_KNOWN_TO_WORK: Rules<'static> = &[
     ),
     (
         "autoagent.io",
-        &["autoremediationpolicies/status"],
+        &[
+            "autoremediationpolicies/status",
+            "noderemediationpolicies/status",
+        ],
         &["get", "patch", "update"],
     ),
     ("events.k8s.io", &["events"], &["create", "patch"]),
@@ -858,7 +861,10 @@ fn turning_a_feature_off_removes_exactly_its_rules() {
             ("authentication.k8s.io", &["tokenreviews"], &["create"]),
             (
                 "autoagent.io",
-                &["autoremediationpolicies/status"],
+                &[
+                    "autoremediationpolicies/status",
+                    "noderemediationpolicies/status"
+                ],
                 &["patch", "update"],
             ),
             ("events.k8s.io", &["events"], &["create", "patch"]),

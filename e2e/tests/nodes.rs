@@ -177,6 +177,93 @@ async fn pressured_node_is_cordoned_and_only_evictable_pods_leave_then_uncordone
     .unwrap();
     let blocked = t.wait_event(&web[0], "EvictionBlocked").await;
     assert!(blocked.contains("never deleting"), "{blocked}");
+
+    // `kubectl get nrp` shows the policy's state in its columns, none left empty.
+    let last_table = std::sync::Mutex::new(String::new());
+    poll_until("kubectl get nrp shows every column", TIMEOUT, || {
+        let last_table = &last_table;
+        let cluster = &cluster;
+        let nrp_name = &nrp_name;
+        async move {
+            let (ok, out, err) = cluster.kubectl(&["get", "nrp", nrp_name], None)?;
+            anyhow::ensure!(ok, "{err}");
+            let row = out.lines().nth(1).unwrap_or_default().to_owned();
+            *last_table.lock().unwrap() = out;
+            // NAME, NODES, MAX UNAVAILABLE, CORDONED, DRYRUN, READY, LAST ACTION, LAST OUTCOME, AGE:
+            // an empty cell would leave fewer than nine.
+            let cells: Vec<&str> = row.split_whitespace().collect();
+            Ok(cells.len() == 9 && !row.contains("<none>"))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", last_table.lock().unwrap()));
+    let table = last_table.into_inner().unwrap();
+    println!("{table}");
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    for column in ["NODES", "CORDONED", "READY", "LAST", "OUTCOME"] {
+        assert!(header.contains(&column), "{column} missing from {header:?}");
+    }
+    let (_, status, _) = cluster
+        .kubectl(
+            &[
+                "get",
+                "nrp",
+                &nrp_name,
+                "-o",
+                "jsonpath={.status.cordonedNodes} {.status.matchedTargets} {.status.lastAction.outcome}",
+            ],
+            None,
+        )
+        .unwrap();
+    assert_eq!(
+        status.split_whitespace().next(),
+        Some("1"),
+        "cordonedNodes: {status}"
+    );
+    assert!(status.trim_end().ends_with("Executed"), "{status}");
+
+    // After the eviction pass, no label value in the controller's /metrics is a pod name: evictions
+    // count under the owning workload, the cordon under the node's own metric.
+    let all_pods: Vec<String> = batch
+        .iter()
+        .chain(&web)
+        .chain(&keep)
+        .chain(&plain)
+        .chain(&agent)
+        .cloned()
+        .collect();
+    let evicted = format!(
+        "auto_agent_actions_total{{namespace=\"{}\",type=\"EvictPod\",workload=\"batch\"}}",
+        apps.name
+    );
+    let mut scraped = String::new();
+    for c in &t.stack().controllers {
+        if let Ok(m) = c.metrics().await {
+            scraped.push_str(&m);
+        }
+    }
+    assert!(
+        scraped.lines().any(|l| l.starts_with(&evicted)),
+        "no {evicted} series"
+    );
+    assert!(
+        scraped.lines().any(|l| l.starts_with(&format!(
+            "auto_agent_node_actions_total{{node=\"{NODE}\",type=\"CordonNode\"}}"
+        ))),
+        "the cordon is not counted under its node"
+    );
+    for line in scraped.lines().filter(|l| !l.starts_with('#')) {
+        for value in line
+            .split("=\"")
+            .skip(1)
+            .filter_map(|v| v.split('"').next())
+        {
+            assert!(
+                !all_pods.iter().any(|p| p == value),
+                "a pod name is a label value: {line}"
+            );
+        }
+    }
     for n in web.iter().chain(&keep).chain(&plain).chain(&agent) {
         let p = pods.get_opt(n).await.unwrap();
         assert!(
@@ -202,22 +289,30 @@ async fn pressured_node_is_cordoned_and_only_evictable_pods_leave_then_uncordone
     })
     .await
     .unwrap();
-    let node_events = Api::<Event>::all(admin.clone())
-        .list(&ListParams::default())
-        .await
-        .unwrap();
-    let reasons: Vec<String> = node_events
-        .items
-        .iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(NODE))
-        .filter(|e| e.note.as_deref().is_some_and(|n| n.contains(&nrp_name)))
-        .filter_map(|e| e.reason.clone())
-        .collect();
-    assert!(
-        reasons.contains(&"CordonedNode".to_owned())
-            && reasons.contains(&"UncordonedNode".to_owned()),
-        "{reasons:?}"
-    );
+    // The Event follows the uncordon itself: wait for it rather than read once.
+    let reasons = || async {
+        let node_events = Api::<Event>::all(admin.clone())
+            .list(&ListParams::default())
+            .await
+            .unwrap();
+        node_events
+            .items
+            .iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(NODE))
+            .filter(|e| e.note.as_deref().is_some_and(|n| n.contains(&nrp_name)))
+            .filter_map(|e| e.reason.clone())
+            .collect::<Vec<String>>()
+    };
+    poll_until(
+        "CordonedNode and UncordonedNode Events",
+        TIMEOUT,
+        || async {
+            let r = reasons().await;
+            Ok(r.contains(&"CordonedNode".to_owned()) && r.contains(&"UncordonedNode".to_owned()))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {:?}", futures::executor::block_on(reasons())));
 
     cluster
         .kubectl(&["delete", "noderemediationpolicy", &nrp_name], None)

@@ -10,12 +10,10 @@
 
 use std::time::Duration;
 
-use auto_agent_e2e::agents::AgentStack;
 use auto_agent_e2e::exporter::Exporter;
 use auto_agent_e2e::prometheus::{Prometheus, ScrapeTarget};
-use auto_agent_e2e::steps::{apply_policy, deployment_on, rollout, wait_event};
 use auto_agent_e2e::wait::poll_until;
-use auto_agent_e2e::{Cluster, TestNamespace};
+use auto_agent_e2e::{Setup, Workload};
 use auto_agent_shared::crd::AutoRemediationPolicy;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
@@ -39,10 +37,8 @@ fn held(reason: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opted_out_workloads_are_never_scaled_and_a_policy_without_a_gate_never_scales_up() {
-    let cluster = Cluster::get().unwrap();
-    cluster.install_crds().await.unwrap();
-    let admin = cluster.admin().await.unwrap();
-    let apps = TestNamespace::create(&cluster, "scalesafe").await.unwrap();
+    let mut t = Setup::new("scalesafe", NODE).await;
+    let admin = t.admin.clone();
     let exporter = Exporter::start().await.unwrap();
     let prometheus = Prometheus::start(&[ScrapeTarget::http("app", exporter.addr())])
         .await
@@ -58,60 +54,36 @@ async fn opted_out_workloads_are_never_scaled_and_a_policy_without_a_gate_never_
             "1".to_owned(),
         ),
     ];
-    let stack = AgentStack::start_with_env(&cluster, NODE, 1, env)
-        .await
-        .unwrap();
+    t.start_agents(1, env).await;
+    let stack = t.stack();
     let scale = |gates: serde_json::Value| {
         json!({"enabled": true, "minReplicas": 2, "maxReplicas": 4,
                "cpuThreshold": 0.8, "scaleDownCpuThreshold": 0.3,
                "cpuQuery": "max(test_cpu_ratio{workload=\"$workload\"})",
                "gates": gates, "stepReplicas": 1, "stepPercent": 0, "cooldownUpSeconds": 1})
     };
-    apply_policy(
-        &cluster,
-        &apps.name,
+    t.policy(
         "gated",
         json!({"targetSelector": {"matchLabels": {"scale": "gated"}},
                "actions": {"scale": scale(json!({"queueDepth": {"query": "max(test_queue_depth{workload=\"$workload\"})", "threshold": 100}}))}}),
     );
-    apply_policy(
-        &cluster,
-        &apps.name,
+    t.policy(
         "nogate",
         json!({"targetSelector": {"matchLabels": {"scale": "nogate"}},
                "actions": {"scale": scale(json!({}))}}),
     );
-    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &apps.name);
-    rollout(
-        &admin,
-        &apps.name,
-        deployment_on(NODE, "twin", 2, json!({"scale": "gated"}), json!({}), None),
-    )
-    .await;
-    let mut ignored = deployment_on(
-        NODE,
-        "ignored",
-        2,
-        json!({"scale": "gated"}),
-        json!({}),
-        None,
-    );
-    ignored.metadata.annotations =
-        Some([("autoagent.io/ignore".to_owned(), "true".to_owned())].into());
-    rollout(&admin, &apps.name, ignored).await;
-    rollout(
-        &admin,
-        &apps.name,
-        deployment_on(
-            NODE,
-            "nogate",
-            2,
-            json!({"scale": "nogate"}),
-            json!({}),
-            None,
-        ),
-    )
-    .await;
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), t.ns());
+    // The Deployments carry the labels too: scaling policies select workloads.
+    let workload = |name: &str, scale: &str| {
+        Workload::new(name)
+            .replicas(2)
+            .label("scale", scale)
+            .deployment_label("scale", scale)
+    };
+    t.rollout(workload("twin", "gated")).await;
+    t.rollout(workload("ignored", "gated").deployment_annotation("autoagent.io/ignore", "true"))
+        .await;
+    t.rollout(workload("nogate", "nogate")).await;
 
     // CPU and the gate high for the twins; CPU high for the policy without a gate.
     for w in ["twin", "ignored"] {
@@ -127,7 +99,7 @@ async fn opted_out_workloads_are_never_scaled_and_a_policy_without_a_gate_never_
     .unwrap();
     let before = stack.metric(&held("OptedOut")).await;
     poll_until("three more opt-out refusals", TIMEOUT, || {
-        let s = &stack;
+        let s = stack;
         async move { Ok(s.metric(&held("OptedOut")).await >= before + 3.0) }
     })
     .await
@@ -137,17 +109,17 @@ async fn opted_out_workloads_are_never_scaled_and_a_policy_without_a_gate_never_
         2,
         "the opted-out workload was scaled"
     );
-    let opted = wait_event(&admin, &apps.name, "ignored", "OptedOut").await;
+    let opted = t.wait_event("ignored", "OptedOut").await;
     assert!(
         opted.contains("not scaling") && opted.contains("policy gated"),
         "{opted}"
     );
 
-    let no_gate = wait_event(&admin, &apps.name, "nogate", "NoGateConfigured").await;
+    let no_gate = t.wait_event("nogate", "NoGateConfigured").await;
     assert!(no_gate.contains("no gate"), "{no_gate}");
     let holds = stack.metric(&held("NoGateConfigured")).await;
     poll_until("three more no-gate holds", TIMEOUT, || {
-        let s = &stack;
+        let s = stack;
         async move { Ok(s.metric(&held("NoGateConfigured")).await >= holds + 3.0) }
     })
     .await
@@ -157,7 +129,7 @@ async fn opted_out_workloads_are_never_scaled_and_a_policy_without_a_gate_never_
         2,
         "scaled up on CPU alone"
     );
-    let policies: Api<AutoRemediationPolicy> = Api::namespaced(admin.clone(), &apps.name);
+    let policies: Api<AutoRemediationPolicy> = Api::namespaced(admin.clone(), t.ns());
     poll_until(
         "the no-gate policy shows why in its status",
         TIMEOUT,
@@ -176,6 +148,5 @@ async fn opted_out_workloads_are_never_scaled_and_a_policy_without_a_gate_never_
     )
     .await
     .unwrap();
-    stack.delete().await.unwrap();
-    apps.delete(admin).await.unwrap();
+    t.finish().await;
 }

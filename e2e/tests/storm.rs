@@ -9,13 +9,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use auto_agent_e2e::agents::AgentStack;
 use auto_agent_e2e::scenario;
-use auto_agent_e2e::steps::{apply_policy, deployment_on, ready_pods, rollout, wait_event};
+use auto_agent_e2e::steps::ready_pods;
 use auto_agent_e2e::wait::poll_until;
-use auto_agent_e2e::{Cluster, TestNamespace};
-use k8s_openapi::api::core::v1::Pod;
-use kube::Api;
+use auto_agent_e2e::{Setup, Workload};
 use serde_json::json;
 
 const NODE: &str = "kwok-node-2";
@@ -24,25 +21,15 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forty_pods_crash_looping_at_once_remove_none_and_the_breaker_reports() {
-    let cluster = Cluster::get().unwrap();
-    cluster.install_crds().await.unwrap();
-    let admin = cluster.admin().await.unwrap();
-    let apps = TestNamespace::create(&cluster, "storm").await.unwrap();
-    let stack = AgentStack::start(&cluster, NODE, 1).await.unwrap();
+    let t = Setup::with_agents("storm", NODE).await;
+    let (admin, stack) = (t.admin.clone(), t.stack());
     // Default safety: nothing but the opt-in.
-    apply_policy(
-        &cluster,
-        &apps.name,
+    t.policy(
         "api",
         json!({"targetSelector": {"matchLabels": {"app": "api"}}, "actions": {"restartStuckPods": true}}),
     );
-    rollout(
-        &admin,
-        &apps.name,
-        deployment_on(NODE, "api", PODS as i32, json!({}), json!({}), None),
-    )
-    .await;
-    let pods = ready_pods(&admin, &apps.name, "api").await;
+    t.rollout(Workload::new("api").replicas(PODS as i32)).await;
+    let pods = ready_pods(&admin, t.ns(), "api").await;
     assert_eq!(pods.len(), PODS);
     let uids: BTreeMap<String, String> = pods
         .iter()
@@ -58,7 +45,7 @@ async fn forty_pods_crash_looping_at_once_remove_none_and_the_breaker_reports() 
     let started = std::time::Instant::now();
     let patches = uids.keys().map(|name| {
         let admin = admin.clone();
-        let ns = apps.name.clone();
+        let ns = t.ns().to_owned();
         let name = name.clone();
         async move { scenario::crash_loop(&admin, &ns, &name, None, 3, 1).await }
     });
@@ -70,20 +57,20 @@ async fn forty_pods_crash_looping_at_once_remove_none_and_the_breaker_reports() 
     let breaker =
         "auto_agent_decisions_total{outcome=\"refused\",reason=\"DisruptionBreaker\"}".to_owned();
     poll_until("a breaker refusal for every failing pod", TIMEOUT, || {
-        let s = &stack;
+        let s = stack;
         let b = breaker.clone();
         async move { Ok(s.metric(&b).await >= PODS as f64) }
     })
     .await
     .unwrap();
-    let note = wait_event(&admin, &apps.name, "api", "DisruptionBreaker").await;
+    let note = t.wait_event("api", "DisruptionBreaker").await;
     assert!(
         note.contains("escalating") && note.contains("policy api"),
         "{note}"
     );
 
     // None removed: every pod is the same instance, and nothing was executed.
-    let api: Api<Pod> = Api::namespaced(admin.clone(), &apps.name);
+    let api = t.pods();
     for (name, uid) in &uids {
         let pod = api.get_opt(name).await.unwrap();
         assert!(
@@ -99,7 +86,7 @@ async fn forty_pods_crash_looping_at_once_remove_none_and_the_breaker_reports() 
             .await,
         0.0
     );
-    let ns_label = format!("namespace=\"{}\"", apps.name);
+    let ns_label = format!("namespace=\"{}\"", t.ns());
     assert_eq!(
         stack
             .metric_with("auto_agent_actions_total", &ns_label)
@@ -111,6 +98,5 @@ async fn forty_pods_crash_looping_at_once_remove_none_and_the_breaker_reports() 
         restarts.is_empty(),
         "no bundle, since nothing restarted: {restarts:?}"
     );
-    stack.delete().await.unwrap();
-    apps.delete(admin).await.unwrap();
+    t.finish().await;
 }

@@ -62,7 +62,20 @@ async fn forty_pods_crash_looping_at_once_remove_none_and_the_breaker_reports() 
         async move { Ok(s.metric(&b).await >= PODS as f64) }
     })
     .await
-    .unwrap();
+    .unwrap_or_else(|e| {
+        let decisions = futures::executor::block_on(async {
+            let mut text = String::new();
+            for c in &stack.controllers {
+                text.push_str(&c.metrics().await.unwrap_or_default());
+            }
+            text
+        });
+        let lines: Vec<&str> = decisions
+            .lines()
+            .filter(|l| l.starts_with("auto_agent_decisions_total"))
+            .collect();
+        panic!("{e}\n{}", lines.join("\n"))
+    });
     let note = t.wait_event("api", "DisruptionBreaker").await;
     assert!(
         note.contains("escalating") && note.contains("policy api"),

@@ -511,6 +511,7 @@ fn dry_run_produces_the_same_plan() {
     }
     // Safety rules refuse in dry-run exactly as live.
     let one_ready = Facts {
+        desired_replicas: 1,
         ready_replicas: 1,
         ..facts()
     };
@@ -541,9 +542,9 @@ fn the_chain_runs_in_the_documented_order() {
             "daemonset",
             "opt_out",
             "gitops",
-            "min_ready",
             "breaker",
             "storm_window",
+            "min_ready",
             "cooldown",
             "loops",
             "budget"

@@ -35,9 +35,11 @@ pub const CHAIN: &[(&str, Rule)] = &[
     ("daemonset", daemonset::check),
     ("opt_out", opt_out::check),
     ("gitops", gitops::check),
-    ("min_ready", min_ready::check),
+    // A storm trips both the breaker and the minimum of ready replicas; the breaker speaks first
+    // because its refusal says what is going on (the signal is suspect) and escalates.
     ("breaker", breaker::check),
     ("storm_window", storm_window::check),
+    ("min_ready", min_ready::check),
     ("cooldown", cooldown::check),
     ("loops", loops::check),
     ("budget", budget::check),

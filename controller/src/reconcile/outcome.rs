@@ -29,6 +29,17 @@ pub struct Subject {
     pub target: String,
 }
 
+impl Subject {
+    /// The same subject, shown in status as what `action` changes (the pod a restart deleted, the
+    /// workload a bump patched); Events and metric labels stay on the workload.
+    pub fn about(&self, action: &auto_agent_engine::decide::PlannedAction) -> Self {
+        Self {
+            target: action.target().to_string(),
+            ..self.clone()
+        }
+    }
+}
+
 /// The Event reason of an executed action.
 pub fn done_reason(kind: ActionKind) -> &'static str {
     match kind {

@@ -289,7 +289,7 @@ impl PodReconciler {
                         plan.incident
                     );
                     self.outcomes
-                        .dry_run(&policy, &subject, action.kind(), note)
+                        .dry_run(&policy, &subject.about(action), action.kind(), note)
                         .await;
                 }
                 Next::Done
@@ -317,12 +317,18 @@ impl PodReconciler {
                                 failing.forget(&workload, &pod_uid);
                             }
                             self.outcomes
-                                .executed(&policy, &subject, kind, done.note)
+                                .executed(&policy, &subject.about(action), kind, done.note)
                                 .await;
                         }
                         Err(e) => {
                             self.outcomes
-                                .failed(&policy, &subject, kind, e.category(), e.to_string())
+                                .failed(
+                                    &policy,
+                                    &subject.about(action),
+                                    kind,
+                                    e.category(),
+                                    e.to_string(),
+                                )
                                 .await;
                         }
                     }
@@ -593,7 +599,10 @@ mod tests {
             recent[0].outcome,
             auto_agent_shared::crd::ActionOutcome::Executed
         );
-        assert_eq!(recent[0].target, WORKLOAD);
+        assert_eq!(
+            recent[0].target, "Pod/prod/api-1",
+            "the status names what changed"
+        );
         let m = &fx.reconciler.metrics;
         assert_eq!(
             m.actions

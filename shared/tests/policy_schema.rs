@@ -106,7 +106,9 @@ fn full_fixture_sets_every_section() {
     assert!(
         gates.queue_depth.is_some() && gates.error_rate.is_some() && gates.p95_latency.is_some()
     );
-    assert_eq!(s.budgets.len(), 3);
+    assert_eq!(s.budgets.len(), 4);
+    assert_eq!(s.budgets[3].scope, BudgetScope::Namespace);
+    assert_eq!(s.safety.as_ref().unwrap().storm_window_seconds, 2);
     assert_eq!(s.budgets[1].scope, BudgetScope::Policy);
     assert_eq!(
         s.budgets[2].scope,

@@ -114,6 +114,9 @@ pub struct NodeRemediationPolicySpec {
     #[x_kube(validation = kube::core::Rule::new(
         "self.all(b, b.action in ['CordonNode', 'UncordonNode', 'EvictPod'])"
     ).message("node budgets may only limit CordonNode, UncordonNode and EvictPod"))]
+    #[x_kube(validation = kube::core::Rule::new(
+        "self.all(b, !has(b.scope) || b.scope != 'Namespace')"
+    ).message("node budgets count per node (Target) or per policy: nodes belong to no namespace"))]
     pub budgets: Vec<Budget>,
 }
 

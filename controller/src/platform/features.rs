@@ -39,13 +39,8 @@ impl Features {
         self.enabled.iter().any(|f| f == feature)
     }
 
-    /// The feature an action needs.
-    pub fn of(action: ActionKind) -> &'static str {
-        action.feature()
-    }
-
     pub fn allows(&self, action: ActionKind) -> bool {
-        self.enabled(Self::of(action))
+        self.enabled(action.feature())
     }
 
     /// The actions these features allow, for the engine's `feature` rule.

@@ -65,19 +65,6 @@ impl Ledger {
         }
     }
 
-    /// Appends `record` if the ledger is still at `version`; `Ok(false)` on a conflict (reload and
-    /// decide again).
-    pub async fn reserve(
-        &self,
-        history: History,
-        version: Option<String>,
-        record: ActionRecord,
-        now_ms: i64,
-    ) -> Result<bool, LedgerError> {
-        self.reserve_all(history, version, vec![record], now_ms)
-            .await
-    }
-
     /// Appends every record of a plan in one write; `Ok(false)` on a conflict.
     pub async fn reserve_all(
         &self,

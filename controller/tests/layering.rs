@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 const STAGES: &[&str] = &[
     "args",
     "platform",
+    // Test support (cfg(test)): fakes of the API and the leader, which every stage's tests use.
+    "testing",
     "cluster",
     "policies",
     "ingest",

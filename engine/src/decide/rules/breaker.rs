@@ -1,7 +1,9 @@
 //! The disruption breaker: when too large a share of a workload's pods is unhealthy at once, the
 //! signal is suspect (a bad rollout, a dependency down): report instead of taking pods away.
 //! Unhealthy is the larger of not-ready replicas and pods known to be failing: readiness lags at
-//! the start of a storm, the leader's open failures do not.
+//! the start of a storm, the leader's open failures do not. One unhealthy pod is no storm (a
+//! single-replica workload is 100% unhealthy whenever its pod fails); the minimum of ready replicas
+//! speaks for it.
 
 use crate::decide::{Input, PlannedAction, PolicyView, Refusal, RefusalReason};
 
@@ -19,7 +21,7 @@ pub fn check(
         .saturating_sub(f.ready_replicas)
         .max(f.failing_pods);
     let percent = unhealthy * 100 / f.desired_replicas;
-    if percent > policy.max_unhealthy_percent {
+    if unhealthy >= 2 && percent > policy.max_unhealthy_percent {
         return Err(Refusal {
             reason: RefusalReason::DisruptionBreaker,
             message: format!(
@@ -73,6 +75,17 @@ mod tests {
                 Err(RefusalReason::DisruptionBreaker),
             ),
             (40, 40, 1, 50, restart(), Ok(())),
+            // One failing pod is no storm, whatever its share.
+            (1, 0, 1, 50, restart(), Ok(())),
+            (1, 1, 1, 50, restart(), Ok(())),
+            (
+                2,
+                0,
+                2,
+                50,
+                restart(),
+                Err(RefusalReason::DisruptionBreaker),
+            ),
             // The larger count decides.
             (
                 10,

@@ -1,6 +1,7 @@
 //! The incident pipeline: findings accepted from sensors enter the incident book (one per leadership
 //! term) in arrival order; the ingest acknowledges a finding only after this step. New and changed
-//! incidents go on to the report stage (gather -> match policy -> decide boundary -> report).
+//! incidents go on to the reconcile stage (`reconcile::Dispatcher`: gather -> decide -> reserve ->
+//! act -> report).
 
 use auto_agent_shared::clock::now_ms;
 use std::time::Instant;
@@ -171,7 +172,7 @@ mod tests {
         let (pipeline, task) = start(metrics, leadership, changes, stop.clone());
 
         let table: &[(Option<&str>, &str, bool)] = &[
-            // (term now, finding id, reaches the report stage)
+            // (term now, finding id, reaches the reconcile stage)
             (Some("a-1"), "f-1", true),
             (Some("a-1"), "f-1", false), // a resend in the same term
             (Some("a-1"), "f-2", true),

@@ -297,3 +297,21 @@ pub fn event_sink(
         metrics: metrics.clone(),
     }
 }
+
+/// The API's answer to creating an Event (events.k8s.io/v1).
+pub fn event_created() -> (u16, Value) {
+    (
+        201,
+        serde_json::json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+                           "metadata": {"name": "e"}, "eventTime": "2026-01-01T00:00:00.000000Z"}),
+    )
+}
+
+/// The API's answer to creating the ledger ConfigMap.
+pub fn ledger_created() -> (u16, Value) {
+    (
+        201,
+        serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+                           "metadata": {"name": "ledger", "resourceVersion": "1"}}),
+    )
+}

@@ -18,7 +18,6 @@ use auto_agent_engine::decide::node::{
 };
 use auto_agent_engine::decide::{
     ActionKind, ActionRecord, AllowedActions, Decision, Plan, PlannedAction, PodTarget,
-    RefusalReason,
 };
 use auto_agent_engine::{Finding, IncidentKey};
 use auto_agent_shared::keys::CORDONED_BY_ANNOTATION as CORDONED_BY;
@@ -224,7 +223,6 @@ impl NodeReconciler {
         };
         match step {
             Step::Refused(r) => {
-                let escalates = r.reason.escalates() || r.reason == RefusalReason::MaxUnavailable;
                 let note = format!(
                     "{condition} on node {}: not acting ({}): {}",
                     f.node,
@@ -237,7 +235,7 @@ impl NodeReconciler {
                         &subject,
                         ActionKind::CordonNode,
                         r.reason.as_str(),
-                        escalates,
+                        r.reason.escalates(),
                         note,
                     )
                     .await;
@@ -549,14 +547,6 @@ mod tests {
                     "lastTransitionTime": cleared_at}]}})
     }
 
-    fn event_answer() -> (u16, Value) {
-        (
-            201,
-            json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
-                   "metadata": {"name": "e"}, "eventTime": "2026-01-01T00:00:00.000000Z"}),
-        )
-    }
-
     struct Fixture {
         api: FakeApi,
         reconciler: NodeReconciler,
@@ -598,12 +588,12 @@ mod tests {
             .on(
                 "POST",
                 LEDGER,
-                vec![(201, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ledger"}}))],
+                vec![crate::testing::ledger_created()],
             )
             .on("PATCH", "/api/v1/nodes/*", vec![(200, node("node-a", true, Some("pressure"), "2026-01-01T00:00:00Z"))])
             .on("POST", EVICTION, vec![(201, json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 201}))])
-            .on("POST", NODE_EVENTS, vec![event_answer()])
-            .on("POST", POD_EVENTS, vec![event_answer()]);
+            .on("POST", NODE_EVENTS, vec![crate::testing::event_created()])
+            .on("POST", POD_EVENTS, vec![crate::testing::event_created()]);
         let metrics = metrics();
         let leader = FakeLeader::new(&metrics, true);
         let client = api.client();

@@ -430,23 +430,6 @@ mod tests {
         _leader: FakeLeader,
     }
 
-    fn event_answer() -> (u16, Value) {
-        (
-            201,
-            json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
-                   "metadata": {"name": "e", "namespace": "prod"},
-                   "eventTime": "2026-01-01T00:00:00.000000Z"}),
-        )
-    }
-
-    fn ledger_answer() -> (u16, Value) {
-        (
-            201,
-            json!({"apiVersion": "v1", "kind": "ConfigMap",
-                   "metadata": {"name": "ledger", "resourceVersion": "1"}}),
-        )
-    }
-
     fn fixture(spec: Option<Value>, pod_annotations: Value, replicas: i32) -> Fixture {
         fixture_with(spec, pod_annotations, replicas, |_| {})
     }
@@ -474,8 +457,8 @@ mod tests {
             &format!("{LEDGER}/ledger"),
             vec![FakeApi::not_found(404)],
         )
-        .on("POST", LEDGER, vec![ledger_answer()])
-        .on("POST", EVENTS, vec![event_answer()]);
+        .on("POST", LEDGER, vec![crate::testing::ledger_created()])
+        .on("POST", EVENTS, vec![crate::testing::event_created()]);
         let metrics = metrics();
         let leader = FakeLeader::new(&metrics, true);
         let client = api.client();
@@ -681,7 +664,11 @@ mod tests {
             json!({}),
             3,
             |api| {
-                api.on("POST", LEDGER, vec![FakeApi::conflict(), ledger_answer()]);
+                api.on(
+                    "POST",
+                    LEDGER,
+                    vec![FakeApi::conflict(), crate::testing::ledger_created()],
+                );
             },
         );
         assert_eq!(fx.handle(&mut failing_now(&["u1"], 0)).await, Next::Done);

@@ -856,7 +856,7 @@ mod tests {
                 .on(
                     "POST",
                     LEDGER,
-                    vec![(201, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ledger"}}))],
+                    vec![crate::testing::ledger_created()],
                 )
                 .on(
                     "PATCH",
@@ -866,7 +866,7 @@ mod tests {
                 .on(
                     "POST",
                     EVENTS,
-                    vec![(201, json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"}, "eventTime": "2026-01-01T00:00:00.000000Z"}))],
+                    vec![crate::testing::event_created()],
                 );
             api
         }

@@ -238,6 +238,7 @@ impl RefusalReason {
                 | Self::BudgetExhausted
                 | Self::DisruptionBreaker
                 | Self::MirrorMissing
+                | Self::MaxUnavailable
         )
     }
 }
@@ -429,4 +430,34 @@ pub fn decide(input: &Input<'_>) -> Decision {
         dry_run: policy.dry_run,
         actions,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RefusalReason::*;
+
+    #[test]
+    fn refusals_that_ask_for_a_human_escalate() {
+        for r in [
+            LoopDetected,
+            AtMemoryCap,
+            BudgetExhausted,
+            DisruptionBreaker,
+            MirrorMissing,
+            MaxUnavailable,
+        ] {
+            assert!(r.escalates(), "{r:?}");
+        }
+        for r in [
+            NoPolicy,
+            Cooldown,
+            OptedOut,
+            Settling,
+            TooFewReadyReplicas,
+            FeatureDisabled,
+            GitOpsManaged,
+        ] {
+            assert!(!r.escalates(), "{r:?}");
+        }
+    }
 }

@@ -4,7 +4,6 @@
 //! `autoagent.io/cordoned-by` marks on the Nodes) and the recent actions and refusals.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use auto_agent_shared::crd::NodeRemediationPolicy;
 use auto_agent_shared::keys::CORDONED_BY_ANNOTATION as CORDONED_BY;
@@ -19,7 +18,7 @@ use crate::platform::leader::Leadership;
 use crate::platform::metrics::ControllerMetrics;
 use crate::policies::node_index::{NodePolicyEntry, NodePolicyIndex};
 use crate::policies::recent::{PolicyRef, RecentActions};
-use crate::policies::status::{Desired, Written};
+use crate::policies::status::{Desired, Pass, Written};
 
 /// Matched and cordoned counts of one policy over the listed nodes.
 pub fn counts(entry: &NodePolicyEntry, nodes: &[Node]) -> (i32, i32) {
@@ -50,15 +49,10 @@ pub async fn run(
     let nodes_api: Api<Node> = Api::all(client);
     let mut written = Written::default();
     loop {
-        tokio::select! {
-            () = changed.notified() => {}
-            () = tokio::time::sleep(Duration::from_secs(30)) => {}
-            () = leadership.changed() => {}
-            () = stop.cancelled() => return,
-        }
-        if !leadership.is_leader() {
-            written.clear();
-            continue;
+        match written.next_pass(&changed, &mut leadership, &stop).await {
+            Pass::Stop => return,
+            Pass::NotLeading => continue,
+            Pass::Write => {}
         }
         let policies = index.all();
         if policies.is_empty() {

@@ -105,13 +105,39 @@ pub fn status_body(d: &Desired) -> serde_json::Value {
 #[derive(Debug, Default)]
 pub struct Written(HashMap<PolicyRef, Desired>);
 
+/// What a status writer does next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pass {
+    Stop,
+    /// Not the leader: nothing is written, and a new leader rewrites every status.
+    NotLeading,
+    Write,
+}
+
 impl Written {
-    pub fn unchanged(&self, policy: &PolicyRef, desired: &Desired) -> bool {
-        self.0.get(policy) == Some(desired)
+    /// Waits for a reason to write (a change, 30 s, a leadership change) or for `stop`.
+    pub async fn next_pass(
+        &mut self,
+        changed: &Notify,
+        leadership: &mut Leadership,
+        stop: &CancellationToken,
+    ) -> Pass {
+        tokio::select! {
+            () = changed.notified() => {}
+            () = tokio::time::sleep(Duration::from_secs(30)) => {}
+            () = leadership.changed() => {}
+            () = stop.cancelled() => return Pass::Stop,
+        }
+        if leadership.is_leader() {
+            Pass::Write
+        } else {
+            self.0.clear();
+            Pass::NotLeading
+        }
     }
 
-    pub fn clear(&mut self) {
-        self.0.clear();
+    pub fn unchanged(&self, policy: &PolicyRef, desired: &Desired) -> bool {
+        self.0.get(policy) == Some(desired)
     }
 
     /// Patches the status through `api` (fenced) and remembers it; false when fenced.
@@ -181,15 +207,10 @@ pub async fn run(
 ) {
     let mut written = Written::default();
     loop {
-        tokio::select! {
-            () = changed.notified() => {}
-            () = tokio::time::sleep(Duration::from_secs(30)) => {}
-            () = leadership.changed() => {}
-            () = stop.cancelled() => return,
-        }
-        if !leadership.is_leader() {
-            written.clear();
-            continue;
+        match written.next_pass(&changed, &mut leadership, &stop).await {
+            Pass::Stop => return,
+            Pass::NotLeading => continue,
+            Pass::Write => {}
         }
         // Listed once per namespace per pass, however many policies live there.
         let mut templates: HashMap<String, Option<Vec<BTreeMap<String, String>>>> = HashMap::new();

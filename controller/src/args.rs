@@ -305,13 +305,8 @@ mod tests {
 
     #[test]
     fn every_flag_has_an_env_name() {
-        for arg in Args::command().get_arguments() {
-            let id = arg.get_id().as_str();
-            if id == "help" || id == "version" {
-                continue;
-            }
-            assert!(arg.get_env().is_some(), "--{id} has no env name");
-        }
+        let missing = auto_agent_shared::runtime::flags_without_env(&Args::command());
+        assert!(missing.is_empty(), "no env name: {missing:?}");
     }
 
     #[test]

@@ -215,7 +215,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let dispatcher = Dispatcher {
         pods,
         nodes,
-        events,
+        events: events.clone(),
         metrics: metrics.clone(),
     };
     let prom = match &args.prometheus_url {
@@ -260,6 +260,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         },
         metrics: metrics.clone(),
         identity: args.identity.clone(),
+        verifier: crate::ingest::verify::Verifier {
+            client: client.clone(),
+            events: events.clone(),
+            metrics: metrics.clone(),
+        },
     };
     let service = SensorIngestServer::new(ingest).max_decoding_message_size(args.max_message_bytes);
     let mut server = tonic::transport::Server::builder()

@@ -67,6 +67,8 @@ fn facts() -> Facts {
         desired_replicas: 3,
         ready_replicas: 2,
         memory_limit_bytes: Some(256 * MI),
+        container_in_template: true,
+        template_image: Some("registry.example.com/api:1".into()),
         // Known for longer than the storm window.
         incident_age_ms: 60_000,
         ..Facts::default()
@@ -853,4 +855,82 @@ fn storms_are_seen_from_the_first_decision() {
         )),
         Ok(vec![ActionKind::BumpMemory])
     );
+}
+
+/// Memory bumps and image swaps change only a container the workload's template has, and a swap
+/// replaces only the image the template runs: a pod that claims another container or image (a
+/// forged pod, or one left behind by a rollout) never makes the agent add or rewrite one.
+#[test]
+fn template_changes_only_touch_what_the_template_has() {
+    let oom = finding(FindingKind::OomKilled);
+    let pull = finding(FindingKind::ImagePullBackOff);
+    let (bump, mirror) = (policy(), mirror_policy());
+    let cases: Vec<(
+        &str,
+        &Finding,
+        &PolicyView,
+        Facts,
+        Result<Vec<ActionKind>, RefusalReason>,
+    )> = vec![
+        (
+            "bump: container in template",
+            &oom,
+            &bump,
+            facts(),
+            Ok(vec![ActionKind::BumpMemory]),
+        ),
+        (
+            "bump: container not in template",
+            &oom,
+            &bump,
+            Facts {
+                container_in_template: false,
+                ..facts()
+            },
+            Err(RefusalReason::TemplateMismatch),
+        ),
+        (
+            "mirror: template runs the failing image",
+            &pull,
+            &mirror,
+            mirror_has_image(),
+            Ok(vec![ActionKind::MirrorImage]),
+        ),
+        (
+            "mirror: container not in template",
+            &pull,
+            &mirror,
+            Facts {
+                container_in_template: false,
+                ..mirror_has_image()
+            },
+            Err(RefusalReason::TemplateMismatch),
+        ),
+        (
+            "mirror: template runs another image",
+            &pull,
+            &mirror,
+            Facts {
+                template_image: Some("registry.example.com/api:2".into()),
+                ..mirror_has_image()
+            },
+            Err(RefusalReason::TemplateMismatch),
+        ),
+        (
+            "mirror: template image unknown",
+            &pull,
+            &mirror,
+            Facts {
+                template_image: None,
+                ..mirror_has_image()
+            },
+            Err(RefusalReason::TemplateMismatch),
+        ),
+    ];
+    for (name, f, p, facts, want) in cases {
+        let got = outcome(&run(f, Some(p), &facts, &History::default(), &[], 0));
+        assert_eq!(got, want, "{name}");
+    }
+    assert!(!RefusalReason::TemplateMismatch.escalates());
+    assert_eq!(RefusalReason::TemplateMismatch.as_str(), "TemplateMismatch");
 }

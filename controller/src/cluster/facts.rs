@@ -1,9 +1,11 @@
 //! What an object's state says, as pure functions of the objects read from the API: whether a
 //! finding's condition still holds on the re-read pod, whether GitOps manages a workload, and which
-//! workload owns a pod (for bounded metric labels).
+//! workload owns a pod (for bounded metric labels), and a label selector in the engine's terms.
 
+use auto_agent_engine::selector::{Selector, SelectorError};
 use auto_agent_engine::{Finding, FindingKind};
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 /// Labels and annotations by which Argo CD and Flux mark what they manage.
 const GITOPS_ANNOTATIONS: &[&str] = &[
@@ -87,6 +89,24 @@ pub fn owning_workload(pod: &Pod) -> Option<(String, String)> {
         return Some(("Deployment".to_owned(), deployment.to_owned()));
     }
     Some((owner.kind.clone(), owner.name.clone()))
+}
+
+/// A Kubernetes label selector as the engine's pure `Selector` (unknown operators refused).
+pub fn selector_of(ls: &LabelSelector) -> Result<Selector, SelectorError> {
+    let labels = ls.match_labels.clone().unwrap_or_default();
+    let exprs: Vec<(String, String, Vec<String>)> = ls
+        .match_expressions
+        .iter()
+        .flatten()
+        .map(|e| {
+            (
+                e.key.clone(),
+                e.operator.clone(),
+                e.values.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    Selector::new(labels, &exprs)
 }
 
 #[cfg(test)]

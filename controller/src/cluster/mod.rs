@@ -2,4 +2,5 @@
 //! list, and what a pod's or workload's state says (pure functions of the objects).
 
 pub mod facts;
+pub mod owner;
 pub mod workloads;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::{Api, Client, Resource, ResourceExt};
 
 /// What the controller needs to know about a workload.
@@ -47,6 +47,8 @@ pub struct Fetched {
     pub desired: i32,
     pub ready: i32,
     pub template: Option<PodTemplateSpec>,
+    /// Which pods it owns (`None`: no selector, as a ReplicaSet without one).
+    pub selector: Option<LabelSelector>,
     pub reference: ObjectReference,
 }
 
@@ -55,12 +57,14 @@ fn fetched<K: Resource<DynamicType = ()>>(
     desired: i32,
     ready: i32,
     template: Option<PodTemplateSpec>,
+    selector: Option<LabelSelector>,
 ) -> Fetched {
     Fetched {
         meta: obj.meta().clone(),
         desired,
         ready,
         template,
+        selector,
         reference: obj.object_ref(&()),
     }
 }
@@ -133,7 +137,13 @@ pub async fn fetch(
                     .as_ref()
                     .and_then(|s| s.ready_replicas)
                     .unwrap_or(0);
-                fetched(&d, desired, ready, d.spec.clone().map(|s| s.template))
+                fetched(
+                    &d,
+                    desired,
+                    ready,
+                    d.spec.clone().map(|s| s.template),
+                    d.spec.as_ref().map(|s| s.selector.clone()),
+                )
             }),
         "StatefulSet" => Api::<StatefulSet>::namespaced(c, namespace)
             .get_opt(name)
@@ -145,7 +155,13 @@ pub async fn fetch(
                     .as_ref()
                     .and_then(|s| s.ready_replicas)
                     .unwrap_or(0);
-                fetched(&d, desired, ready, d.spec.clone().map(|s| s.template))
+                fetched(
+                    &d,
+                    desired,
+                    ready,
+                    d.spec.clone().map(|s| s.template),
+                    d.spec.as_ref().map(|s| s.selector.clone()),
+                )
             }),
         "DaemonSet" => Api::<DaemonSet>::namespaced(c, namespace)
             .get_opt(name)
@@ -153,7 +169,13 @@ pub async fn fetch(
             .map(|d| {
                 let desired = d.status.as_ref().map_or(0, |s| s.desired_number_scheduled);
                 let ready = d.status.as_ref().map_or(0, |s| s.number_ready);
-                fetched(&d, desired, ready, d.spec.clone().map(|s| s.template))
+                fetched(
+                    &d,
+                    desired,
+                    ready,
+                    d.spec.clone().map(|s| s.template),
+                    d.spec.as_ref().map(|s| s.selector.clone()),
+                )
             }),
         "ReplicaSet" => Api::<ReplicaSet>::namespaced(c, namespace)
             .get_opt(name)
@@ -165,7 +187,13 @@ pub async fn fetch(
                     .as_ref()
                     .and_then(|s| s.ready_replicas)
                     .unwrap_or(0);
-                fetched(&d, desired, ready, d.spec.clone().and_then(|s| s.template))
+                fetched(
+                    &d,
+                    desired,
+                    ready,
+                    d.spec.clone().and_then(|s| s.template),
+                    d.spec.as_ref().map(|s| s.selector.clone()),
+                )
             }),
         "Job" => Api::<Job>::namespaced(c, namespace)
             .get_opt(name)
@@ -173,7 +201,13 @@ pub async fn fetch(
             .map(|d| {
                 let desired = d.spec.as_ref().and_then(|s| s.parallelism).unwrap_or(1);
                 let ready = d.status.as_ref().and_then(|s| s.ready).unwrap_or(0);
-                fetched(&d, desired, ready, d.spec.clone().map(|s| s.template))
+                fetched(
+                    &d,
+                    desired,
+                    ready,
+                    d.spec.clone().map(|s| s.template),
+                    d.spec.as_ref().and_then(|s| s.selector.clone()),
+                )
             }),
         _ => None,
     })

@@ -4,3 +4,4 @@
 pub mod auth;
 pub mod pipeline;
 pub mod server;
+pub mod verify;

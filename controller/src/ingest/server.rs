@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::ingest::auth::{AuthError, Authenticator, SensorIdentity};
 use crate::ingest::pipeline::Pipeline;
+use crate::ingest::verify::{Refused, Verifier};
 use crate::platform::leader::Leadership;
 use crate::platform::metrics::ControllerMetrics;
 
@@ -36,6 +37,7 @@ pub struct Ingest {
     pub limits: IngestLimits,
     pub metrics: ControllerMetrics,
     pub identity: String,
+    pub verifier: Verifier,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -181,6 +183,7 @@ impl SensorIngest for Ingest {
             pipeline: self.pipeline.clone(),
             metrics: self.metrics.clone(),
             limits: self.limits.clone(),
+            verifier: self.verifier.clone(),
         };
         tokio::spawn(async move {
             let _permit = permit;
@@ -198,6 +201,7 @@ struct Session {
     pipeline: Pipeline,
     metrics: ControllerMetrics,
     limits: IngestLimits,
+    verifier: Verifier,
 }
 
 impl Session {
@@ -272,15 +276,33 @@ impl Session {
                             format!("this stream may only report node {}", self.identity.node),
                         )
                     }
-                    Ok(f) => match self.pipeline.submit(f).await {
-                        Ok(_) => controller_message::Message::Ack(pb::Ack {
-                            sequence,
-                            ids: vec![],
-                        }),
-                        Err(crate::ingest::pipeline::PipelineError::Key(e)) => {
-                            rejected(id, sequence, pb::RejectReason::Malformed, e.to_string())
+                    Ok(f) => match self.verifier.verify(f, &self.identity.node).await {
+                        Err(e) => {
+                            // Not acknowledged: the sensor sends it again on its next stream.
+                            tracing::warn!(error = %e, "Verifying a finding failed; closing the stream");
+                            let _ = tx
+                                .send(Err(Status::unavailable(
+                                    "verifying the finding failed; send it again",
+                                )))
+                                .await;
+                            return;
                         }
-                        Err(crate::ingest::pipeline::PipelineError::Closed) => return,
+                        Ok(Err(Refused::Stale(text))) => {
+                            rejected(id, sequence, pb::RejectReason::Stale, text)
+                        }
+                        Ok(Err(Refused::Forged { message: text, .. })) => {
+                            rejected(id, sequence, pb::RejectReason::Forged, text)
+                        }
+                        Ok(Ok(f)) => match self.pipeline.submit(f).await {
+                            Ok(_) => controller_message::Message::Ack(pb::Ack {
+                                sequence,
+                                ids: vec![],
+                            }),
+                            Err(crate::ingest::pipeline::PipelineError::Key(e)) => {
+                                rejected(id, sequence, pb::RejectReason::Malformed, e.to_string())
+                            }
+                            Err(crate::ingest::pipeline::PipelineError::Closed) => return,
+                        },
                     },
                 }
             };

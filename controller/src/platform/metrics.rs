@@ -28,6 +28,7 @@ pub struct ControllerMetrics {
     pub prom_queries: IntCounterVec,
     pub anomalies_active: IntGauge,
     pub bundle_handoffs: IntCounterVec,
+    pub forged_findings: IntCounterVec,
 }
 
 /// Label values known in advance, created at 0 so dashboards and `rate()` see a series from the
@@ -38,6 +39,16 @@ const FINDING_OUTCOMES: &[&str] = &[
     "malformed",
     "rate_limited",
     "wrong_node",
+    "stale",
+    "forged",
+];
+/// Why a finding was counted as forged: what it (or the pod it names) claimed that the API server
+/// contradicts.
+pub const FORGED_REASONS: &[&str] = &[
+    "wrong_node",
+    "owner_unverified",
+    "owner_mismatch",
+    "no_container",
 ];
 const REFUSED_STREAM_CAUSES: &[&str] = &[
     "too_many_streams",
@@ -102,6 +113,9 @@ impl ControllerMetrics {
         }
         for o in HANDOFF_OUTCOMES {
             self.bundle_handoffs.with_label_values(&[o]);
+        }
+        for r in FORGED_REASONS {
+            self.forged_findings.with_label_values(&[r]);
         }
     }
 
@@ -239,8 +253,16 @@ impl ControllerMetrics {
                 ),
                 &["outcome"],
             )?,
+            forged_findings: IntCounterVec::new(
+                Opts::new(
+                    "auto_agent_forged_findings_total",
+                    "Findings refused because the API server contradicts them (owner, node, container), by reason",
+                ),
+                &["reason"],
+            )?,
         };
         m.touch_known_labels();
+        registry.register(Box::new(m.forged_findings.clone()))?;
         registry.register(Box::new(m.scale_decisions.clone()))?;
         registry.register(Box::new(m.prom_queries.clone()))?;
         registry.register(Box::new(m.anomalies_active.clone()))?;

@@ -4,10 +4,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
-use auto_agent_engine::{Selector, SelectorError};
+use auto_agent_engine::Selector;
 use auto_agent_shared::crd::{AutoRemediationPolicy, AutoRemediationPolicySpec};
 use futures::StreamExt;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::core::DeserializeGuard;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::{WatchStreamExt, watcher as watch_stream};
@@ -53,22 +52,7 @@ impl PolicyEntry {
     }
 }
 
-pub fn selector_of(ls: &LabelSelector) -> Result<Selector, SelectorError> {
-    let labels = ls.match_labels.clone().unwrap_or_default();
-    let exprs: Vec<(String, String, Vec<String>)> = ls
-        .match_expressions
-        .iter()
-        .flatten()
-        .map(|e| {
-            (
-                e.key.clone(),
-                e.operator.clone(),
-                e.values.clone().unwrap_or_default(),
-            )
-        })
-        .collect();
-    Selector::new(labels, &exprs)
-}
+pub use crate::cluster::facts::selector_of;
 
 fn entry(guarded: DeserializeGuard<AutoRemediationPolicy>) -> PolicyEntry {
     match guarded.0 {

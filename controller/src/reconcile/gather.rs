@@ -74,11 +74,14 @@ pub async fn facts(
             facts.workload_annotations = annotations;
             facts.desired_replicas = desired.max(0) as u32;
             facts.ready_replicas = ready.max(0) as u32;
-            let resources = template
+            // Only `containers`: the agent changes nothing else of a template, and adds nothing.
+            let in_template = template
                 .as_ref()
                 .and_then(|t: &PodTemplateSpec| t.spec.as_ref())
-                .and_then(|s| s.containers.iter().find(|c| c.name == container))
-                .and_then(|c| c.resources.as_ref());
+                .and_then(|s| s.containers.iter().find(|c| c.name == container));
+            facts.container_in_template = in_template.is_some();
+            facts.template_image = in_template.and_then(|c| c.image.clone());
+            let resources = in_template.and_then(|c| c.resources.as_ref());
             facts.memory_limit_bytes = resources
                 .and_then(|r| r.limits.as_ref()?.get("memory"))
                 .and_then(|q| parse_bytes(&q.0));

@@ -162,6 +162,10 @@ pub struct Facts {
     /// Why the mirror could not be checked (unreachable, credentials missing or refused), for the
     /// refusal's message.
     pub mirror_check_error: Option<String>,
+    /// The workload's pod template has the finding's container (among `containers`).
+    pub container_in_template: bool,
+    /// The image the template gives that container.
+    pub template_image: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,6 +204,10 @@ pub enum RefusalReason {
     /// Waiting out the storm window so the breaker sees the whole storm. Never escalates: the
     /// controller decides again later instead of reporting it.
     Settling,
+    /// The workload's pod template does not have the failing container, or runs another image
+    /// for it (a rollout moved on, or the pod is not what its owner would create): the agent
+    /// changes only what the template has, and never adds a container.
+    TemplateMismatch,
 }
 
 impl RefusalReason {
@@ -226,6 +234,7 @@ impl RefusalReason {
             Self::MirrorMissing => "MirrorMissing",
             Self::FeatureDisabled => "FeatureDisabled",
             Self::Settling => "Settling",
+            Self::TemplateMismatch => "TemplateMismatch",
         }
     }
 
@@ -321,6 +330,7 @@ pub fn plan_for(input: &Input<'_>, policy: &PolicyView) -> Result<Vec<PlannedAct
             };
             let workload = required(WorkloadTarget::of_finding(f), "pod")?;
             let container = required(f.container.clone(), "container")?;
+            in_template(input.facts, &workload, &container)?;
             let Some(limit) = input.facts.memory_limit_bytes else {
                 return Err(Refusal {
                     reason: RefusalReason::NotSupported,
@@ -370,8 +380,19 @@ pub fn plan_for(input: &Input<'_>, policy: &PolicyView) -> Result<Vec<PlannedAct
             Some((image, true)) => {
                 let from = required(f.image.clone(), "image")?;
                 let container = required(f.container.clone(), "container")?;
+                let workload = required(WorkloadTarget::of_finding(f), "pod")?;
+                in_template(input.facts, &workload, &container)?;
+                if input.facts.template_image.as_deref() != Some(from.as_str()) {
+                    return Err(Refusal {
+                        reason: RefusalReason::TemplateMismatch,
+                        message: format!(
+                            "{workload} runs {} for container {container}, not the failing {from}; not replacing it",
+                            input.facts.template_image.as_deref().unwrap_or("no image")
+                        ),
+                    });
+                }
                 Ok(vec![PlannedAction::MirrorImage {
-                    workload: required(WorkloadTarget::of_finding(f), "pod")?,
+                    workload,
                     reason: format!("{container} cannot pull {from}; the mirror has {image}"),
                     container,
                     from,
@@ -395,6 +416,19 @@ pub fn plan_for(input: &Input<'_>, policy: &PolicyView) -> Result<Vec<PlannedAct
             message: format!("no remediation for {} in this version", f.kind.as_str()),
         }),
     }
+}
+
+/// A `TemplateMismatch` refusal unless the workload's template has the container.
+fn in_template(facts: &Facts, workload: &WorkloadTarget, container: &str) -> Result<(), Refusal> {
+    if facts.container_in_template {
+        return Ok(());
+    }
+    Err(Refusal {
+        reason: RefusalReason::TemplateMismatch,
+        message: format!(
+            "{workload}'s pod template has no container {container}; the agent never adds one"
+        ),
+    })
 }
 
 /// `value` raised by `percent`, by at least `min_increase`, never above `cap`.

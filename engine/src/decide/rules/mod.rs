@@ -120,6 +120,7 @@ pub(crate) mod testing {
             desired_replicas: 3,
             ready_replicas: 2,
             memory_limit_bytes: Some(256 << 20),
+            container_in_template: true,
             // Known for longer than the storm window.
             incident_age_ms: 60_000,
             ..Facts::default()

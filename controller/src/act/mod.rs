@@ -30,6 +30,8 @@ pub enum ActError {
     Api(#[from] kube::Error),
     #[error("cannot act on {0}")]
     Unsupported(String),
+    #[error("{0}")]
+    TemplateMismatch(String),
 }
 
 impl From<SaveError> for ActError {
@@ -46,6 +48,7 @@ impl ActError {
             Self::Bundle(_) => "bundle",
             Self::Api(_) => "api",
             Self::Unsupported(_) => "unsupported",
+            Self::TemplateMismatch(_) => "template_mismatch",
         }
     }
 }
@@ -227,17 +230,32 @@ mod tests {
         assert_eq!(files_below(&dir.join("store")).len(), 1);
     }
 
+    /// A Deployment whose template has a sidecar first, so the patched index is not 0.
+    fn two_containers() -> serde_json::Value {
+        let mut d = crate::testing::deployment(3, 3, json!({"team": "shop"}));
+        d["metadata"]["resourceVersion"] = json!("42");
+        d["spec"]["template"]["spec"]["containers"] = json!([
+            {"name": "proxy", "image": "proxy:1"},
+            {"name": "app", "image": "docker.io/app:1",
+             "resources": {"limits": {"memory": "256Mi", "cpu": "1"}}}]);
+        d
+    }
+
+    fn op<'a>(ops: &'a serde_json::Value, kind: &str, path: &str) -> Option<&'a serde_json::Value> {
+        ops.as_array()?
+            .iter()
+            .find(|o| o["op"] == kind && o["path"] == path)
+            .map(|o| &o["value"])
+    }
+
     #[tokio::test]
-    async fn workload_changes_patch_one_container_and_the_scale_subresource() {
+    async fn workload_changes_patch_one_existing_container_and_the_scale_subresource() {
         let api = FakeApi::default();
         let scale = json!({"apiVersion": "autoscaling/v1", "kind": "Scale",
                            "metadata": {"name": "api"}, "spec": {"replicas": 3}});
         api.on("PATCH", &format!("{DEPLOYMENT}/scale"), vec![(200, scale)])
-            .on(
-                "PATCH",
-                DEPLOYMENT,
-                vec![(200, crate::testing::deployment(3, 3, json!({})))],
-            );
+            .on("GET", DEPLOYMENT, vec![(200, two_containers())])
+            .on("PATCH", DEPLOYMENT, vec![(200, two_containers())]);
         let (x, _leader, _dir) = executor(&api, true, "patch");
         x.bump_memory(
             &workload("Deployment"),
@@ -266,28 +284,94 @@ mod tests {
         assert!(scaled.is_ok(), "{scaled:?} {:?}", api.seen().last());
         let patches = api.seen_with("PATCH", DEPLOYMENT);
         assert_eq!(patches.len(), 3);
-        let container = &patches[0].body["spec"]["template"]["spec"]["containers"][0];
+        let c = "/spec/template/spec/containers/1";
+        for p in &patches[..2] {
+            assert_eq!(p.content_type, "application/json-patch+json");
+            // Guards: the object read, and the container still at that index.
+            assert_eq!(
+                op(&p.body, "test", "/metadata/resourceVersion"),
+                Some(&json!("42"))
+            );
+            assert_eq!(
+                op(&p.body, "test", &format!("{c}/name")),
+                Some(&json!("app"))
+            );
+        }
+        let bump = &patches[0].body;
         assert_eq!(
-            patches[0].content_type,
-            "application/strategic-merge-patch+json"
+            op(bump, "add", &format!("{c}/resources/limits/memory")),
+            Some(&json!("356Mi"))
         );
-        assert_eq!(container["name"], "app");
-        assert_eq!(container["resources"]["limits"]["memory"], "356Mi");
-        assert_eq!(container["resources"]["requests"]["memory"], "228Mi");
+        // No requests yet: the map is added, the limits map (with its cpu) is left alone.
         assert_eq!(
-            patches[1].body["metadata"]["annotations"]["autoagent.io/original-image-app"],
-            "docker.io/app:1"
+            op(bump, "add", &format!("{c}/resources/requests")),
+            Some(&json!({"memory": "228Mi"}))
+        );
+        let swap = &patches[1].body;
+        assert_eq!(
+            op(swap, "test", &format!("{c}/image")),
+            Some(&json!("docker.io/app:1"))
         );
         assert_eq!(
-            patches[1].body["spec"]["template"]["spec"]["containers"][0]["image"],
-            "mirror.local/app:1"
+            op(swap, "replace", &format!("{c}/image")),
+            Some(&json!("mirror.local/app:1"))
         );
+        assert_eq!(
+            op(
+                swap,
+                "add",
+                "/metadata/annotations/autoagent.io~1original-image-app"
+            ),
+            Some(&json!("docker.io/app:1"))
+        );
+        for p in &patches[..2] {
+            let ops = p.body.as_array().unwrap();
+            assert!(
+                ops.iter()
+                    .all(|o| o["path"].as_str().unwrap().starts_with(c)
+                        || o["path"].as_str().unwrap().starts_with("/metadata/")),
+                "only the one container and metadata: {ops:?}"
+            );
+        }
         assert!(
             patches[2].uri.starts_with(&format!("{DEPLOYMENT}/scale")),
             "{}",
             patches[2].uri
         );
         assert_eq!(patches[2].body, json!({"spec": {"replicas": 3}}));
+    }
+
+    #[tokio::test]
+    async fn a_container_the_template_does_not_have_is_never_added() {
+        let api = FakeApi::default();
+        api.on("GET", DEPLOYMENT, vec![(200, two_containers())]);
+        let (x, _leader, _dir) = executor(&api, true, "no-append");
+        let err = x
+            .mirror_image(
+                &workload("Deployment"),
+                "evil",
+                "attacker/evil:1",
+                "mirror.local/evil:1",
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ActError::TemplateMismatch(_)), "{err}");
+        assert_eq!(err.category(), "template_mismatch");
+        let err = x
+            .bump_memory(
+                &workload("Deployment"),
+                "evil",
+                BytesChange {
+                    from: Some(1),
+                    to: 2 << 30,
+                },
+                None,
+                "OOMKilled",
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ActError::TemplateMismatch(_)), "{err}");
+        assert!(api.seen_with("PATCH", "").is_empty(), "nothing patched");
     }
 
     #[tokio::test]

@@ -1,15 +1,48 @@
-//! Changes to a workload's pod template or replicas: a memory bump and an image swap are strategic
-//! merge patches on one container (merge key: name, so every other field is kept); scaling patches
-//! the scale subresource.
+//! Changes to a workload's pod template or replicas: a memory bump and an image swap read the
+//! workload, then JSON-patch one existing container at its index, guarded by tests (resourceVersion,
+//! name, and for a swap the image being replaced), so a change can never add a container or land on
+//! another one; scaling patches the scale subresource.
 
 use auto_agent_engine::decide::{BytesChange, WorkloadTarget};
 use auto_agent_engine::quantity::format_bytes;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use kube::Api;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::{ActError, Done, Executor};
+
+/// A container of a workload's template as read right before a change.
+#[derive(Debug)]
+struct TemplateContainer {
+    resource_version: String,
+    has_annotations: bool,
+    /// JSON pointer to the container.
+    path: String,
+    name: String,
+    json: Value,
+}
+
+/// `~` and `/` escaped for a JSON pointer segment.
+fn pointer_escape(segment: &str) -> String {
+    segment.replace('~', "~0").replace('/', "~1")
+}
+
+/// The operation setting `resources.<section>.memory` of the container, adding the maps that
+/// are missing (a JSON-patch `add` on an existing key replaces it; on a missing map it fails).
+fn set_resource(at: &TemplateContainer, section: &str, memory: &str) -> Value {
+    let resources = at.json.get("resources");
+    match resources {
+        None => json!({"op": "add", "path": format!("{}/resources", at.path),
+                       "value": {section: {"memory": memory}}}),
+        Some(r) if r.get(section).is_none() => {
+            json!({"op": "add", "path": format!("{}/resources/{section}", at.path),
+                   "value": {"memory": memory}})
+        }
+        Some(_) => json!({"op": "add", "path": format!("{}/resources/{section}/memory", at.path),
+                          "value": memory}),
+    }
+}
 
 /// The kinds whose pod template the agent patches.
 fn resource(kind: &str) -> Option<ApiResource> {
@@ -32,14 +65,59 @@ impl Executor {
         ))
     }
 
-    async fn patch_workload(
+    /// The workload as it is now: its resourceVersion, whether it has annotations, and the index
+    /// and JSON of `container` among the template's `containers`. A container the template does
+    /// not have is refused here: the agent never adds one.
+    async fn read_container(
         &self,
         w: &WorkloadTarget,
-        patch: &serde_json::Value,
+        container: &str,
+    ) -> Result<TemplateContainer, ActError> {
+        let api = self.workload_api(w)?;
+        let obj = api.get(&w.name).await?;
+        let containers = obj
+            .data
+            .pointer("/spec/template/spec/containers")
+            .and_then(Value::as_array);
+        let Some((index, found)) = containers
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .find(|(_, c)| c.get("name").and_then(Value::as_str) == Some(container))
+        else {
+            return Err(ActError::TemplateMismatch(format!(
+                "{} {} has no container {container} in its pod template; the agent never adds one",
+                w.kind, w.name
+            )));
+        };
+        Ok(TemplateContainer {
+            resource_version: obj.metadata.resource_version.clone().unwrap_or_default(),
+            has_annotations: obj.metadata.annotations.is_some(),
+            path: format!("/spec/template/spec/containers/{index}"),
+            name: container.to_owned(),
+            json: found.clone(),
+        })
+    }
+
+    /// Applies JSON-patch operations after tests that the object is still the one read (its
+    /// resourceVersion) and the container still sits at that index: a change in between fails
+    /// the patch instead of landing on another container.
+    async fn patch_container(
+        &self,
+        w: &WorkloadTarget,
+        at: &TemplateContainer,
+        ops: Vec<Value>,
     ) -> Result<(), ActError> {
         let api = self.workload_api(w)?;
+        let mut all = vec![
+            json!({"op": "test", "path": "/metadata/resourceVersion", "value": at.resource_version}),
+            json!({"op": "test", "path": format!("{}/name", at.path), "value": at.name}),
+        ];
+        all.extend(ops);
+        let patch: json_patch::Patch = serde_json::from_value(Value::Array(all))
+            .map_err(|e| ActError::Unsupported(format!("building the patch: {e}")))?;
         self.fence("patch_workload")?;
-        api.patch(&w.name, &PatchParams::default(), &Patch::Strategic(patch))
+        api.patch(&w.name, &PatchParams::default(), &Patch::Json::<()>(patch))
             .await?;
         Ok(())
     }
@@ -52,19 +130,20 @@ impl Executor {
         request: Option<BytesChange>,
         reason: &str,
     ) -> Result<Done, ActError> {
-        let mut resources = json!({"limits": {"memory": format_bytes(limit.to)}});
+        let at = self.read_container(w, container).await?;
+        let mut ops = vec![set_resource(&at, "limits", &format_bytes(limit.to))];
         if let Some(request) = request {
-            resources["requests"] = json!({"memory": format_bytes(request.to)});
+            ops.push(set_resource(&at, "requests", &format_bytes(request.to)));
         }
-        let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": container, "resources": resources}]}}}});
-        self.patch_workload(w, &patch).await?;
+        self.patch_container(w, &at, ops).await?;
         Ok(Done {
             note: format!("{} {}: {reason}", w.kind, w.name),
         })
     }
 
     /// Points the container at the mirror, keeping the original in an annotation on the workload
-    /// (`autoagent.io/original-image-<container>`) so the swap can be reverted.
+    /// (`autoagent.io/original-image-<container>`) so the swap can be reverted. Only the image the
+    /// template runs is replaced (a JSON-patch test), never another one.
     pub async fn mirror_image(
         &self,
         w: &WorkloadTarget,
@@ -72,11 +151,21 @@ impl Executor {
         from: &str,
         to: &str,
     ) -> Result<Done, ActError> {
-        let patch = json!({
-            "metadata": {"annotations": {format!("autoagent.io/original-image-{container}"): from}},
-            "spec": {"template": {"spec": {"containers": [{"name": container, "image": to}]}}},
-        });
-        self.patch_workload(w, &patch).await?;
+        // Checked before any request: a kind the agent does not patch is refused as such.
+        self.workload_api(w)?;
+        let at = self.read_container(w, container).await?;
+        let key = format!("autoagent.io/original-image-{container}");
+        let annotation = if at.has_annotations {
+            json!({"op": "add", "path": format!("/metadata/annotations/{}", pointer_escape(&key)), "value": from})
+        } else {
+            json!({"op": "add", "path": "/metadata/annotations", "value": {key: from}})
+        };
+        let ops = vec![
+            json!({"op": "test", "path": format!("{}/image", at.path), "value": from}),
+            json!({"op": "replace", "path": format!("{}/image", at.path), "value": to}),
+            annotation,
+        ];
+        self.patch_container(w, &at, ops).await?;
         Ok(Done {
             note: format!(
                 "{} {}: image {from} -> {to} (original kept in an annotation)",

@@ -79,6 +79,7 @@ const ACT_ERRORS: &[&str] = &[
     "bundle",
     "api",
     "unsupported",
+    "template_mismatch",
 ];
 const HANDOFF_OUTCOMES: &[&str] = &[
     "handed_off",

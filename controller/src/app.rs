@@ -217,6 +217,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         nodes,
         events: events.clone(),
         metrics: metrics.clone(),
+        workers: usize::from(args.reconcile_workers),
     };
     let prom = match &args.prometheus_url {
         Some(url) => Some(auto_agent_prom::PromClient::new(
@@ -242,7 +243,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         cluster_budgets,
     };
     let scale_task = tokio::spawn(scaler.run(stop.clone()));
-    let report_task = tokio::spawn(dispatcher.run(changes_rx, work_stop.clone()));
+    let report_task = tokio::spawn(Arc::new(dispatcher).run(changes_rx, work_stop.clone()));
 
     let ingest = Ingest {
         auth: Arc::new(auth::Authenticator::new(

@@ -118,6 +118,11 @@ pub struct Args {
     #[arg(long, env = "AUTO_AGENT_TOKEN_AUDIENCE", default_value = auto_agent_shared::keys::SENSOR_TOKEN_AUDIENCE)]
     pub token_audience: String,
 
+    /// Namespaces whose incidents are reconciled at once (each namespace one change at a time, so
+    /// one whose mirror or API calls hang cannot hold up another).
+    #[arg(long, env = "AUTO_AGENT_RECONCILE_WORKERS", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub reconcile_workers: u16,
+
     /// Sensor streams open at once, at most.
     #[arg(long, env = "AUTO_AGENT_MAX_STREAMS", default_value_t = 5000)]
     pub max_streams: usize,

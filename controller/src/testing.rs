@@ -59,6 +59,22 @@ impl FakeApi {
         self
     }
 
+    /// Like [`FakeApi::on`], but ahead of every route already set (to override a fixture's).
+    pub fn first(&self, method: &'static str, path: &str, answers: Vec<(u16, Value)>) -> &Self {
+        self.routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                0,
+                Route {
+                    method,
+                    path: path.to_owned(),
+                    answers: answers.into(),
+                },
+            );
+        self
+    }
+
     pub fn not_found(code: u16) -> (u16, Value) {
         (code, status(code, "NotFound"))
     }

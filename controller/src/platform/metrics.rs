@@ -80,6 +80,7 @@ const ACT_ERRORS: &[&str] = &[
     "api",
     "unsupported",
     "template_mismatch",
+    "retries_exhausted",
 ];
 const HANDOFF_OUTCOMES: &[&str] = &[
     "handed_off",

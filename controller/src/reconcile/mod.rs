@@ -15,13 +15,15 @@ pub mod pod;
 pub mod reserve;
 pub mod scale;
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use auto_agent_engine::decide::workload_target;
 use auto_agent_engine::{Observed, Transition};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::EventType;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::ingest::pipeline::Change;
@@ -29,17 +31,62 @@ use crate::platform::events::EventSink;
 use crate::platform::metrics::ControllerMetrics;
 use crate::reconcile::failing::FailingPods;
 use crate::reconcile::node::NodeReconciler;
-use crate::reconcile::pod::{Next, PodReconciler};
+use crate::reconcile::pod::PodReconciler;
 
-/// Decisions waiting for their storm window, at most (more are decided at once).
-const DEFERRED_CAPACITY: usize = 4096;
+/// Changes queued per lane (one namespace, or the nodes), at most; beyond it the dispatcher
+/// waits (back-pressure to the pipeline) rather than dropping.
+const LANE_CAPACITY: usize = 1024;
+/// Tries after an API or ledger failure before the change waits for the next finding.
+const MAX_ATTEMPTS: u32 = 8;
+/// The lane of node incidents (namespaces are never empty).
+const NODE_LANE: &str = "";
 
-/// Routes incident changes to the pod and node reconciles, in arrival order.
+/// What a reconcile asks of its caller.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    Done,
+    /// Decide again after this long (the storm window is still open).
+    Retry(Duration),
+    /// The API or the ledger failed before a decision: try again with backoff.
+    Failed,
+}
+
+/// Why a change is handled again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Again {
+    /// Fresh from the pipeline.
+    No,
+    /// Handed back after its storm window.
+    StormWindow,
+    /// Handed back after this many failed tries.
+    AfterFailure(u32),
+}
+
+/// The wait before try `attempt + 1` after a failure (1 s doubling, at most a minute), or `None`
+/// when the tries are used up.
+pub fn backoff(attempt: u32) -> Option<Duration> {
+    (attempt < MAX_ATTEMPTS)
+        .then(|| Duration::from_secs(1u64 << attempt.min(6)).min(Duration::from_secs(60)))
+}
+
+/// The lane a change goes through: its namespace, or the nodes'.
+fn lane_of(change: &Change) -> String {
+    match &change.finding.pod {
+        Some(pod) if !change.finding.kind.is_node() => pod.namespace.clone(),
+        _ => NODE_LANE.to_owned(),
+    }
+}
+
+/// Routes incident changes to the pod and node reconciles: in arrival order within a namespace
+/// (one change at a time each, so a namespace whose mirror or API calls hang stalls only itself),
+/// at most `workers` namespaces at once.
 pub struct Dispatcher {
     pub pods: PodReconciler,
     pub nodes: NodeReconciler,
     pub events: EventSink,
     pub metrics: ControllerMetrics,
+    /// Namespaces (lanes) reconciled at once.
+    pub workers: usize,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -51,7 +98,7 @@ impl std::fmt::Debug for Dispatcher {
 /// A change, fresh from the pipeline or handed back after a wait.
 struct Work {
     change: Change,
-    deferred: bool,
+    again: Again,
 }
 
 fn node_ref(node: &str) -> ObjectReference {
@@ -64,14 +111,56 @@ fn node_ref(node: &str) -> ObjectReference {
 }
 
 impl Dispatcher {
-    pub async fn run(self, mut changes: mpsc::Receiver<Change>, stop: CancellationToken) {
-        let (deferred_tx, mut deferred_rx) = mpsc::channel::<Change>(DEFERRED_CAPACITY);
+    pub async fn run(
+        self: Arc<Self>,
+        mut changes: mpsc::Receiver<Change>,
+        stop: CancellationToken,
+    ) {
+        let workers = Arc::new(Semaphore::new(self.workers.max(1)));
+        let mut lanes: HashMap<String, mpsc::Sender<Work>> = HashMap::new();
+        let lane_stop = stop.child_token();
+        loop {
+            let change = tokio::select! {
+                c = changes.recv() => c,
+                () = stop.cancelled() => None,
+            };
+            let Some(change) = change else { break };
+            let name = lane_of(&change);
+            let lane = lanes.entry(name).or_insert_with(|| {
+                let (tx, rx) = mpsc::channel(LANE_CAPACITY);
+                tokio::spawn(
+                    self.clone()
+                        .lane(rx, tx.clone(), workers.clone(), lane_stop.clone()),
+                );
+                tx
+            });
+            if lane
+                .send(Work {
+                    change,
+                    again: Again::No,
+                })
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        lane_stop.cancel();
+    }
+
+    /// One lane: its changes in order, each holding one of the shared workers while handled.
+    async fn lane(
+        self: Arc<Self>,
+        mut rx: mpsc::Receiver<Work>,
+        tx: mpsc::Sender<Work>,
+        workers: Arc<Semaphore>,
+        stop: CancellationToken,
+    ) {
         let mut failing = FailingPods::default();
         let mut prune = tokio::time::interval(Duration::from_secs(60));
         loop {
             let work = tokio::select! {
-                c = changes.recv() => c.map(|change| Work { change, deferred: false }),
-                Some(change) = deferred_rx.recv() => Some(Work { change, deferred: true }),
+                w = rx.recv() => w,
                 _ = prune.tick() => {
                     failing.prune(auto_agent_shared::clock::now_ms());
                     continue;
@@ -79,25 +168,54 @@ impl Dispatcher {
                 () = stop.cancelled() => None,
             };
             let Some(work) = work else { return };
-            if let Some(wait) = self.handle(&work, &mut failing).await {
-                // Decide again after the wait, without holding up other changes.
-                let tx = deferred_tx.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(wait).await;
-                    let _ = tx.send(work.change).await;
-                });
-            }
+            let next = {
+                let Ok(_worker) = workers.acquire().await else {
+                    return;
+                };
+                self.handle(&work, &mut failing).await
+            };
+            let (wait, again) = match (next, work.again) {
+                (Next::Done, _) => continue,
+                (Next::Retry(wait), _) => (wait, Again::StormWindow),
+                (Next::Failed, Again::AfterFailure(n)) => match backoff(n) {
+                    Some(wait) => (wait, Again::AfterFailure(n + 1)),
+                    None => {
+                        self.metrics
+                            .action_errors
+                            .with_label_values(&["retries_exhausted"])
+                            .inc();
+                        tracing::warn!(incident = ?work.change.observed, "Giving up after {MAX_ATTEMPTS} failed tries; the next finding brings it back");
+                        continue;
+                    }
+                },
+                (Next::Failed, _) => match backoff(0) {
+                    Some(wait) => (wait, Again::AfterFailure(1)),
+                    None => continue,
+                },
+            };
+            // Decide again after the wait, without holding up the lane.
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                let _ = tx
+                    .send(Work {
+                        change: work.change,
+                        again,
+                    })
+                    .await;
+            });
         }
     }
 
-    /// Handles one change; `Some(wait)` asks to decide it again after `wait`.
-    async fn handle(&self, work: &Work, failing: &mut FailingPods) -> Option<Duration> {
+    /// Handles one change.
+    async fn handle(&self, work: &Work, failing: &mut FailingPods) -> Next {
         let Change {
             finding, observed, ..
         } = &work.change;
+        let fresh = work.again == Again::No;
         let kind = finding.kind.as_str();
         // What the leader knows of failing pods, before any decision reads it.
-        if !work.deferred
+        if fresh
             && !finding.kind.is_node()
             && let Some(pod) = &finding.pod
         {
@@ -110,7 +228,7 @@ impl Dispatcher {
         }
         let key = match observed {
             Observed::Opened(key) | Observed::Reopened(key) => {
-                if !work.deferred {
+                if fresh {
                     self.count_incident(finding);
                 }
                 key
@@ -126,22 +244,23 @@ impl Dispatcher {
                         note,
                     )
                     .await;
-                return None;
+                return Next::Done;
             }
-            Observed::ClearedUnknown(_) | Observed::Duplicate => return None,
+            Observed::ClearedUnknown(_) | Observed::Duplicate => return Next::Done,
         };
-        let first =
-            !work.deferred && matches!(observed, Observed::Opened(_) | Observed::Reopened(_));
+        let opened = matches!(observed, Observed::Opened(_) | Observed::Reopened(_));
+        // The first look at an incident, or a retry of one that failed before deciding.
+        let first = opened && fresh;
+        let retrying = matches!(work.again, Again::AfterFailure(_));
         if finding.kind.is_node() {
-            if first {
-                self.nodes.handle(finding, key).await;
+            if first || (opened && retrying) {
+                return self.nodes.handle(finding, key).await;
             }
-            return None;
+            return Next::Done;
         }
-        match self.pods.handle(&work.change, key, first, failing).await {
-            Next::Done => None,
-            Next::Retry(wait) => Some(wait),
-        }
+        self.pods
+            .handle(&work.change, key, first || (opened && retrying), failing)
+            .await
     }
 
     fn count_incident(&self, finding: &auto_agent_engine::Finding) {
@@ -161,5 +280,31 @@ impl Dispatcher {
             .incidents
             .with_label_values(&[kind, &namespace, &workload])
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_tried_again_with_doubling_waits_then_left_to_the_next_finding() {
+        let waits: Vec<Option<u64>> = (0..=MAX_ATTEMPTS)
+            .map(|n| backoff(n).map(|d| d.as_secs()))
+            .collect();
+        assert_eq!(
+            waits,
+            [
+                Some(1),
+                Some(2),
+                Some(4),
+                Some(8),
+                Some(16),
+                Some(32),
+                Some(60),
+                Some(60),
+                None
+            ]
+        );
     }
 }

@@ -34,6 +34,7 @@ use crate::platform::metrics::ControllerMetrics;
 use crate::policies::index::PolicyIndex;
 use crate::policies::node_index::{NodePolicyIndex, UsableNodePolicy};
 use crate::policies::recent::PolicyRef;
+use crate::reconcile::Next;
 use crate::reconcile::ledger::Ledger;
 use crate::reconcile::outcome::{Outcomes, Scope, Subject};
 use crate::reconcile::reserve::{Settled, Verdict, decide_and_reserve};
@@ -91,21 +92,27 @@ enum Step {
 
 impl NodeReconciler {
     /// Handles a node incident that opened or reopened.
-    pub async fn handle(&self, f: &Finding, key: &IncidentKey) {
-        if let Err(e) = self.try_handle(f, key).await {
-            self.metrics
-                .action_errors
-                .with_label_values(&["node"])
-                .inc();
-            tracing::warn!(node = %f.node, error = %e, "Node remediation failed");
+    /// Decides and acts on a node incident; `Next::Failed` when the API or the ledger failed, so
+    /// the dispatcher tries again instead of waiting for the next finding.
+    pub async fn handle(&self, f: &Finding, key: &IncidentKey) -> Next {
+        match self.try_handle(f, key).await {
+            Ok(next) => next,
+            Err(e) => {
+                self.metrics
+                    .action_errors
+                    .with_label_values(&["node"])
+                    .inc();
+                tracing::warn!(node = %f.node, error = %e, "Node remediation failed; trying again");
+                Next::Failed
+            }
         }
     }
 
-    async fn try_handle(&self, f: &Finding, key: &IncidentKey) -> Result<(), kube::Error> {
+    async fn try_handle(&self, f: &Finding, key: &IncidentKey) -> Result<Next, kube::Error> {
         let condition = f.kind.as_str();
         let nodes: Api<Node> = Api::all(self.client.clone());
         let Some(node) = nodes.get_opt(&f.node).await? else {
-            return Ok(());
+            return Ok(Next::Done);
         };
         let node_ref = node.object_ref(&());
         let policy = self.node_policies.usable().into_iter().find(|p| {
@@ -119,7 +126,7 @@ impl NodeReconciler {
             self.outcomes
                 .unowned(&node_ref, EventType::Warning, "NoPolicy", note)
                 .await;
-            return Ok(());
+            return Ok(Next::Done);
         };
         // Gather once; a ledger conflict only re-decides.
         let all = nodes.list(&ListParams::default()).await?;
@@ -213,12 +220,12 @@ impl NodeReconciler {
         let step = match settled {
             Ok(Settled::Stopped(step) | Settled::Reserved(step)) => step,
             Err(e) => {
-                tracing::warn!(error = %e, "No node decision: the action ledger could not be used");
+                tracing::warn!(error = %e, "No node decision: the action ledger could not be used; trying again");
                 self.metrics
                     .action_errors
                     .with_label_values(&[e.category()])
                     .inc();
-                return Ok(());
+                return Ok(Next::Failed);
             }
         };
         match step {
@@ -284,7 +291,7 @@ impl NodeReconciler {
                                         .await;
                                     // Evicting from a node that stays schedulable would only
                                     // reschedule there.
-                                    return Ok(());
+                                    return Ok(Next::Done);
                                 }
                             }
                         }
@@ -308,7 +315,7 @@ impl NodeReconciler {
                 }
             }
         }
-        Ok(())
+        Ok(Next::Done)
     }
 
     fn candidate(&self, p: &Pod) -> PodCandidate {

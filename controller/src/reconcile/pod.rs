@@ -48,13 +48,7 @@ impl std::fmt::Debug for PodReconciler {
     }
 }
 
-/// What a pod reconcile asks of its caller.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Next {
-    Done,
-    /// Decide again after this long (the storm window is still open).
-    Retry(Duration),
-}
+pub use crate::reconcile::Next;
 
 /// What the decision on the ledger came to.
 enum Step {
@@ -124,7 +118,13 @@ impl PodReconciler {
         failing: &mut FailingPods,
     ) -> Next {
         let f = &change.finding;
-        let (target, policy) = self.gather_policy(f).await;
+        let (target, policy) = match self.gather_policy(f).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(error = %e, incident = %key, "Reading the workload failed; trying again");
+                return Next::Failed;
+            }
+        };
         let Some(target) = target else {
             return Next::Done;
         };
@@ -145,29 +145,25 @@ impl PodReconciler {
     }
 
     /// The object to report on (workload, else pod) and the first usable policy selecting it.
-    async fn gather_policy(&self, f: &Finding) -> (Option<ObjectReference>, Option<PolicyEntry>) {
+    async fn gather_policy(
+        &self,
+        f: &Finding,
+    ) -> Result<(Option<ObjectReference>, Option<PolicyEntry>), kube::Error> {
         let Some(pod) = &f.pod else {
-            return (None, None);
+            return Ok((None, None));
         };
         let (kind, name) = f.owner.as_ref().map_or(("Pod", pod.name.as_str()), |o| {
             (o.kind.as_str(), o.name.as_str())
         });
-        let workload = match self.workloads.get(&pod.namespace, kind, name).await {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::warn!(error = %e, kind, name, "Reading the workload failed");
-                None
-            }
-        };
-        let Some(workload) = workload else {
-            return (pod_ref(f), None);
+        let Some(workload) = self.workloads.get(&pod.namespace, kind, name).await? else {
+            return Ok((pod_ref(f), None));
         };
         let policy = self
             .policies
             .in_namespace(&pod.namespace)
             .into_iter()
             .find(|p| p.selects(&workload.pod_labels));
-        (Some(workload.reference), policy)
+        Ok((Some(workload.reference), policy))
     }
 
     async fn decide_and_act(
@@ -193,8 +189,8 @@ impl PodReconciler {
         let mut facts = match gather::facts(&self.client, f, mirror).await {
             Ok((facts, _)) => facts,
             Err(e) => {
-                tracing::warn!(error = %e, "Gathering facts failed; no decision");
-                return Next::Done;
+                tracing::warn!(error = %e, "Gathering facts failed; trying again");
+                return Next::Failed;
             }
         };
         let pod_uid = f.pod.as_ref().map(|p| p.uid.clone()).unwrap_or_default();
@@ -246,12 +242,12 @@ impl PodReconciler {
         let step = match settled {
             Ok(Settled::Stopped(step) | Settled::Reserved(step)) => step,
             Err(e) => {
-                tracing::warn!(error = %e, incident = %key, "No decision: the action ledger could not be used");
+                tracing::warn!(error = %e, incident = %key, "No decision: the action ledger could not be used; trying again");
                 self.metrics
                     .action_errors
                     .with_label_values(&[e.category()])
                     .inc();
-                return Next::Done;
+                return Next::Failed;
             }
         };
         match step {
@@ -554,6 +550,30 @@ mod tests {
         f
     }
 
+    /// An API error before the decision is not the end of the incident: the reconcile says
+    /// `Failed` (the dispatcher tries again with backoff), reports nothing it does not know (no
+    /// "NoPolicy"), and the next try acts.
+    #[tokio::test]
+    async fn an_api_error_before_deciding_is_tried_again_not_dropped() {
+        let fx = fixture(Some(json!({})), json!({}), 3);
+        let unavailable = (
+            503,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                       "reason": "ServiceUnavailable", "code": 503}),
+        );
+        fx.api.first(
+            "GET",
+            "/apis/apps/v1/namespaces/prod/deployments/api",
+            vec![unavailable, (200, deployment(3, 3, json!({})))],
+        );
+        let mut failing = failing_now(&["u1"], 60_000);
+        assert_eq!(fx.handle(&mut failing).await, Next::Failed);
+        assert!(fx.event_reasons().is_empty(), "{:?}", fx.event_reasons());
+        assert_eq!((fx.deleted(), fx.reserved()), (0, 0));
+        assert_eq!(fx.handle(&mut failing).await, Next::Done);
+        assert_eq!(fx.deleted(), 1, "the retry restarted the pod");
+    }
+
     #[tokio::test]
     async fn without_a_policy_the_incident_is_reported_and_nothing_changes() {
         let fx = fixture(None, json!({}), 3);
@@ -637,7 +657,7 @@ mod tests {
                 (Duration::from_millis(600)..=Duration::from_millis(800)).contains(&wait),
                 "{wait:?}"
             ),
-            Next::Done => panic!("acted inside the storm window"),
+            other => panic!("acted or failed inside the storm window: {other:?}"),
         }
         assert!(fx.event_reasons().is_empty());
         assert_eq!((fx.deleted(), fx.reserved()), (0, 0));

@@ -194,6 +194,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         leadership: leadership.clone(),
         metrics: metrics.clone(),
         allowed: allowed.clone(),
+        swept_all: Arc::default(),
     };
     let sweeper = tokio::spawn(nodes.clone().run_sweeper(stop.clone()));
     let pods = PodReconciler {

@@ -21,3 +21,6 @@ pub const SENSOR_TOKEN_AUDIENCE: &str = "auto-agent";
 /// Marks a Node the agent cordoned; the value is the NodeRemediationPolicy's name. The uncordon
 /// sweep and the policy's `status.cordonedNodes` read it, so both survive a leader change.
 pub const CORDONED_BY_ANNOTATION: &str = "autoagent.io/cordoned-by";
+/// Label on the Nodes the agent cordoned (beside the annotation naming the policy), so the
+/// uncordon sweep lists only those, not every Node.
+pub const CORDONED_LABEL: &str = "autoagent.io/cordoned";

@@ -1,10 +1,10 @@
-//! Node actions. Cordon marks the node with the policy's name (`autoagent.io/cordoned-by`), so the
-//! uncordon sweep and the policy's status work the same after a leader change. Evictions go through
+//! Node actions. Cordon marks the node with the policy's name (`autoagent.io/cordoned-by`) and the
+//! label `autoagent.io/cordoned` (what the sweep lists by), so the uncordon sweep and the policy's status work the same after a leader change. Evictions go through
 //! the Eviction API only: one attempt per call, a 429 (a PodDisruptionBudget forbids it now) is
 //! returned as `Blocked` and never turned into a DELETE.
 
 use auto_agent_engine::decide::PodTarget;
-use auto_agent_shared::keys::CORDONED_BY_ANNOTATION as CORDONED_BY;
+use auto_agent_shared::keys::{CORDONED_BY_ANNOTATION as CORDONED_BY, CORDONED_LABEL};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use kube::api::{EvictParams, Patch, PatchParams};
@@ -25,7 +25,8 @@ pub enum Eviction {
 impl Executor {
     pub async fn cordon(&self, node: &str, policy: &str, reason: &str) -> Result<Done, ActError> {
         self.fence("cordon")?;
-        let patch = json!({"metadata": {"annotations": {CORDONED_BY: policy}}, "spec": {"unschedulable": true}});
+        let patch = json!({"metadata": {"annotations": {CORDONED_BY: policy}, "labels": {CORDONED_LABEL: "true"}},
+                           "spec": {"unschedulable": true}});
         Api::<Node>::all(self.client.clone())
             .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
@@ -47,7 +48,8 @@ impl Executor {
 
     pub async fn uncordon(&self, node: &str, reason: &str) -> Result<Done, ActError> {
         self.fence("uncordon")?;
-        let patch = json!({"metadata": {"annotations": {CORDONED_BY: null}}, "spec": {"unschedulable": false}});
+        let patch = json!({"metadata": {"annotations": {CORDONED_BY: null}, "labels": {CORDONED_LABEL: null}},
+                           "spec": {"unschedulable": false}});
         Api::<Node>::all(self.client.clone())
             .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;

@@ -21,7 +21,7 @@ use crate::policies::recent::{PolicyRef, RecentActions};
 use crate::policies::status::{Desired, Pass, Written};
 
 /// Matched and cordoned counts of one policy over the listed nodes.
-pub fn counts(entry: &NodePolicyEntry, nodes: &[Node]) -> (i32, i32) {
+pub fn counts<K: ResourceExt>(entry: &NodePolicyEntry, nodes: &[K]) -> (i32, i32) {
     let Ok(usable) = &entry.usable else {
         return (0, 0);
     };
@@ -58,8 +58,9 @@ pub async fn run(
         if policies.is_empty() {
             continue;
         }
-        // One list of Nodes per pass (metadata is what the counts need).
-        let nodes = match nodes_api.list(&ListParams::default()).await {
+        // One list of Nodes per pass, metadata only (labels and annotations are what the counts
+        // need; a Node's status is most of its size).
+        let nodes = match nodes_api.list_metadata(&ListParams::default()).await {
             Ok(l) => l.items,
             Err(e) => {
                 tracing::warn!(error = %e, "Listing nodes for NodeRemediationPolicy status failed");

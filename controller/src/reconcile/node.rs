@@ -53,6 +53,8 @@ pub struct NodeReconciler {
     pub leadership: Leadership,
     pub metrics: ControllerMetrics,
     pub allowed: AllowedActions,
+    /// The sweep has listed every Node once (later passes list only the labelled ones).
+    pub swept_all: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for NodeReconciler {
@@ -449,10 +451,21 @@ impl NodeReconciler {
         });
     }
 
-    /// Uncordons the nodes this agent cordoned whose pressure has been clear long enough.
+    /// Uncordons the nodes this agent cordoned whose pressure has been clear long enough. Lists
+    /// only the Nodes labelled as cordoned by the agent, except on its first pass (Nodes cordoned
+    /// by a version that only annotated them).
     pub async fn sweep(&self) -> Result<(), kube::Error> {
         let nodes: Api<Node> = Api::all(self.client.clone());
-        for node in nodes.list(&ListParams::default()).await? {
+        let all_once = !self.swept_all.load(std::sync::atomic::Ordering::Relaxed);
+        let params = if all_once {
+            ListParams::default()
+        } else {
+            ListParams::default().labels(auto_agent_shared::keys::CORDONED_LABEL)
+        };
+        let listed = nodes.list(&params).await?;
+        self.swept_all
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        for node in listed {
             let Some(policy_name) = node.annotations().get(CORDONED_BY).cloned() else {
                 continue;
             };
@@ -619,6 +632,7 @@ mod tests {
         let (evidence, _dir) = keeper("node-reconcile");
         let events = crate::testing::event_sink(&client, &leader.leadership, &metrics);
         let reconciler = NodeReconciler {
+            swept_all: Arc::default(),
             client: client.clone(),
             outcomes: Outcomes {
                 events,
@@ -807,6 +821,25 @@ mod tests {
         assert_eq!(patches.len(), 1, "{patches:?}");
         assert!(patches[0].uri.starts_with("/api/v1/nodes/node-b"));
         assert_eq!(patches[0].body["spec"]["unschedulable"], false);
+        assert_eq!(
+            patches[0].body["metadata"]["labels"][auto_agent_shared::keys::CORDONED_LABEL],
+            serde_json::Value::Null,
+            "the cordon label goes with the cordon"
+        );
         assert_eq!(fx.reasons(NODE_EVENTS), ["UncordonedNode"]);
+        // After its first pass the sweep lists only the Nodes labelled as cordoned by the agent.
+        fx.reconciler.sweep().await.unwrap();
+        let lists: Vec<String> = fx
+            .api
+            .seen_with("GET", "/api/v1/nodes")
+            .into_iter()
+            .map(|s| s.uri)
+            .collect();
+        assert_eq!(lists.len(), 2, "{lists:?}");
+        assert!(!lists[0].contains("labelSelector"), "{lists:?}");
+        assert!(
+            lists[1].contains("labelSelector=autoagent.io%2Fcordoned"),
+            "{lists:?}"
+        );
     }
 }

@@ -430,7 +430,10 @@ mod tests {
             "pressure"
         );
         assert_eq!(patches[0].body["spec"]["unschedulable"], true);
-        assert_eq!(patches[0].body["metadata"]["labels"]["autoagent.io/cordoned"], "true");
+        assert_eq!(
+            patches[0].body["metadata"]["labels"]["autoagent.io/cordoned"],
+            "true"
+        );
         assert!(patches[1].body["metadata"]["annotations"]["autoagent.io/cordoned-by"].is_null());
         assert_eq!(patches[1].body["spec"]["unschedulable"], false);
         leader.set(false);

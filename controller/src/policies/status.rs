@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use auto_agent_shared::crd::{
     AutoRemediationPolicy, CONDITION_DEGRADED, CONDITION_READY, RecentAction,
@@ -176,6 +176,9 @@ impl Written {
     }
 }
 
+/// How long a namespace's listed workloads count for `matchedTargets`.
+const TEMPLATES_TTL: Duration = Duration::from_secs(60);
+
 /// The pod-template labels of every Deployment, StatefulSet and DaemonSet in a namespace
 /// (three lists; workloads, never pods).
 async fn template_labels(
@@ -206,15 +209,24 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     let mut written = Written::default();
+    // A namespace's workloads, listed at most once per TEMPLATES_TTL however often status
+    // changes (an action, a refusal), and however many policies live there.
+    let mut templates: HashMap<String, (Instant, Option<Vec<BTreeMap<String, String>>>)> =
+        HashMap::new();
     loop {
         match written.next_pass(&changed, &mut leadership, &stop).await {
             Pass::Stop => return,
             Pass::NotLeading => continue,
             Pass::Write => {}
         }
-        // Listed once per namespace per pass, however many policies live there.
-        let mut templates: HashMap<String, Option<Vec<BTreeMap<String, String>>>> = HashMap::new();
-        for p in index.all() {
+        let policies = index.all();
+        // A failed list is tried again on the next pass.
+        templates.retain(|ns, (at, listed)| {
+            listed.is_some()
+                && at.elapsed() < TEMPLATES_TTL
+                && policies.iter().any(|p| &p.namespace == ns)
+        });
+        for p in policies {
             let matched = if p.problem.is_none() {
                 if !templates.contains_key(&p.namespace) {
                     let listed = match template_labels(&client, &p.namespace).await {
@@ -224,9 +236,10 @@ pub async fn run(
                             None
                         }
                     };
-                    templates.insert(p.namespace.clone(), listed);
+                    templates.insert(p.namespace.clone(), (Instant::now(), listed));
                 }
                 templates[&p.namespace]
+                    .1
                     .as_ref()
                     .map(|ts| ts.iter().filter(|l| p.selects(l)).count() as i32)
             } else {

@@ -70,8 +70,15 @@ async fn a_black_hole_mirror_in_one_namespace_does_not_stall_another() {
         "restart",
         json!({"targetSelector": {"matchLabels": {"app": "api"}}, "actions": {"restartStuckPods": true}}),
     );
-    let api = Workload::new("api").on_node(NODE);
-    let crashing = api.running_pod(&admin, &other.name).await.unwrap();
+    // Three replicas, so restarting one keeps the default minimum of ready replicas.
+    let api = Workload::new("api").replicas(3).on_node(NODE);
+    api.rollout(&admin, &other.name).await.unwrap();
+    let crashing = steps::ready_pods(&admin, &other.name, "api")
+        .await
+        .remove(0)
+        .metadata
+        .name
+        .unwrap();
 
     scenario::start_failure(&admin, t.ns(), &stuck, None, StartFailure::ImagePullBackOff)
         .await

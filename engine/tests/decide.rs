@@ -865,13 +865,14 @@ fn template_changes_only_touch_what_the_template_has() {
     let oom = finding(FindingKind::OomKilled);
     let pull = finding(FindingKind::ImagePullBackOff);
     let (bump, mirror) = (policy(), mirror_policy());
-    let cases: Vec<(
-        &str,
-        &Finding,
-        &PolicyView,
+    type Case<'a> = (
+        &'a str,
+        &'a Finding,
+        &'a PolicyView,
         Facts,
         Result<Vec<ActionKind>, RefusalReason>,
-    )> = vec![
+    );
+    let cases: Vec<Case> = vec![
         (
             "bump: container in template",
             &oom,

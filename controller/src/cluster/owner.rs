@@ -299,13 +299,15 @@ mod tests {
     #[tokio::test]
     async fn the_chain_is_followed_by_uid_from_the_api_server() {
         let rs_ref = reference("ReplicaSet", "api-5d8f7", "rs-uid");
-        let cases: Vec<(
-            &str,
+        type Want = Result<Option<(&'static str, &'static str)>, &'static str>;
+        type Case = (
+            &'static str,
             Option<OwnerReference>,
             Option<Value>,
             Option<Value>,
-            Result<Option<(&str, &str)>, &str>,
-        )> = vec![
+            Want,
+        );
+        let cases: Vec<Case> = vec![
             ("bare pod", None, None, None, Ok(None)),
             (
                 "pod -> ReplicaSet -> Deployment",

@@ -264,15 +264,17 @@ mod tests {
             actual: "real".into(),
         };
         // (case, finding's owner, container, transition, pod's node (None: pod gone), API owner, want)
-        let cases: Vec<(
-            &str,
-            Option<(&str, &str)>,
-            Option<&str>,
+        type Owned = Option<(&'static str, &'static str)>;
+        type Case = (
+            &'static str,
+            Owned,
+            Option<&'static str>,
             Transition,
-            Option<Option<&str>>,
-            Result<Option<(&str, &str)>, ChainError>,
-            &str,
-        )> = vec![
+            Option<Option<&'static str>>,
+            Result<Owned, ChainError>,
+            &'static str,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "all confirmed",
                 api,

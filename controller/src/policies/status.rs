@@ -176,6 +176,9 @@ impl Written {
     }
 }
 
+/// The pod-template labels of a namespace's workloads.
+type Templates = Vec<BTreeMap<String, String>>;
+
 /// How long a namespace's listed workloads count for `matchedTargets`.
 const TEMPLATES_TTL: Duration = Duration::from_secs(60);
 
@@ -211,8 +214,7 @@ pub async fn run(
     let mut written = Written::default();
     // A namespace's workloads, listed at most once per TEMPLATES_TTL however often status
     // changes (an action, a refusal), and however many policies live there.
-    let mut templates: HashMap<String, (Instant, Option<Vec<BTreeMap<String, String>>>)> =
-        HashMap::new();
+    let mut templates: HashMap<String, (Instant, Option<Templates>)> = HashMap::new();
     loop {
         match written.next_pass(&changed, &mut leadership, &stop).await {
             Pass::Stop => return,

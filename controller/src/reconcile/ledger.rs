@@ -3,9 +3,12 @@
 //!
 //! Every live action is reserved in the ledger *before* it is executed, with an optimistic-concurrency
 //! update (resourceVersion): a failed action still counts (conservative), and two replicas that both
-//! believe they lead cannot both spend the last token. Records older than the longest window are
-//! pruned on write; the ConfigMap stays far below its 1 MiB limit.
+//! believe they lead cannot both spend the last token. Each write compacts the history first
+//! (`engine::decide::ledger::compact`): the newest records stay exact, older ones are folded into
+//! tallies that never count fewer actions, and nothing inside a window is dropped; the JSON stays
+//! under 900 KiB by construction, so the ConfigMap never reaches its 1 MiB limit.
 
+use auto_agent_engine::decide::ledger::compact;
 use auto_agent_engine::decide::{ActionRecord, History};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ObjectMeta, PostParams};
@@ -14,10 +17,6 @@ use kube::{Api, Client};
 use crate::platform::leader::Leadership;
 
 const KEY: &str = "actions.json";
-/// Longest budget window kept (7 days).
-const KEEP_MS: i64 = 7 * 24 * 3_600_000;
-/// Most records kept, newest last.
-const MAX_RECORDS: usize = 4000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -76,11 +75,7 @@ impl Ledger {
         for record in records {
             history.record(record);
         }
-        history.prune(now_ms, KEEP_MS);
-        if history.records.len() > MAX_RECORDS {
-            let excess = history.records.len() - MAX_RECORDS;
-            history.records.drain(..excess);
-        }
+        let compacted = compact(history, now_ms)?;
         let cm = ConfigMap {
             metadata: ObjectMeta {
                 name: Some(self.name.clone()),
@@ -94,7 +89,7 @@ impl Ledger {
                 ),
                 ..ObjectMeta::default()
             },
-            data: Some([(KEY.to_owned(), serde_json::to_string(&history)?)].into()),
+            data: Some([(KEY.to_owned(), compacted.json)].into()),
             ..ConfigMap::default()
         };
         self.leadership
@@ -121,6 +116,7 @@ mod tests {
     use super::*;
     use crate::testing::{FakeApi, FakeLeader, metrics};
     use auto_agent_engine::decide::ActionKind;
+    use auto_agent_engine::decide::ledger::KEEP_MS;
     use serde_json::json;
 
     const PATH: &str = "/api/v1/namespaces/auto-agent/configmaps";

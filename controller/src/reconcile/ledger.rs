@@ -15,6 +15,7 @@ use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 
 use crate::platform::leader::Leadership;
+use crate::platform::metrics::ControllerMetrics;
 
 const KEY: &str = "actions.json";
 
@@ -33,6 +34,7 @@ pub struct Ledger {
     api: Api<ConfigMap>,
     name: String,
     leadership: Leadership,
+    metrics: ControllerMetrics,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -42,11 +44,18 @@ impl std::fmt::Debug for Ledger {
 }
 
 impl Ledger {
-    pub fn new(client: Client, namespace: &str, name: &str, leadership: Leadership) -> Self {
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        name: &str,
+        leadership: Leadership,
+        metrics: ControllerMetrics,
+    ) -> Self {
         Self {
             api: Api::namespaced(client, namespace),
             name: name.to_owned(),
             leadership,
+            metrics,
         }
     }
 
@@ -76,6 +85,7 @@ impl Ledger {
             history.record(record);
         }
         let compacted = compact(history, now_ms)?;
+        let bytes = compacted.json.len();
         let cm = ConfigMap {
             metadata: ObjectMeta {
                 name: Some(self.name.clone()),
@@ -104,11 +114,37 @@ impl Ledger {
             None => self.api.create(&PostParams::default(), &cm).await,
         };
         match result {
-            Ok(_) => Ok(true),
+            Ok(_) => {
+                self.metrics.ledger_bytes.set(gauge(bytes));
+                self.metrics.ledger_level.set(gauge(compacted.level));
+                Ok(true)
+            }
             Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
             Err(e) => Err(e.into()),
         }
     }
+}
+
+#[cfg(test)]
+impl Ledger {
+    /// The ledger `auto-agent/ledger` on a fake API, fenced by `leadership`.
+    pub(crate) fn fake(
+        client: &Client,
+        leadership: &Leadership,
+        metrics: &ControllerMetrics,
+    ) -> Self {
+        Self::new(
+            client.clone(),
+            "auto-agent",
+            "ledger",
+            leadership.clone(),
+            metrics.clone(),
+        )
+    }
+}
+
+fn gauge(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
@@ -139,15 +175,20 @@ mod tests {
     }
 
     fn ledger(api: &FakeApi, leading: bool) -> (Ledger, FakeLeader) {
-        let leader = FakeLeader::new(&metrics(), leading);
+        let (ledger, leader, _) = ledger_with_metrics(api, leading);
+        (ledger, leader)
+    }
+
+    fn ledger_with_metrics(
+        api: &FakeApi,
+        leading: bool,
+    ) -> (Ledger, FakeLeader, ControllerMetrics) {
+        let m = metrics();
+        let leader = FakeLeader::new(&m, leading);
         (
-            Ledger::new(
-                api.client(),
-                "auto-agent",
-                "ledger",
-                leader.leadership.clone(),
-            ),
+            Ledger::fake(&api.client(), &leader.leadership, &m),
             leader,
+            m,
         )
     }
 
@@ -160,7 +201,7 @@ mod tests {
             vec![FakeApi::not_found(404)],
         )
         .on("POST", PATH, vec![(201, stored(&History::default(), "1"))]);
-        let (ledger, _leader) = ledger(&api, true);
+        let (ledger, _leader, m) = ledger_with_metrics(&api, true);
         let (history, version) = ledger.load().await.unwrap();
         assert!(history.records.is_empty());
         assert_eq!(version, None);
@@ -172,9 +213,11 @@ mod tests {
         );
         let created = api.seen_with("POST", PATH);
         assert_eq!(created.len(), 1);
-        let written: History =
-            serde_json::from_str(created[0].body["data"][KEY].as_str().unwrap()).unwrap();
+        let json = created[0].body["data"][KEY].as_str().unwrap();
+        let written: History = serde_json::from_str(json).unwrap();
         assert_eq!(written.records, vec![record(5)]);
+        assert_eq!(m.ledger_bytes.get(), json.len() as i64);
+        assert_eq!(m.ledger_level.get(), 0);
     }
 
     #[tokio::test]

@@ -817,12 +817,7 @@ mod tests {
                 client: client.clone(),
                 prom: None,
                 policies: PolicyIndex::default(),
-                ledger: Ledger::new(
-                    client.clone(),
-                    "auto-agent",
-                    "ledger",
-                    leader.leadership.clone(),
-                ),
+                ledger: Ledger::fake(&client, &leader.leadership, m),
                 leadership: leader.leadership.clone(),
                 outcomes: Outcomes {
                     events: crate::testing::event_sink(&client, &leader.leadership, m),
@@ -978,12 +973,7 @@ mod tests {
                                   "data": {"actions.json": spent.to_string()}}))],
             );
             let s_full = Scaler {
-                ledger: Ledger::new(
-                    full.client(),
-                    "auto-agent",
-                    "ledger",
-                    leader.leadership.clone(),
-                ),
+                ledger: Ledger::fake(&full.client(), &leader.leadership, &m),
                 ..scaler(&api, &leader, &m)
             };
             let budget =

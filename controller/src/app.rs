@@ -166,6 +166,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         &args.namespace,
         &args.ledger_name,
         leadership.clone(),
+        metrics.clone(),
     );
     let (evidence, bundle_defaults) = evidence_keeper(&args, &registry).await?;
     // Bundles a stopped replica handed off (its spool was on its own volume) join ours first.

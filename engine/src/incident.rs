@@ -82,10 +82,15 @@ impl IncidentKey {
     /// A short stable digest of the key (12 hex digits of SHA-256), for places with tight length or
     /// character limits: ticket labels, branch names, Lease names.
     pub fn digest(&self) -> String {
-        use sha2::{Digest, Sha256};
-        let hash = Sha256::digest(self.0.as_bytes());
-        hash.iter().take(6).map(|b| format!("{b:02x}")).collect()
+        short_digest(&self.0)
     }
+}
+
+/// 12 hex digits (48 bits) of the SHA-256 of `text`: a stable short name for a key.
+pub fn short_digest(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let hash = Sha256::digest(text.as_bytes());
+    hash.iter().take(6).map(|b| format!("{b:02x}")).collect()
 }
 
 impl std::fmt::Display for IncidentKey {

@@ -224,7 +224,10 @@ fn admission_table() {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        let history = History { records: c.history };
+        let history = History {
+            records: c.history,
+            ..History::default()
+        };
         let got = admit(&ScaleAdmission {
             action: &c.action,
             workload_annotations: &annotations,
@@ -248,6 +251,7 @@ fn refusals_say_why() {
             "StatefulSet/prod/db",
             "prod/other",
         )],
+        ..History::default()
     };
     let none = BTreeMap::new();
     let a = ScaleAdmission {

@@ -29,6 +29,8 @@ pub struct ControllerMetrics {
     pub anomalies_active: IntGauge,
     pub bundle_handoffs: IntCounterVec,
     pub forged_findings: IntCounterVec,
+    pub ledger_bytes: IntGauge,
+    pub ledger_level: IntGauge,
 }
 
 /// Label values known in advance, created at 0 so dashboards and `rate()` see a series from the
@@ -262,6 +264,16 @@ impl ControllerMetrics {
                 ),
                 &["reason"],
             )?,
+            ledger_bytes: IntGauge::new(
+                "auto_agent_ledger_bytes",
+                "Size of the action ledger's JSON at its last write (bounded at 900 KiB)",
+            )?,
+            ledger_level: IntGauge::new(
+                "auto_agent_ledger_level",
+                "How coarse the action ledger had to become at its last write to fit: 0 every \
+                 action keeps its workload, namespace, policy and incident; 1, 2, 3 actions older \
+                 than a day, an hour, any count against all of them (conservative refusals)",
+            )?,
         };
         m.touch_known_labels();
         registry.register(Box::new(m.forged_findings.clone()))?;
@@ -269,6 +281,8 @@ impl ControllerMetrics {
         registry.register(Box::new(m.prom_queries.clone()))?;
         registry.register(Box::new(m.anomalies_active.clone()))?;
         registry.register(Box::new(m.bundle_handoffs.clone()))?;
+        registry.register(Box::new(m.ledger_bytes.clone()))?;
+        registry.register(Box::new(m.ledger_level.clone()))?;
         registry.register(Box::new(m.actions.clone()))?;
         registry.register(Box::new(m.node_actions.clone()))?;
         registry.register(Box::new(m.node_incidents.clone()))?;

@@ -641,12 +641,7 @@ mod tests {
             },
             policies,
             node_policies,
-            ledger: Ledger::new(
-                client.clone(),
-                "auto-agent",
-                "ledger",
-                leader.leadership.clone(),
-            ),
+            ledger: Ledger::fake(&client, &leader.leadership, &metrics),
             executor: Arc::new(Executor {
                 client: client.clone(),
                 eviction_client: client,

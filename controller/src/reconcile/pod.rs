@@ -481,13 +481,8 @@ mod tests {
             },
             policies,
             workloads: Arc::new(WorkloadCache::new(client.clone(), Duration::from_secs(30))),
+            ledger: Ledger::fake(&client, &leader.leadership, &metrics),
             metrics,
-            ledger: Ledger::new(
-                client.clone(),
-                "auto-agent",
-                "ledger",
-                leader.leadership.clone(),
-            ),
             executor: Arc::new(Executor {
                 client: client.clone(),
                 eviction_client: client,

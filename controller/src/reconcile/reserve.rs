@@ -94,16 +94,9 @@ mod tests {
     }
 
     fn ledger(api: &FakeApi) -> (Ledger, FakeLeader) {
-        let leader = FakeLeader::new(&metrics(), true);
-        (
-            Ledger::new(
-                api.client(),
-                "auto-agent",
-                "ledger",
-                leader.leadership.clone(),
-            ),
-            leader,
-        )
+        let m = metrics();
+        let leader = FakeLeader::new(&m, true);
+        (Ledger::fake(&api.client(), &leader.leadership, &m), leader)
     }
 
     #[tokio::test]

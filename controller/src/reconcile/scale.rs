@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use auto_agent_engine::decide::scale_admission::{self, ScaleAdmission};
 use auto_agent_engine::decide::{
-    ActionKind, ActionRecord, AllowedActions, BudgetLimit, History, PlannedAction, WorkloadTarget,
+    ActionKind, ActionRecord, AllowedActions, BudgetLimit, History, Key, PlannedAction,
+    WorkloadTarget,
 };
 use auto_agent_engine::scale::{
     self, AnomalyState, Direction, GateReading, HoldReason, Reading, ScaleDecision, ScaleFacts,
@@ -100,17 +101,10 @@ pub fn render(query: &str, namespace: &str, workload: &str) -> String {
 
 /// When the ledger says this target was last scaled up, and last scaled at all.
 pub fn last_scaled(history: &History, target: &str) -> (Option<i64>, Option<i64>) {
-    let of = |kinds: &[ActionKind]| {
-        history
-            .records
-            .iter()
-            .filter(|r| r.target == target && kinds.contains(&r.action))
-            .map(|r| r.at_ms)
-            .max()
-    };
+    let target = Key::Target(target);
     (
-        of(&[ActionKind::ScaleUp]),
-        of(&[ActionKind::ScaleUp, ActionKind::ScaleDown]),
+        history.last(&[ActionKind::ScaleUp], target),
+        history.last(&[ActionKind::ScaleUp, ActionKind::ScaleDown], target),
     )
 }
 
@@ -781,6 +775,7 @@ mod tests {
                 rec(9, ActionKind::ScaleUp, "Deployment/prod/other"),
                 rec(7, ActionKind::RestartPod, "Deployment/prod/api"),
             ],
+            ..History::default()
         };
         assert_eq!(
             last_scaled(&history, "Deployment/prod/api"),
@@ -822,12 +817,7 @@ mod tests {
                 client: client.clone(),
                 prom: None,
                 policies: PolicyIndex::default(),
-                ledger: Ledger::new(
-                    client.clone(),
-                    "auto-agent",
-                    "ledger",
-                    leader.leadership.clone(),
-                ),
+                ledger: Ledger::fake(&client, &leader.leadership, m),
                 leadership: leader.leadership.clone(),
                 outcomes: Outcomes {
                     events: crate::testing::event_sink(&client, &leader.leadership, m),
@@ -983,12 +973,7 @@ mod tests {
                                   "data": {"actions.json": spent.to_string()}}))],
             );
             let s_full = Scaler {
-                ledger: Ledger::new(
-                    full.client(),
-                    "auto-agent",
-                    "ledger",
-                    leader.leadership.clone(),
-                ),
+                ledger: Ledger::fake(&full.client(), &leader.leadership, &m),
                 ..scaler(&api, &leader, &m)
             };
             let budget =

@@ -2,10 +2,14 @@
 //! token bucket of `max` tokens where each token returns `window` after it was spent; keeping the
 //! spent tokens as records makes the state easy to persist (the controller keeps it in the cluster,
 //! so a new leader sees what the old one did) and to explain ("3 of 3 restarts in the last hour").
+//! The newest records are kept as they are; older ones are folded into tallies
+//! (`decide::ledger`), which every query here counts as well, never fewer than the records they
+//! replaced.
 
 use serde::{Deserialize, Serialize};
 
 use super::ActionKind;
+use super::ledger::Folded;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum BudgetScope {
@@ -64,10 +68,47 @@ pub fn namespace_of(target: &str) -> &str {
     }
 }
 
-/// Recent actions, oldest first.
+/// Recent actions: the newest as records, oldest first, and the older ones folded into tallies.
+/// A ledger written before tallies existed (`{"records": [...]}`) reads as records only.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct History {
     pub records: Vec<ActionRecord>,
+    #[serde(default, skip_serializing_if = "Folded::is_empty")]
+    pub folded: Folded,
+}
+
+/// What a count or a last time is taken over: the actions on one target, in one namespace, under
+/// one policy, for one incident, or all of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Key<'a> {
+    Target(&'a str),
+    Namespace(&'a str),
+    Policy(&'a str),
+    Incident(&'a str),
+    Cluster,
+}
+
+impl Key<'_> {
+    /// The key a budget of `scope` counts for this target (`Kind/namespace/name`) and policy.
+    pub fn for_budget<'a>(scope: BudgetScope, target: &'a str, policy: &'a str) -> Key<'a> {
+        match scope {
+            BudgetScope::Target => Key::Target(target),
+            BudgetScope::Namespace => Key::Namespace(namespace_of(target)),
+            BudgetScope::Policy => Key::Policy(policy),
+            BudgetScope::Cluster => Key::Cluster,
+        }
+    }
+
+    /// Whether the record is one of the actions this key covers.
+    pub fn covers(&self, r: &ActionRecord) -> bool {
+        match *self {
+            Key::Target(t) => r.target == t,
+            Key::Namespace(ns) => r.target_namespace() == ns,
+            Key::Policy(p) => r.policy == p,
+            Key::Incident(i) => r.incident == i,
+            Key::Cluster => true,
+        }
+    }
 }
 
 const HOUR_MS: i64 = 3_600_000;
@@ -136,21 +177,41 @@ impl History {
         self.records.push(r);
     }
 
+    /// Actions of one of `actions` under `key` taken in `(since_ms, now_ms]`: the records exactly,
+    /// and every tally that may hold one (never fewer than were taken).
+    pub fn count(&self, actions: &[ActionKind], key: Key<'_>, since_ms: i64, now_ms: i64) -> u32 {
+        let exact = self
+            .records
+            .iter()
+            .filter(|r| actions.contains(&r.action) && r.at_ms > since_ms && r.at_ms <= now_ms)
+            .filter(|r| key.covers(r))
+            .count();
+        u32::try_from(exact)
+            .unwrap_or(u32::MAX)
+            .saturating_add(self.folded.count(actions, key, since_ms, now_ms))
+    }
+
+    /// When the last of `actions` under `key` was taken (a tally answers with its latest second,
+    /// never earlier than the action).
+    pub fn last(&self, actions: &[ActionKind], key: Key<'_>) -> Option<i64> {
+        let exact = self
+            .records
+            .iter()
+            .filter(|r| actions.contains(&r.action) && key.covers(r))
+            .map(|r| r.at_ms)
+            .max();
+        exact.max(self.folded.last(actions, key))
+    }
+
     /// Actions counted against `limit` for this target (`Kind/namespace/name`, which also names
     /// its namespace) and policy in the window ending at `now`.
     pub fn used(&self, limit: &BudgetLimit, target: &str, policy: &str, now_ms: i64) -> u32 {
-        let since = now_ms - limit.window_ms;
-        let namespace = namespace_of(target);
-        self.records
-            .iter()
-            .filter(|r| r.action == limit.action && r.at_ms > since && r.at_ms <= now_ms)
-            .filter(|r| match limit.scope {
-                BudgetScope::Target => r.target == target,
-                BudgetScope::Namespace => r.target_namespace() == namespace,
-                BudgetScope::Policy => r.policy == policy,
-                BudgetScope::Cluster => true,
-            })
-            .count() as u32
+        self.count(
+            &[limit.action],
+            Key::for_budget(limit.scope, target, policy),
+            now_ms - limit.window_ms,
+            now_ms,
+        )
     }
 
     /// The first of `limits` for `action` that is used up for this target, its namespace and
@@ -172,30 +233,19 @@ impl History {
 
     /// When the last action for this incident was taken.
     pub fn last_for_incident(&self, incident: &str) -> Option<i64> {
-        self.records
-            .iter()
-            .filter(|r| r.incident == incident)
-            .map(|r| r.at_ms)
-            .max()
+        self.last(&ActionKind::ALL, Key::Incident(incident))
     }
 
     /// How often `action` was taken for this incident since `since_ms`.
     pub fn repeats(&self, incident: &str, action: ActionKind, since_ms: i64) -> u32 {
-        self.records
-            .iter()
-            .filter(|r| r.incident == incident && r.action == action && r.at_ms > since_ms)
-            .count() as u32
-    }
-
-    /// Drops records older than `keep_ms` (longer than any budget window).
-    pub fn prune(&mut self, now_ms: i64, keep_ms: i64) {
-        self.records.retain(|r| r.at_ms > now_ms - keep_ms);
+        self.count(&[action], Key::Incident(incident), since_ms, i64::MAX)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decide::ledger::Tally;
 
     fn rec(
         at_ms: i64,
@@ -289,7 +339,13 @@ mod tests {
                     "prod/p1",
                 ),
             ],
+            ..History::default()
         };
+        // The same actions folded into tallies count the same.
+        let mut folded = History::default();
+        for r in &h.records {
+            folded.folded.add(r.action, Tally::of(r));
+        }
         // (scope, target, policy, used)
         let cases = [
             (BudgetScope::Target, "Deployment/prod/api", "prod/p1", 1),
@@ -307,7 +363,9 @@ mod tests {
             (BudgetScope::Policy, "Deployment/prod/api", "prod/p2", 1),
             (BudgetScope::Cluster, "Deployment/staging/api", "x/y", 4),
         ];
-        for (scope, target, policy, want) in cases {
+        for ((scope, target, policy, want), h) in
+            cases.into_iter().flat_map(|c| [(c, &h), (c, &folded)])
+        {
             assert_eq!(
                 h.used(&limit(scope, 10), target, policy, now),
                 want,

@@ -7,6 +7,7 @@
 
 pub mod budget;
 pub mod image;
+pub mod ledger;
 pub mod node;
 pub mod plan;
 pub mod rules;
@@ -19,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::finding::{Finding, FindingKind};
 use crate::incident::IncidentKey;
 
-pub use budget::{ActionRecord, BudgetLimit, BudgetScope, History};
+pub use budget::{ActionRecord, BudgetLimit, BudgetScope, History, Key};
 pub use plan::{BytesChange, PlannedAction, PodTarget, Target, WorkloadTarget};
 
 /// What the agent can do.

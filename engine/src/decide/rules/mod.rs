@@ -19,6 +19,7 @@ use super::{Input, PlannedAction, PolicyView, Refusal};
 
 pub use budget::exhausted_message;
 pub(crate) use budget::within_budgets;
+pub use loops::LOOP_WINDOW_MS;
 pub(crate) use opt_out::opted_out;
 pub use opt_out::{IGNORE, SAFE_TO_EVICT};
 

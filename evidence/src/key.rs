@@ -42,7 +42,7 @@ pub enum KeyError {
     NotJson,
     #[error("the bundle id is not 1 to {MAX_BUNDLE_ID_CHARS} of A-Z a-z 0-9 - _")]
     BundleId,
-    #[error("the bucket name breaks the S3 naming rules")]
+    #[error("the bucket name is not 1 to 255 of A-Z a-z 0-9 . - _ without `..`")]
     Bucket,
     #[error("the filesystem root is not an absolute path without `..`")]
     Root,

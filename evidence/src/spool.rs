@@ -274,7 +274,7 @@ mod tests {
             e.bundle_id = id.into();
             table.push((e, KeyError::BundleId));
         }
-        for bucket in ["../x", "B", "a/b", "-ab"] {
+        for bucket in ["../x", "a/b", "", "a b", "a..b", "b?x=1"] {
             let mut e = entry("a");
             e.destination = Destination::S3 {
                 bucket: bucket.into(),

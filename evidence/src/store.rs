@@ -35,22 +35,20 @@ impl Destination {
         }
     }
 
-    /// Checks a destination read back from the spool or a hand-off: an S3 bucket name by the S3
-    /// naming rules, a filesystem root absolute and without `..` (a write still needs the root
-    /// below an allowed one).
+    /// Checks a destination read back from the spool or a hand-off: an S3 bucket name of
+    /// `A-Z a-z 0-9 . - _` without `..`, a filesystem root absolute and without `..` (a write
+    /// still needs the root below an allowed one).
     pub fn validate(&self) -> Result<(), KeyError> {
         match self {
             Self::S3 { bucket, .. } => {
-                let b = bucket.as_bytes();
-                let edge = |c: Option<&u8>| {
-                    c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-                };
-                let ok = (3..=63).contains(&b.len())
-                    && edge(b.first())
-                    && edge(b.last())
-                    && b.iter().all(|c| {
-                        c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'-')
-                    });
+                // Wide enough for legacy bucket names (upper case, `_`, up to 255), never a
+                // character that could change a request's path.
+                let ok = (1..=255).contains(&bucket.len())
+                    && !bucket.starts_with('.')
+                    && !bucket.contains("..")
+                    && bucket
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
                 if ok { Ok(()) } else { Err(KeyError::Bucket) }
             }
             Self::Filesystem { root } => {

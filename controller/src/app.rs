@@ -22,6 +22,7 @@ use crate::platform::events::EventSink;
 use crate::platform::features::Features;
 use crate::platform::leader::{self, LeaderConfig};
 use crate::platform::metrics::ControllerMetrics;
+use crate::platform::tls::{self, ReloadingIdentity};
 use crate::policies::health::ScaleHealth;
 use crate::policies::index::{self as policies, PolicyIndex};
 use crate::policies::node_index::{self, NodePolicyIndex};
@@ -64,10 +65,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             tracing::warn!("Plaintext gRPC (--insecure-plaintext): for development only");
             None
         }
-        (Some(cert), Some(key), false) => Some(tonic::transport::Identity::from_pem(
-            std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?,
-            std::fs::read(key).with_context(|| format!("reading {}", key.display()))?,
-        )),
+        (Some(cert), Some(key), false) => {
+            Some(ReloadingIdentity::load(cert, key).context("loading the gRPC TLS identity")?)
+        }
         _ => bail!(
             "--tls-cert-file and --tls-key-file are required unless --insecure-plaintext is set"
         ),
@@ -270,24 +270,32 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         },
     };
     let service = SensorIngestServer::new(ingest).max_decoding_message_size(args.max_message_bytes);
-    let mut server = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
-    if let Some(identity) = tls {
-        server = server.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
-    }
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(service);
     let listener = tokio::net::TcpListener::bind(args.grpc_addr)
         .await
         .with_context(|| format!("binding {}", args.grpc_addr))?;
     tracing::info!(addr = %listener.local_addr()?, advertise = %args.grpc_advertise, "gRPC ingest listening");
     let grpc_stop = stop.clone();
-    let grpc = tokio::spawn(
-        server
-            .add_service(service)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-                grpc_stop.cancelled().await
-            }),
-    );
+    let grpc_stopped = async move { grpc_stop.cancelled().await };
+    // With TLS, the server terminates it itself so that a renewed certificate is served without a
+    // restart (platform::tls).
+    let grpc = match tls {
+        Some(identity) => {
+            let incoming = tls::incoming(listener, identity.server_config()?, stop.clone());
+            tokio::spawn(
+                identity
+                    .clone()
+                    .watch(Duration::from_secs(args.tls_reload_seconds), stop.clone()),
+            );
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, grpc_stopped))
+        }
+        None => tokio::spawn(
+            router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), grpc_stopped),
+        ),
+    };
 
     let ready = readiness.clone();
     tokio::spawn(async move {

@@ -102,6 +102,11 @@ pub struct Args {
     #[arg(long, env = "AUTO_AGENT_TLS_KEY_FILE")]
     pub tls_key_file: Option<PathBuf>,
 
+    /// How often the TLS certificate and key files are checked for a renewal (new streams get the
+    /// new certificate; no restart).
+    #[arg(long, env = "AUTO_AGENT_TLS_RELOAD_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub tls_reload_seconds: u64,
+
     /// Development only: serve the gRPC ingest without TLS.
     #[arg(long, env = "AUTO_AGENT_INSECURE_PLAINTEXT")]
     pub insecure_plaintext: bool,

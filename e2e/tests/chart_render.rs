@@ -873,6 +873,65 @@ fn turning_a_feature_off_removes_exactly_its_rules() {
     println!("feature toggles: {:?}", started.elapsed());
 }
 
+/// The sensor gets the CA of the TLS Secret and nothing else of it: exactly one volume names the
+/// Secret (directly or projected), it lists the CA key as its only item (never the whole Secret),
+/// and nothing in the DaemonSet mentions the key file.
+fn assert_sensor_gets_only_the_ca(docs: &[Value], secret: &str, ca_key: &str) {
+    let sensor = one(docs, "DaemonSet", &sensor_name());
+    let mut sources = Vec::new();
+    for v in pod_spec(sensor)["volumes"].as_array().unwrap() {
+        if v["secret"]["secretName"] == secret {
+            sources.push(&v["secret"]);
+        }
+        for p in v["projected"]["sources"].as_array().into_iter().flatten() {
+            if p["secret"]["name"] == secret {
+                sources.push(&p["secret"]);
+            }
+        }
+    }
+    assert_eq!(sources.len(), 1, "{secret}: {sources:?}");
+    let keys: Vec<&str> = sources[0]["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{secret} mounted whole in the sensor"))
+        .iter()
+        .map(|i| i["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, vec![ca_key], "{secret}");
+    assert!(!sensor.to_string().contains("tls.key"), "{secret}");
+}
+
+#[test]
+fn the_sensor_never_mounts_the_server_key() {
+    let generated = format!("{}-tls", controller_name());
+    let cases: [(&[&str], &str, &str); 4] = [
+        (&[], &generated, "ca.crt"),
+        (&["--set", "tls.existingSecret=my-tls"], "my-tls", "ca.crt"),
+        (
+            &[
+                "--set",
+                "tls.existingSecret=my-tls",
+                "--set",
+                "tls.caKey=bundle.pem",
+            ],
+            "my-tls",
+            "bundle.pem",
+        ),
+        (
+            &[
+                "--set",
+                "tls.certManager.enabled=true",
+                "--set",
+                "tls.certManager.issuerRef.name=ca",
+            ],
+            &generated,
+            "ca.crt",
+        ),
+    ];
+    for (extra, secret, ca_key) in cases {
+        assert_sensor_gets_only_the_ca(&render(extra), secret, ca_key);
+    }
+}
+
 #[test]
 fn tls_comes_from_exactly_one_source() {
     // An existing Secret: used by both pods, nothing generated.

@@ -371,6 +371,224 @@ mod tests {
         }
     }
 
+    /// A pod with one container (`container` merged into it) and `volumes`.
+    fn pod_with(container: Value, volumes: Value) -> Value {
+        let mut c = json!({"name": "app", "image": "app:1"});
+        if let (Some(c), Some(extra)) = (c.as_object_mut(), container.as_object()) {
+            c.extend(extra.clone());
+        }
+        json!({
+            "metadata": {"name": "api-1", "namespace": "prod"},
+            "spec": {"containers": [c], "volumes": volumes}
+        })
+    }
+
+    #[test]
+    fn probes_hooks_and_volumes_never_reach_the_bundle() {
+        let header = |name: &str, value: &str| json!({"httpGet": {"port": 8080, "httpHeaders": [{"name": name, "value": value}]}});
+        let exec = |cmd: &[&str]| json!({"exec": {"command": cmd}});
+        let vol = |source: Value| pod_with(json!({}), json!([source]));
+        let table: Vec<(&str, Value, &str)> = vec![
+            (
+                "liveness header, plain name",
+                pod_with(
+                    json!({"livenessProbe": header("X-Probe-Check", "s3cr3t-liveness-header")}),
+                    json!([]),
+                ),
+                "s3cr3t-liveness-header",
+            ),
+            (
+                "readiness Authorization header",
+                pod_with(
+                    json!({"readinessProbe": header("Authorization", "Basic dXNlcjpyZWFkaW5lc3M=")}),
+                    json!([]),
+                ),
+                "dXNlcjpyZWFkaW5lc3M",
+            ),
+            (
+                "startup header",
+                pod_with(
+                    json!({"startupProbe": header("X-Token", "s3cr3t-startup-header")}),
+                    json!([]),
+                ),
+                "s3cr3t-startup-header",
+            ),
+            (
+                "startup path query",
+                pod_with(
+                    json!({"startupProbe": {"httpGet": {"path": "/healthz?token=s3cr3t-startup-path", "port": 80}}}),
+                    json!([]),
+                ),
+                "s3cr3t-startup-path",
+            ),
+            (
+                "liveness exec bearer",
+                pod_with(
+                    json!({"livenessProbe": exec(&["sh", "-c", "curl -H 'Authorization: Bearer s3cr3tlivenessexec' localhost"])}),
+                    json!([]),
+                ),
+                "s3cr3tlivenessexec",
+            ),
+            (
+                "readiness exec flag",
+                pod_with(
+                    json!({"readinessProbe": exec(&["check", "--api-key", "s3cr3t-readiness-exec"])}),
+                    json!([]),
+                ),
+                "s3cr3t-readiness-exec",
+            ),
+            (
+                "startup exec pair",
+                pod_with(
+                    json!({"startupProbe": exec(&["check", "--password=s3cr3t-startup-exec"])}),
+                    json!([]),
+                ),
+                "s3cr3t-startup-exec",
+            ),
+            (
+                "postStart exec",
+                pod_with(
+                    json!({"lifecycle": {"postStart": exec(&["/bin/notify", "--token", "s3cr3t-poststart-exec"])}}),
+                    json!([]),
+                ),
+                "s3cr3t-poststart-exec",
+            ),
+            (
+                "preStop exec",
+                pod_with(
+                    json!({"lifecycle": {"preStop": exec(&["sh", "-c", "PASSWORD=s3cr3t-prestop-exec drain"])}}),
+                    json!([]),
+                ),
+                "s3cr3t-prestop-exec",
+            ),
+            (
+                "postStart header",
+                pod_with(
+                    json!({"lifecycle": {"postStart": header("X-Hook", "s3cr3t-poststart-header")}}),
+                    json!([]),
+                ),
+                "s3cr3t-poststart-header",
+            ),
+            (
+                "preStop header",
+                pod_with(
+                    json!({"lifecycle": {"preStop": header("X-Drain-Key", "s3cr3t-prestop-header")}}),
+                    json!([]),
+                ),
+                "s3cr3t-prestop-header",
+            ),
+            (
+                "init container probe",
+                json!({"spec": {"initContainers": [{"name": "side", "restartPolicy": "Always", "startupProbe": header("X-Side", "s3cr3t-init-header")}]}}),
+                "s3cr3t-init-header",
+            ),
+            (
+                "csi volumeAttributes",
+                vol(
+                    json!({"name": "v", "csi": {"driver": "x.csi", "volumeAttributes": {"endpoint": "s3cr3t-csi-attribute"}}}),
+                ),
+                "s3cr3t-csi-attribute",
+            ),
+            (
+                "flexVolume options",
+                vol(
+                    json!({"name": "v", "flexVolume": {"driver": "x/y", "options": {"opt": "s3cr3t-flex-option"}}}),
+                ),
+                "s3cr3t-flex-option",
+            ),
+            (
+                "iscsi",
+                vol(
+                    json!({"name": "v", "iscsi": {"targetPortal": "10.0.0.1:3260", "iqn": "iqn.s3cr3t-iscsi", "lun": 0, "chapAuthSession": true, "secretRef": {"name": "chap"}}}),
+                ),
+                "iqn.s3cr3t-iscsi",
+            ),
+            (
+                "rbd",
+                vol(
+                    json!({"name": "v", "rbd": {"monitors": ["m:6789"], "image": "i", "keyring": "/etc/ceph/s3cr3t-rbd-keyring", "user": "admin"}}),
+                ),
+                "s3cr3t-rbd-keyring",
+            ),
+            (
+                "azureFile",
+                vol(
+                    json!({"name": "v", "azureFile": {"secretName": "azure", "shareName": "s3cr3t-azure-share"}}),
+                ),
+                "s3cr3t-azure-share",
+            ),
+            (
+                "cephfs",
+                vol(
+                    json!({"name": "v", "cephfs": {"monitors": ["m"], "secretFile": "/etc/ceph/s3cr3t-cephfs"}}),
+                ),
+                "s3cr3t-cephfs",
+            ),
+            (
+                "projected",
+                vol(
+                    json!({"name": "v", "projected": {"sources": [{"serviceAccountToken": {"audience": "s3cr3t-audience", "path": "t"}}]}}),
+                ),
+                "s3cr3t-audience",
+            ),
+            (
+                "secret items",
+                vol(
+                    json!({"name": "v", "secret": {"secretName": "db", "items": [{"key": "k", "path": "s3cr3t-item-path"}]}}),
+                ),
+                "s3cr3t-item-path",
+            ),
+            (
+                "hostPath",
+                vol(json!({"name": "v", "hostPath": {"path": "/s3cr3t-host-path"}})),
+                "s3cr3t-host-path",
+            ),
+        ];
+        for (place, pod, secret) in table {
+            assert!(
+                pod.to_string().contains(secret),
+                "{place}: the input holds it"
+            );
+            let mut input = input(vec![finding(&[])]);
+            input.pod = Some(pod);
+            let b = Bundle::build(input, Caps::default());
+            let text = String::from_utf8(b.to_bytes().unwrap()).unwrap();
+            assert!(!text.contains(secret), "{place}: {secret} in {text}");
+        }
+    }
+
+    #[test]
+    fn volumes_keep_their_name_type_and_reference() {
+        let mut pod = pod_with(
+            json!({"readinessProbe": {"httpGet": {"path": "/ready", "port": 80, "httpHeaders": [{"name": "X-Probe", "value": "v"}]}}}),
+            json!([
+                {"name": "creds", "secret": {"secretName": "db", "defaultMode": 256}},
+                {"name": "conf", "configMap": {"name": "app-config", "items": [{"key": "a", "path": "b"}]}},
+                {"name": "data", "persistentVolumeClaim": {"claimName": "data-0", "readOnly": true}},
+                {"name": "scratch", "emptyDir": {}},
+                {"name": "blob", "csi": {"driver": "blob.csi", "volumeAttributes": {"k": "v"}}}
+            ]),
+        );
+        let n = redact::redact_pod(&mut pod);
+        assert_eq!(
+            pod["spec"]["volumes"],
+            json!([
+                {"name": "creds", "secret": {"secretName": "db"}},
+                {"name": "conf", "configMap": {"name": "app-config"}},
+                {"name": "data", "persistentVolumeClaim": {"claimName": "data-0"}},
+                {"name": "scratch", "emptyDir": {}},
+                {"name": "blob", "csi": {}}
+            ])
+        );
+        let probe = &pod["spec"]["containers"][0]["readinessProbe"]["httpGet"];
+        assert_eq!(probe["path"], "/ready");
+        assert_eq!(
+            probe["httpHeaders"][0],
+            json!({"name": "X-Probe", "value": redact::REDACTED})
+        );
+        assert_eq!(n, 5, "four volumes lost details, one header value");
+    }
+
     #[test]
     fn falls_back_to_the_api_log_and_keeps_a_stable_id() {
         let b = Bundle::build(input(vec![finding(&[])]), Caps::default());

@@ -15,6 +15,6 @@ pub mod store;
 
 pub use document::{Bundle, BundleInput, Caps};
 pub use keeper::{Durability, EvidenceMetrics, Keeper, SaveError, Saved};
-pub use key::{KeyParts, bundle_key};
+pub use key::{KeyError, KeyParts, bundle_key, validate_key};
 pub use spool::Spool;
 pub use store::{Destination, S3Settings, Sse, Stores};

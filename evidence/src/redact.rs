@@ -1,10 +1,14 @@
 //! Redaction: nothing that looks like a secret leaves the process inside a bundle. Applied to the
-//! pod (env values, annotations, args), Event messages and log lines before a bundle is built, so
-//! there is no code path that serialises an unredacted bundle.
+//! pod (env values, annotations, args, probes, lifecycle hooks, volumes), Event messages and log
+//! lines before a bundle is built, so there is no code path that serialises an unredacted bundle.
 //!
 //! What is removed:
 //! - env values of variables named like secrets (`*PASSWORD*`, `*TOKEN*`, `*_KEY`, ...); values
 //!   sourced from Secrets are references only in a pod spec and stay as such;
+//! - in probes and lifecycle hooks: every `httpGet` header value; `exec.command` is redacted like
+//!   a container's args;
+//! - every volume source's details: a volume keeps its name and type, and for `secret`,
+//!   `configMap` and `persistentVolumeClaim` the name of the object it refers to;
 //! - `kubectl.kubernetes.io/last-applied-configuration` (it repeats the whole manifest, env
 //!   literals included) and annotations named like secrets;
 //! - in any text: bearer tokens, JWTs, AWS access key ids and secret keys, GitHub and Slack tokens,
@@ -221,6 +225,11 @@ pub fn redact_pod(pod: &mut Value) -> usize {
                 count += redact_container(c);
             }
         }
+        if let Some(volumes) = spec.get_mut("volumes").and_then(Value::as_array_mut) {
+            for v in volumes {
+                count += redact_volume(v);
+            }
+        }
     }
     if let Some(status) = pod.get_mut("status") {
         count += redact_strings(status);
@@ -255,7 +264,81 @@ fn redact_container(c: &mut Value) -> usize {
             count += redact_args(v);
         }
     }
+    for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        if let Some(p) = c.get_mut(probe) {
+            count += redact_handler(p);
+        }
+    }
+    if let Some(lifecycle) = c.get_mut("lifecycle") {
+        for hook in ["postStart", "preStop"] {
+            if let Some(h) = lifecycle.get_mut(hook) {
+                count += redact_handler(h);
+            }
+        }
+    }
     count
+}
+
+/// A probe or a lifecycle hook: `exec.command` like a container's args; every `httpGet` header
+/// value (a header named `X-Probe` may carry a token as well as `Authorization` does); the text
+/// patterns over the rest of `httpGet` (a token in the path's query).
+fn redact_handler(h: &mut Value) -> usize {
+    let mut count = 0;
+    if let Some(command) = h.get_mut("exec").and_then(|e| e.get_mut("command")) {
+        count += redact_args(command);
+    }
+    if let Some(get) = h.get_mut("httpGet").and_then(Value::as_object_mut) {
+        if let Some(headers) = get.get_mut("httpHeaders").and_then(Value::as_array_mut) {
+            for header in headers {
+                if let Some(v) = header.get_mut("value") {
+                    *v = Value::String(REDACTED.to_owned());
+                    count += 1;
+                }
+            }
+        }
+        for (k, v) in get.iter_mut().filter(|(k, _)| *k != "httpHeaders") {
+            count += redact_named_value(k, v, false);
+        }
+    }
+    count
+}
+
+/// What a volume keeps of its source, by type: the name of the object it refers to. Every other
+/// detail of every source (`csi.volumeAttributes`, `flexVolume.options`, `iscsi` and `rbd`
+/// settings, `azureFile`, `projected` items, a `hostPath`, ...) is dropped, so the bundle shows
+/// which volumes the pod has and of what type, never what a source carries inline.
+const VOLUME_REFERENCES: &[(&str, &str)] = &[
+    ("secret", "secretName"),
+    ("configMap", "name"),
+    ("persistentVolumeClaim", "claimName"),
+];
+
+/// Keeps a volume's name and type (and the referenced object's name, see
+/// [`VOLUME_REFERENCES`]); returns 1 when anything was dropped.
+fn redact_volume(v: &mut Value) -> usize {
+    let Some(map) = v.as_object_mut() else {
+        return 0;
+    };
+    let mut dropped = false;
+    for (kind, source) in map.iter_mut().filter(|(k, _)| *k != "name") {
+        let keep = VOLUME_REFERENCES
+            .iter()
+            .find(|(t, _)| *t == kind.as_str())
+            .map(|(_, field)| *field);
+        let kept: serde_json::Map<String, Value> = match source.as_object() {
+            Some(fields) => fields
+                .iter()
+                .filter(|(f, _)| Some(f.as_str()) == keep)
+                .map(|(f, v)| (f.clone(), v.clone()))
+                .collect(),
+            None => serde_json::Map::new(),
+        };
+        if source.as_object().map(serde_json::Map::len) != Some(kept.len()) {
+            dropped = true;
+        }
+        *source = Value::Object(kept);
+    }
+    usize::from(dropped)
 }
 
 /// `--password hunter2` hides the value in the next argument; `--password=hunter2` is caught by

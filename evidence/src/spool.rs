@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::key::{KeyError, validate_bundle_id, validate_key};
 use crate::store::Destination;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -18,6 +19,16 @@ pub struct SpoolEntry {
     pub document: serde_json::Value,
 }
 
+impl SpoolEntry {
+    /// The checks a freshly built bundle's key, id and destination pass, for an entry read back
+    /// from disk or from a hand-off ConfigMap.
+    pub fn validate(&self) -> Result<(), KeyError> {
+        validate_key(&self.key)?;
+        validate_bundle_id(&self.bundle_id)?;
+        self.destination.validate()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
     #[error("the spool is full ({entries} bundles, {bytes} bytes)")]
@@ -27,6 +38,8 @@ pub enum SpoolError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("spool entry {path} is refused: {source}")]
+    Invalid { path: PathBuf, source: KeyError },
     #[error("spool entry {path} is not a bundle: {source}")]
     Corrupt {
         path: PathBuf,
@@ -97,6 +110,10 @@ impl Spool {
     /// Adds an entry unless the spool is full. A bundle already spooled (same id and key) is not
     /// added twice.
     pub fn push(&self, entry: &SpoolEntry) -> Result<Spooled, SpoolError> {
+        entry.validate().map_err(|source| SpoolError::Invalid {
+            path: self.dir.clone(),
+            source,
+        })?;
         let body = serde_json::to_vec(entry).map_err(|e| SpoolError::Corrupt {
             path: self.dir.clone(),
             source: e,
@@ -130,10 +147,16 @@ impl Spool {
 
     pub fn read(&self, spooled: &Spooled) -> Result<SpoolEntry, SpoolError> {
         let bytes = std::fs::read(&spooled.path).map_err(Self::io(&spooled.path))?;
-        serde_json::from_slice(&bytes).map_err(|source| SpoolError::Corrupt {
+        let entry: SpoolEntry =
+            serde_json::from_slice(&bytes).map_err(|source| SpoolError::Corrupt {
+                path: spooled.path.clone(),
+                source,
+            })?;
+        entry.validate().map_err(|source| SpoolError::Invalid {
             path: spooled.path.clone(),
             source,
-        })
+        })?;
+        Ok(entry)
     }
 
     pub fn remove(&self, spooled: &Spooled) -> Result<(), SpoolError> {
@@ -185,7 +208,7 @@ mod tests {
     fn entry(id: &str) -> SpoolEntry {
         SpoolEntry {
             destination: Destination::S3 {
-                bucket: "b".into(),
+                bucket: "evidence".into(),
                 prefix: "p".into(),
                 sse: None,
             },
@@ -225,6 +248,69 @@ mod tests {
             tiny.push(&entry("e")),
             Err(SpoolError::Full { .. })
         ));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn hostile_entries_read_back_are_refused() {
+        let dir = std::env::temp_dir().join(format!("spool-hostile-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let spool = Spool::new(&dir, 100, 1 << 20);
+        let mut table: Vec<(SpoolEntry, KeyError)> = crate::key::HOSTILE_KEYS
+            .iter()
+            .map(|(key, want)| {
+                let mut e = entry("a");
+                e.key = (*key).to_owned();
+                (e, want.clone())
+            })
+            .collect();
+        let long = format!("{}.json", "a/".repeat(600));
+        let mut e = entry("a");
+        e.key = long.clone();
+        table.push((e, KeyError::TooLong(long.len())));
+        for id in ["/../../x", "a.b", ""] {
+            let mut e = entry("a");
+            e.bundle_id = id.into();
+            table.push((e, KeyError::BundleId));
+        }
+        for bucket in ["../x", "a/b", "", "a b", "a..b", "b?x=1"] {
+            let mut e = entry("a");
+            e.destination = Destination::S3 {
+                bucket: bucket.into(),
+                prefix: String::new(),
+                sse: None,
+            };
+            table.push((e, KeyError::Bucket));
+        }
+        for root in ["relative", "/var/lib/../../etc", ""] {
+            let mut e = entry("a");
+            e.destination = Destination::Filesystem { root: root.into() };
+            table.push((e, KeyError::Root));
+        }
+        for (i, (hostile, want)) in table.iter().enumerate() {
+            // As a file left in the spool directory (by an older version, or by hand).
+            let path = dir.join(format!("{i:020}-x.json"));
+            std::fs::write(&path, serde_json::to_vec(hostile).unwrap()).unwrap();
+            let spooled = Spooled { path, bytes: 0 };
+            match spool.read(&spooled) {
+                Err(SpoolError::Invalid { source, .. }) => {
+                    assert_eq!(&source, want, "{:?}", hostile.key)
+                }
+                other => panic!("{:?} {:?}: {other:?}", hostile.key, hostile.bundle_id),
+            }
+            spool.remove(&spooled).unwrap();
+            // And never taken in.
+            assert!(
+                matches!(spool.push(hostile), Err(SpoolError::Invalid { .. })),
+                "{:?}",
+                hostile.key
+            );
+        }
+        assert_eq!(spool.usage().unwrap().0, 0);
+        // A sound entry still goes in and comes back.
+        let ok = spool.push(&entry("ok")).unwrap();
+        assert_eq!(spool.read(&ok).unwrap(), entry("ok"));
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

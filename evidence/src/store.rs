@@ -10,7 +10,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ServerSideEncryption;
 use serde::{Deserialize, Serialize};
 
-use crate::key::alternative;
+use crate::key::{KeyError, alternative, validate_bundle_id, validate_key};
 
 /// Where a bundle goes. Serialisable: spooled bundles remember their destination.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +32,32 @@ impl Destination {
         match self {
             Self::S3 { .. } => "s3",
             Self::Filesystem { .. } => "filesystem",
+        }
+    }
+
+    /// Checks a destination read back from the spool or a hand-off: an S3 bucket name of
+    /// `A-Z a-z 0-9 . - _` without `..`, a filesystem root absolute and without `..` (a write
+    /// still needs the root below an allowed one).
+    pub fn validate(&self) -> Result<(), KeyError> {
+        match self {
+            Self::S3 { bucket, .. } => {
+                // Wide enough for legacy bucket names (upper case, `_`, up to 255), never a
+                // character that could change a request's path.
+                let ok = (1..=255).contains(&bucket.len())
+                    && !bucket.starts_with('.')
+                    && !bucket.contains("..")
+                    && bucket
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+                if ok { Ok(()) } else { Err(KeyError::Bucket) }
+            }
+            Self::Filesystem { root } => {
+                let ok = root.is_absolute()
+                    && !root
+                        .components()
+                        .any(|c| c == std::path::Component::ParentDir);
+                if ok { Ok(()) } else { Err(KeyError::Root) }
+            }
         }
     }
 
@@ -80,6 +106,8 @@ pub enum StoreError {
         key: String,
         message: String,
     },
+    #[error("refused to write a bundle: {0}")]
+    Invalid(#[from] KeyError),
     #[error("no S3 client is configured")]
     NoS3Client,
     #[error("{store} store: no answer for {key} within {after:?}")]
@@ -126,7 +154,8 @@ pub struct Stores {
 }
 
 impl Stores {
-    /// Writes the bundle and returns where it is (`s3://bucket/key` or a file path).
+    /// Writes the bundle and returns where it is (`s3://bucket/key` or a file path). The key and
+    /// the bundle id are checked first ([`validate_key`]), wherever they came from.
     pub async fn put(
         &self,
         dest: &Destination,
@@ -134,6 +163,8 @@ impl Stores {
         bundle_id: &str,
         body: &[u8],
     ) -> Result<String, StoreError> {
+        validate_key(key)?;
+        validate_bundle_id(bundle_id)?;
         match dest {
             Destination::Filesystem { root } => {
                 self.check_root(root)?;
@@ -300,6 +331,14 @@ mod tests {
         dir
     }
 
+    fn s3() -> Destination {
+        Destination::S3 {
+            bucket: "b".into(),
+            prefix: String::new(),
+            sse: None,
+        }
+    }
+
     fn doc(id: &str) -> Vec<u8> {
         format!("{{\"bundleId\":\"{id}\"}}").into_bytes()
     }
@@ -321,6 +360,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn hostile_keys_and_ids_write_nothing() {
+        let base = tmp("hostile");
+        let root = base.join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let stores = Stores {
+            s3: None,
+            allowed_roots: vec![base.clone()],
+        };
+        let dest = Destination::Filesystem { root: root.clone() };
+        let escape = base.join("escape.json");
+        let mut table: Vec<(String, &str, KeyError)> = crate::key::HOSTILE_KEYS
+            .iter()
+            .map(|(k, e)| ((*k).to_owned(), "id", e.clone()))
+            .collect();
+        table.push(("../escape.json".into(), "id", KeyError::DotSegment));
+        table.push((escape.display().to_string(), "id", KeyError::Absolute));
+        // The id names the temporary file: `.<id>.tmp` must not climb out either.
+        table.push(("k.json".into(), "/../../escape", KeyError::BundleId));
+        for (key, id, want) in table {
+            match stores.put(&dest, &key, id, b"{}").await {
+                Err(StoreError::Invalid(got)) => assert_eq!(got, want, "{key:?}"),
+                other => panic!("{key:?} {id:?}: {other:?}"),
+            }
+        }
+        assert!(!escape.exists());
+        assert_eq!(
+            std::fs::read_dir(&root).unwrap().count(),
+            0,
+            "nothing written"
+        );
+        // The S3 store refuses them as well, before it needs a client.
+        assert!(matches!(
+            stores.put(&s3(), "../k.json", "id", b"{}").await,
+            Err(StoreError::Invalid(KeyError::DotSegment))
+        ));
+        stores.put(&dest, "a/k.json", "id", b"{}").await.unwrap();
+        std::fs::remove_dir_all(base).unwrap();
+    }
+
+    #[tokio::test]
     async fn filesystem_roots_are_confined() {
         let stores = Stores {
             s3: None,
@@ -339,13 +418,8 @@ mod tests {
                 "{root}: {err}"
             );
         }
-        let s3 = Destination::S3 {
-            bucket: "b".into(),
-            prefix: String::new(),
-            sse: None,
-        };
         assert!(matches!(
-            stores.put(&s3, "k", "id", b"{}").await.unwrap_err(),
+            stores.put(&s3(), "k.json", "id", b"{}").await.unwrap_err(),
             StoreError::NoS3Client
         ));
     }

@@ -104,6 +104,24 @@ async fn hand_off_one(
     Ok(())
 }
 
+/// The entry a hand-off ConfigMap holds, checked like a freshly built one (key, bundle id and
+/// destination: [`SpoolEntry::validate`]), so a ConfigMap written by anyone else in the namespace
+/// cannot make a store write outside its root. Errors are the outcome label: `unreadable` or
+/// `invalid`.
+pub fn entry_of(cm: &ConfigMap) -> Result<SpoolEntry, &'static str> {
+    let entry = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get(DATA_KEY))
+        .and_then(|body| serde_json::from_str::<SpoolEntry>(body).ok())
+        .ok_or("unreadable")?;
+    entry.validate().map_err(|e| {
+        tracing::error!(error = %e, "A handed-off bundle is refused");
+        "invalid"
+    })?;
+    Ok(entry)
+}
+
 /// Takes handed-off bundles into `spool` and deletes their ConfigMaps. Returns how many.
 pub async fn take_over(
     client: Client,
@@ -122,16 +140,14 @@ pub async fn take_over(
     let mut taken = 0;
     for cm in list.items {
         let name = cm.metadata.name.clone().unwrap_or_default();
-        let entry = cm
-            .data
-            .as_ref()
-            .and_then(|d| d.get(DATA_KEY))
-            .and_then(|body| serde_json::from_str::<SpoolEntry>(body).ok());
-        let Some(entry) = entry else {
-            // Kept for a human: never deleted unread.
-            tracing::error!(configmap = %name, "A handed-off bundle cannot be read; leaving it");
-            counter.with_label_values(&["unreadable"]).inc();
-            continue;
+        let entry = match entry_of(&cm) {
+            Ok(entry) => entry,
+            Err(outcome) => {
+                // Kept for a human: never deleted unread, never taken in.
+                tracing::error!(configmap = %name, outcome, "A handed-off bundle cannot be taken over; leaving it");
+                counter.with_label_values(&[outcome]).inc();
+                continue;
+            }
         };
         if let Err(e) = spool.push(&entry) {
             tracing::error!(configmap = %name, error = %e, "Taking a handed-off bundle into the spool failed; leaving it");
@@ -195,5 +211,110 @@ mod tests {
         );
         let long = name_for(&"x".repeat(300), &entry("b", "k"));
         assert!(long.len() <= 253, "{}", long.len());
+    }
+
+    fn config_map(body: &str) -> ConfigMap {
+        ConfigMap {
+            data: Some(BTreeMap::from([(DATA_KEY.to_owned(), body.to_owned())])),
+            ..ConfigMap::default()
+        }
+    }
+
+    fn handed(entry: &SpoolEntry) -> ConfigMap {
+        config_map(&serde_json::to_string(entry).unwrap())
+    }
+
+    #[test]
+    fn hostile_hand_offs_are_refused() {
+        let long = format!("{}.json", "a/".repeat(600));
+        let mut table: Vec<(SpoolEntry, &str)> = [
+            "../../etc/passwd.json",
+            "../../etc/passwd",
+            "/abs.json",
+            "a//b.json",
+            "a/./b.json",
+            "a/\0/b.json",
+            "a\\..\\b.json",
+            "a/\u{2024}\u{2024}/b.json",
+            "a\u{ff0f}b.json",
+            "",
+            long.as_str(),
+        ]
+        .iter()
+        .map(|k| (entry("b-1", k), "invalid"))
+        .collect();
+        table.push((entry("/../../x", "ns/w/r/d/p-1.json"), "invalid"));
+        let mut elsewhere = entry("b-1", "ns/w/r/d/p-1.json");
+        elsewhere.destination = Destination::Filesystem {
+            root: "/b/../../etc".into(),
+        };
+        table.push((elsewhere, "invalid"));
+        for (hostile, want) in &table {
+            assert_eq!(
+                entry_of(&handed(hostile)).unwrap_err(),
+                *want,
+                "{:?}",
+                hostile.key
+            );
+        }
+        assert_eq!(
+            entry_of(&config_map("{not json")).unwrap_err(),
+            "unreadable"
+        );
+        assert_eq!(entry_of(&ConfigMap::default()).unwrap_err(), "unreadable");
+        let sound = entry("b-1", "ns/w/r/d/p-1.json");
+        assert_eq!(entry_of(&handed(&sound)).unwrap(), sound);
+    }
+
+    #[tokio::test]
+    async fn take_over_takes_sound_entries_and_leaves_hostile_ones() {
+        let api = crate::testing::FakeApi::default();
+        let named = |name: &str, mut cm: ConfigMap| {
+            cm.metadata.name = Some(name.to_owned());
+            serde_json::to_value(cm).unwrap()
+        };
+        let sound = entry("b-1", "ns/w/r/d/p-1.json");
+        let path = "/api/v1/namespaces/auto-agent/configmaps";
+        api.on(
+            "GET",
+            path,
+            vec![(
+                200,
+                serde_json::json!({"apiVersion": "v1", "kind": "ConfigMapList", "metadata": {},
+                "items": [
+                    named("escape", handed(&entry("b-2", "../../etc/passwd.json"))),
+                    named("absolute", handed(&entry("b-3", "/abs.json"))),
+                    named("sound", handed(&sound)),
+                ]}),
+            )],
+        );
+        api.on(
+            "DELETE",
+            &format!("{path}/*"),
+            vec![(200, serde_json::json!({}))],
+        );
+        let dir = crate::testing::temp_dir("take-over");
+        let spool = Spool::new(dir.join("spool"), 10, 1 << 20);
+        let metrics = crate::testing::metrics();
+        let counter = &metrics.bundle_handoffs;
+        let taken = take_over(api.client(), "auto-agent", &spool, counter).await;
+        assert_eq!(taken, 1);
+        let kept: Vec<SpoolEntry> = spool
+            .list()
+            .unwrap()
+            .iter()
+            .map(|s| spool.read(s).unwrap())
+            .collect();
+        assert_eq!(kept, vec![sound]);
+        assert_eq!(counter.with_label_values(&["invalid"]).get(), 2);
+        assert_eq!(counter.with_label_values(&["taken_over"]).get(), 1);
+        let deleted: Vec<String> = api
+            .seen_with("DELETE", path)
+            .into_iter()
+            .map(|s| s.uri.split('?').next().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(deleted.len(), 1, "{deleted:?}");
+        assert!(deleted[0].ends_with("/sound"), "{deleted:?}");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -90,6 +90,7 @@ const HANDOFF_OUTCOMES: &[&str] = &[
     "too_large",
     "failed",
     "unreadable",
+    "invalid",
 ];
 const QUERY_OUTCOMES: &[&str] = &[
     "ok",

@@ -15,6 +15,11 @@ use crate::{PromError, QueryResult};
 /// How much of an unexpected body goes into an error message.
 const BODY_SNIPPET_CHARS: usize = 200;
 
+/// The largest answer read by default (4 MiB). One workload's series over an hour at a one-minute
+/// step is a few kilobytes; a query that matches thousands of series is a policy to fix, not an
+/// answer to hold in the controller's memory.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+
 /// A bearer token for Prometheus behind an authenticating proxy. Its `Debug` is redacted and the
 /// header carrying it is marked sensitive, so neither logs nor errors show it.
 #[derive(Clone)]
@@ -59,6 +64,8 @@ pub struct PromClient {
     base_url: String,
     timeout: Duration,
     token: Option<BearerToken>,
+    /// Answers longer than this are refused ([`PromError::TooLarge`]) while they stream in.
+    max_response_bytes: usize,
 }
 
 impl PromClient {
@@ -110,7 +117,15 @@ impl PromClient {
             base_url: url.as_str().trim_end_matches('/').to_owned(),
             timeout,
             token: None,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         })
+    }
+
+    /// Refuses answers longer than `bytes` ([`DEFAULT_MAX_RESPONSE_BYTES`] unless set): the body
+    /// is read in chunks and the read stops at the limit, so a huge answer never sits in memory.
+    pub fn with_max_response_bytes(mut self, bytes: usize) -> Self {
+        self.max_response_bytes = bytes;
+        self
     }
 
     /// Sends `Authorization: Bearer <token>` with every query.
@@ -187,10 +202,14 @@ impl PromClient {
             .await
             .map_err(|e| transport_error(endpoint, &e, self.timeout))?;
         let status = response.status();
-        let body = response
-            .bytes()
+        let body = read_capped(response, self.max_response_bytes)
             .await
-            .map_err(|e| transport_error(endpoint, &e, self.timeout))?;
+            .map_err(|e| match e {
+                Capped::TooLarge => PromError::TooLarge {
+                    limit: self.max_response_bytes,
+                },
+                Capped::Transport(e) => transport_error(endpoint, &e, self.timeout),
+            })?;
         let decoded = decode(&body);
 
         if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
@@ -249,8 +268,31 @@ impl PromClient {
             },
             PromError::Unavailable(m) => PromError::Unavailable(clean(m)),
             PromError::BadResponse(m) => PromError::BadResponse(clean(m)),
+            PromError::TooLarge { limit } => PromError::TooLarge { limit },
         }
     }
+}
+
+enum Capped {
+    TooLarge,
+    Transport(reqwest::Error),
+}
+
+/// The body, read chunk by chunk and given up as soon as it passes `limit` bytes (a declared
+/// Content-Length above it is refused before reading anything).
+async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, Capped> {
+    let declared = response.content_length().unwrap_or(0);
+    if usize::try_from(declared).map_or(true, |n| n > limit) {
+        return Err(Capped::TooLarge);
+    }
+    let mut body = Vec::with_capacity(usize::try_from(declared).unwrap_or(0));
+    while let Some(chunk) = response.chunk().await.map_err(Capped::Transport)? {
+        if body.len() + chunk.len() > limit {
+            return Err(Capped::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// A failure before a complete answer: refused or reset connection, DNS, timeout. The message

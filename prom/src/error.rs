@@ -26,16 +26,24 @@ pub enum PromError {
     /// `resultType`, an unparseable value, or an unexpected HTTP status such as 401, 403 or 404.
     #[error("unexpected answer from Prometheus: {0}")]
     BadResponse(String),
+    /// The answer is longer than the client reads ([`PromClient::with_max_response_bytes`]):
+    /// the query matches far more than one workload's series.
+    ///
+    /// [`PromClient::with_max_response_bytes`]: crate::PromClient::with_max_response_bytes
+    #[error("the answer from Prometheus exceeds {limit} bytes; the query selects too much")]
+    TooLarge { limit: usize },
 }
 
 impl PromError {
-    /// A short, stable label for metrics (`bad_query`, `unavailable`, `bad_response`, `config`).
+    /// A short, stable label for metrics (`bad_query`, `unavailable`, `bad_response`, `config`,
+    /// `too_large`).
     pub fn category(&self) -> &'static str {
         match self {
             Self::Config(_) => "config",
             Self::BadQuery { .. } => "bad_query",
             Self::Unavailable(_) => "unavailable",
             Self::BadResponse(_) => "bad_response",
+            Self::TooLarge { .. } => "too_large",
         }
     }
 }

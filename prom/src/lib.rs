@@ -17,7 +17,8 @@
 mod client;
 mod error;
 mod result;
+pub mod scope;
 
-pub use client::{BearerToken, PromClient};
+pub use client::{BearerToken, DEFAULT_MAX_RESPONSE_BYTES, PromClient};
 pub use error::PromError;
 pub use result::{QueryResult, Sample, Series};

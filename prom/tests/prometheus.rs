@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use auto_agent_prom::{BearerToken, PromClient, PromError, QueryResult, Sample};
+use auto_agent_prom::{BearerToken, PromClient, PromError, QueryResult, Sample, scope};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -461,6 +461,129 @@ async fn rejected_queries_are_bad_queries() {
         .await
         .unwrap_err();
     assert_eq!(zero_step.category(), "bad_query", "{zero_step}");
+}
+
+#[tokio::test]
+async fn scoped_queries_read_only_their_namespace_and_workload() {
+    // Two tenants' series, and a workload whose name starts with another's (`api-gateway`).
+    let exporter = TestExporter::start(
+        "# TYPE cpu gauge\n\
+         cpu{namespace=\"prod\",pod=\"api-7d9f8c6b5-x2x4z\"} 1\n\
+         cpu{namespace=\"prod\",pod=\"api-7d9f8c6b5-q8w9z\"} 2\n\
+         cpu{namespace=\"prod\",pod=\"api-gateway-6c8d7f9b4-k2l4m\"} 10\n\
+         cpu{namespace=\"other\",pod=\"api-7d9f8c6b5-x2x4z\"} 100\n",
+    )
+    .await;
+    let server = PrometheusServer::start(exporter.addr).await;
+    let prom = client(&server.url);
+    wait_for(&prom, "count(cpu)", 4.0).await;
+
+    let sum = |template: &'static str| {
+        let prom = prom.clone();
+        async move {
+            let query = scope::render(template, "prod", "Deployment", "api").unwrap();
+            let result = prom.instant(&query, None).await;
+            (query.clone(), result.unwrap().single_value())
+        }
+    };
+    // (template, what the policy in `prod` reads for its Deployment `api`)
+    for (template, want) in [
+        ("sum(cpu{pod=~\"$pods\"})", Some(3.0)),
+        ("sum(cpu{pod=~\"$workload-.+\"})", Some(3.0)),
+        ("sum(cpu)", Some(13.0)),
+        ("sum(cpu{namespace=\"$namespace\"})", Some(13.0)),
+        ("sum(cpu{namespace=~\".+\"})", Some(13.0)),
+        ("sum(cpu{namespace!=\"prod\"})", None),
+        (
+            "max(cpu{pod=~\"$pods\"}) / on() group_left() count(cpu)",
+            Some(2.0 / 3.0),
+        ),
+        ("sum(max_over_time(cpu[1m]))", Some(13.0)),
+    ] {
+        let (query, got) = sum(template).await;
+        assert_eq!(got, want, "{template} ran as {query}");
+    }
+    // The chart's default CPU query runs as scoped (no series here: an empty answer, not an
+    // error).
+    let cpu_default = "sum(rate(container_cpu_usage_seconds_total{namespace=\"$namespace\",pod=~\"$pods\",container!=\"\",container!=\"POD\"}[2m])) / sum(kube_pod_container_resource_requests{namespace=\"$namespace\",pod=~\"$pods\",resource=\"cpu\"})";
+    let (query, got) = sum(cpu_default).await;
+    assert_eq!(got, None, "{query}");
+    // Another tenant's namespace is refused before any query is sent.
+    let err =
+        scope::render("sum(cpu{namespace=\"other\"})", "prod", "Deployment", "api").unwrap_err();
+    assert!(err.to_string().contains("other"), "{err}");
+}
+
+/// Answers every request with `200 OK` and a chunked body that never ends (64 KiB chunks until
+/// `max_bytes` or the client hangs up); counts the bytes it got out.
+async fn endless_body(max_bytes: usize) -> (SocketAddr, Arc<Mutex<usize>>, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sent = Arc::new(Mutex::new(0usize));
+    let counter = sent.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                if read_request(&mut stream).await.is_none() {
+                    return;
+                }
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                            Transfer-Encoding: chunked\r\n\r\n";
+                if stream.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, "x".repeat(64 * 1024));
+                while *counter.lock().unwrap() < max_bytes {
+                    if stream.write_all(chunk.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    *counter.lock().unwrap() += 64 * 1024;
+                }
+            });
+        }
+    });
+    (addr, sent, task)
+}
+
+#[tokio::test]
+async fn huge_answers_are_refused_while_they_stream() {
+    const LIMIT: usize = 256 * 1024;
+    const SERVER_GIVES_UP: usize = 256 * 1024 * 1024;
+    let (addr, sent, server) = endless_body(SERVER_GIVES_UP).await;
+    let prom = client(&format!("http://{addr}")).with_max_response_bytes(LIMIT);
+    let err = prom.instant("up", None).await.unwrap_err();
+    assert!(
+        matches!(err, PromError::TooLarge { limit: LIMIT }),
+        "{err:?}"
+    );
+    assert_eq!(err.category(), "too_large");
+    assert!(
+        !err.to_string().contains("xxxx"),
+        "no body in the error: {err}"
+    );
+    // The client stopped reading near the limit; the server was not drained to its end.
+    let sent = *sent.lock().unwrap();
+    assert!(
+        sent < SERVER_GIVES_UP / 4,
+        "the client read on to {sent} bytes"
+    );
+    server.abort();
+
+    // A declared Content-Length above the limit is refused before the body is read.
+    let big = "y".repeat(LIMIT + 1);
+    let (addr, server) = serve(move |_| Some(("200 OK", big.clone()))).await;
+    let prom = client(&format!("http://{addr}")).with_max_response_bytes(LIMIT);
+    let err = prom.instant("up", None).await.unwrap_err();
+    assert!(matches!(err, PromError::TooLarge { .. }), "{err:?}");
+    // At the limit, the answer is read (and here, being garbage, refused as such).
+    let exact = "z".repeat(LIMIT);
+    let (addr2, server2) = serve(move |_| Some(("200 OK", exact.clone()))).await;
+    let prom = client(&format!("http://{addr2}")).with_max_response_bytes(LIMIT);
+    let err = prom.instant("up", None).await.unwrap_err();
+    assert_eq!(err.category(), "bad_response", "{err}");
+    server.abort();
+    server2.abort();
 }
 
 #[tokio::test]

@@ -9,6 +9,17 @@
 //! (`--registry-auth-file`, the `.dockerconfigjson` of a Secret mounted by the chart), read on each
 //! check so a rotated Secret is used without a restart. They are sent to a token service only over
 //! HTTPS, or over plain HTTP when its host is listed as a plain-HTTP registry.
+//!
+//! The mirror comes from a namespace's policy, so the controller's traffic is kept where the
+//! operator allows it:
+//! - a mirror is contacted only when it is on the [`MirrorAllowlist`], and a token service only
+//!   on the mirror's own host or a host of the allowlist;
+//! - redirects are followed only within the same scheme, host and port (at most
+//!   [`MAX_REDIRECTS`]); a redirect elsewhere is an answer ("the mirror answered 307 ..."), never
+//!   a request to the place it names;
+//! - answers are read up to [`MAX_BODY_BYTES`];
+//! - errors name a generic cause (the status, "connection failed", "no answer in time"), never a
+//!   response body or an address the mirror sent.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -16,6 +27,16 @@ use std::time::Duration;
 
 use auto_agent_engine::decide::image::ImageRef;
 use base64::Engine;
+
+mod allowlist;
+
+pub use allowlist::{AllowlistError, MirrorAllowlist};
+
+/// Redirects followed within one origin (scheme, host and port) before giving up.
+pub const MAX_REDIRECTS: usize = 5;
+
+/// The largest answer body read (a token response is a few kilobytes; a HEAD has none).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
 application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
@@ -25,14 +46,27 @@ pub struct RegistryClient {
     http: reqwest::Client,
     plain_http: Vec<String>,
     auth_file: Option<PathBuf>,
+    allowed: MirrorAllowlist,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("the registry answered {0}")]
+    #[error(
+        "the mirror registry {registry} is not on this installation's allowlist of mirrors (--allowed-mirror-registries, chart value security.allowedMirrorRegistries); it was not contacted"
+    )]
+    NotAllowed { registry: String },
+    #[error(
+        "{0} is not a valid image repository with a tag or digest; the mirror was not contacted"
+    )]
+    InvalidReference(String),
+    #[error("the mirror answered {0}")]
     Status(u16),
-    #[error("the registry could not be reached: {0}")]
-    Http(#[from] reqwest::Error),
+    #[error("the mirror answered {0}, a redirect to another host, which is not followed")]
+    Redirected(u16),
+    #[error("the mirror could not be reached ({0})")]
+    Unreachable(&'static str),
+    #[error("the answer of {registry} or its token service exceeds {limit} bytes")]
+    TooLarge { registry: String, limit: usize },
     #[error(
         "{registry} requires credentials and none are configured for it (--registry-auth-file)"
     )]
@@ -200,18 +234,45 @@ pub fn parse_challenge(header: &str) -> Option<Challenge> {
 }
 
 impl RegistryClient {
+    /// A client that contacts no mirror until [`allowing`](Self::allowing) names some.
     pub fn new(
         plain_http: Vec<String>,
         auth_file: Option<PathBuf>,
     ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::custom(same_origin_only))
             .build()?;
         Ok(Self {
             http,
             plain_http,
             auth_file,
+            allowed: MirrorAllowlist::default(),
         })
+    }
+
+    /// The mirrors (and token service hosts) this client may contact.
+    pub fn allowing(mut self, allowed: MirrorAllowlist) -> Self {
+        self.allowed = allowed;
+        self
+    }
+
+    /// Refuses, before any connection, an image whose mirror is not on the allowlist or whose
+    /// repository or reference is not well-formed (a `..` segment would leave an allowed path
+    /// prefix once the URL is normalised).
+    pub fn check_allowed(&self, image: &ImageRef) -> Result<(), RegistryError> {
+        if !valid_repository(&image.repository) || !valid_reference(&image.reference) {
+            return Err(RegistryError::InvalidReference(format!(
+                "{}{}",
+                image.repository, image.reference
+            )));
+        }
+        if !self.allowed.allows(&image.registry, &image.repository) {
+            return Err(RegistryError::NotAllowed {
+                registry: image.registry.clone(),
+            });
+        }
+        Ok(())
     }
 
     fn is_plain_http(&self, host: &str) -> bool {
@@ -241,11 +302,13 @@ impl RegistryClient {
         if let Some(a) = authorization {
             request = request.header("Authorization", a);
         }
-        Ok(request.send().await?)
+        request.send().await.map_err(|e| unreachable(&e))
     }
 
-    /// Whether `image` exists in its registry.
+    /// Whether `image` exists in its registry. Refused without contacting anything unless
+    /// [`check_allowed`](Self::check_allowed) passes.
     pub async fn has_manifest(&self, image: &ImageRef) -> Result<bool, RegistryError> {
+        self.check_allowed(image)?;
         let scheme = if self.is_plain_http(&image.registry) {
             "http"
         } else {
@@ -331,13 +394,18 @@ impl RegistryClient {
             Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
             None => url.host_str().unwrap_or_default().to_owned(),
         };
+        // The realm is an address the registry sent: it is not repeated in the error.
+        if !host.eq_ignore_ascii_case(registry) && !self.allowed.allows_host(&host) {
+            return Err(failed(
+                "its realm is on another host, which is not on the allowlist of mirrors; it was not contacted".into(),
+            ));
+        }
         let secure =
             url.scheme() == "https" || (url.scheme() == "http" && self.is_plain_http(&host));
         if !secure {
-            return Err(failed(format!(
-                "its realm {} is neither HTTPS nor a listed plain-HTTP host; no credentials are sent there",
-                url.origin().ascii_serialization()
-            )));
+            return Err(failed(
+                "its realm is neither HTTPS nor a listed plain-HTTP host; no credentials are sent there".into(),
+            ));
         }
         let mut url = url;
         {
@@ -351,7 +419,7 @@ impl RegistryClient {
         if let Some(c) = credential {
             request = request.header("Authorization", c.basic());
         }
-        let response = request.send().await?;
+        let response = request.send().await.map_err(|e| unreachable(&e))?;
         let status = response.status().as_u16();
         if (status == 401 || status == 403) && credential.is_none() {
             return Err(RegistryError::NoCredentials {
@@ -372,7 +440,12 @@ impl RegistryClient {
             token: Option<String>,
             access_token: Option<String>,
         }
-        let bytes = response.bytes().await?;
+        let bytes = read_capped(response, MAX_BODY_BYTES)
+            .await?
+            .ok_or_else(|| RegistryError::TooLarge {
+                registry: registry.to_owned(),
+                limit: MAX_BODY_BYTES,
+            })?;
         let body: TokenResponse = serde_json::from_slice(&bytes)
             .map_err(|_| failed("its answer is not a token response".into()))?;
         body.token
@@ -386,8 +459,105 @@ fn found(status: u16) -> Result<bool, RegistryError> {
     match status {
         200 => Ok(true),
         404 => Ok(false),
+        300..=399 => Err(RegistryError::Redirected(status)),
         other => Err(RegistryError::Status(other)),
     }
+}
+
+/// Follows a redirect only to the origin (scheme, host, port) of the first request, at most
+/// [`MAX_REDIRECTS`] times; anything else is handed back as the 3xx answer it is.
+fn same_origin_only(attempt: reqwest::redirect::Attempt<'_>) -> reqwest::redirect::Action {
+    let same = attempt
+        .previous()
+        .first()
+        .is_some_and(|first| first.origin() == attempt.url().origin());
+    if !same {
+        attempt.stop()
+    } else if attempt.previous().len() > MAX_REDIRECTS {
+        attempt.error("too many redirects")
+    } else {
+        attempt.follow()
+    }
+}
+
+/// The generic cause of a failed request; the details (which may carry an address the mirror
+/// named) go to the debug log only.
+fn unreachable(e: &reqwest::Error) -> RegistryError {
+    let why = if e.is_timeout() {
+        "no answer in time"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_redirect() {
+        "too many redirects"
+    } else if e.is_body() || e.is_decode() {
+        "the answer broke off"
+    } else {
+        "the request failed"
+    };
+    tracing::debug!(error = %e, cause = why, "A mirror registry request failed");
+    RegistryError::Unreachable(why)
+}
+
+/// The body, read chunk by chunk up to `limit` bytes; `None` once it passes them (a declared
+/// Content-Length above the limit is refused before reading).
+async fn read_capped(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Option<Vec<u8>>, RegistryError> {
+    let declared = response.content_length().unwrap_or(0);
+    if usize::try_from(declared).map_or(true, |n| n > limit) {
+        return Ok(None);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| unreachable(&e))? {
+        if body.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}
+
+/// An OCI repository name: lowercase segments of letters and digits, joined by `.`, `_`, `-`
+/// (no empty, `.` or `..` segment).
+fn valid_repository(repository: &str) -> bool {
+    !repository.is_empty()
+        && repository.len() <= 255
+        && repository.split('/').all(|segment| {
+            let bytes = segment.as_bytes();
+            !bytes.is_empty()
+                && bytes[0].is_ascii_alphanumeric()
+                && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+                && bytes
+                    .iter()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(b))
+        })
+}
+
+/// `:tag` (`[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`) or `@algorithm:hex`.
+fn valid_reference(reference: &str) -> bool {
+    if let Some(tag) = reference.strip_prefix(':') {
+        let bytes = tag.as_bytes();
+        return !bytes.is_empty()
+            && bytes.len() <= 128
+            && (bytes[0].is_ascii_alphanumeric() || bytes[0] == b'_')
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(b));
+    }
+    if let Some(digest) = reference.strip_prefix('@') {
+        return digest.split_once(':').is_some_and(|(algorithm, hex)| {
+            !algorithm.is_empty()
+                && algorithm
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+._-".contains(&b))
+                && !hex.is_empty()
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"=_-".contains(&b))
+        });
+    }
+    false
 }
 
 #[cfg(test)]
@@ -488,7 +658,9 @@ mod tests {
     #[test]
     fn credentials_go_to_https_or_listed_plain_http_realms_only() {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = RegistryClient::new(vec!["127.0.0.1:5001".into()], None).unwrap();
+        let client = RegistryClient::new(vec!["127.0.0.1:5001".into()], None)
+            .unwrap()
+            .allowing(MirrorAllowlist::parse(&["127.0.0.1:5001", "mirror.example"]).unwrap());
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -497,10 +669,26 @@ mod tests {
             username: "u".into(),
             password: "p".into(),
         };
+        // A realm on a host off the allowlist: not contacted, and not named in the error.
         let err = rt
             .block_on(client.token(
                 "127.0.0.1:5001",
                 "http://attacker.example/token",
+                None,
+                "repository:a:pull",
+                Some(&login),
+            ))
+            .unwrap_err();
+        assert!(
+            matches!(&err, RegistryError::Token { message, .. } if message.contains("not on the allowlist")),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("attacker"), "{err}");
+        // On the registry's own host, but plain HTTP where it is not listed as such.
+        let err = rt
+            .block_on(client.token(
+                "mirror.example",
+                "http://mirror.example/token",
                 None,
                 "repository:a:pull",
                 Some(&login),
@@ -514,5 +702,37 @@ mod tests {
             .block_on(client.token("r", "not a url", None, "s", None))
             .unwrap_err();
         assert!(err.to_string().contains("realm is not a URL"), "{err}");
+    }
+
+    #[test]
+    fn repositories_and_references_are_checked_before_any_request() {
+        for (repository, ok) in [
+            ("team/app", true),
+            ("library/nginx", true),
+            ("a/b_c/d.e-f", true),
+            ("team/../admin", false),
+            ("team/./app", false),
+            ("team//app", false),
+            ("Team/app", false),
+            ("team/app/", false),
+            ("team/app?x=1", false),
+            ("team/app#x", false),
+            ("", false),
+        ] {
+            assert_eq!(valid_repository(repository), ok, "{repository}");
+        }
+        for (reference, ok) in [
+            (":1", true),
+            (":v1.2.3-rc_1", true),
+            ("@sha256:0123abcdef", true),
+            (":", false),
+            (":../x", false),
+            (":a/b", false),
+            ("@sha256:", false),
+            ("@sha256", false),
+            ("1", false),
+        ] {
+            assert_eq!(valid_reference(reference), ok, "{reference}");
+        }
     }
 }

@@ -44,6 +44,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let features = Features::parse(&args.features)?;
     let allowed = features.allowed_actions();
     let cluster_budgets = cluster_budgets(&args.cluster_budgets)?;
+    let mirrors = auto_agent_registry::MirrorAllowlist::parse(&args.allowed_mirror_registries)
+        .context("--allowed-mirror-registries")?;
+    tracing::info!(registries = %mirrors, "Mirror registries policies may name");
     let config =
         auto_agent_shared::runtime::kube_config::kube_config(args.kubeconfig.as_deref()).await?;
     let client = kube::Client::try_from(config.clone())?;
@@ -211,7 +214,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         registry: auto_agent_registry::RegistryClient::new(
             args.plain_http_registries.clone(),
             args.registry_auth_file.clone(),
-        )?,
+        )?
+        .allowing(mirrors),
         bundle_defaults,
     };
     let dispatcher = Dispatcher {

@@ -276,6 +276,17 @@ pub struct Args {
     #[arg(long, env = "AUTO_AGENT_PLAIN_HTTP_REGISTRIES", value_delimiter = ',')]
     pub plain_http_registries: Vec<String>,
 
+    /// Mirror registries a policy's actions.imageMirror.registry may name (comma-separated
+    /// `host[:port]`, or `host[:port]/path` for repositories below that path). A registry's token
+    /// service on another host (Docker Hub's auth.docker.io) must be listed too. None listed: no
+    /// mirror is contacted, and image swaps are refused with the reason.
+    #[arg(
+        long,
+        env = "AUTO_AGENT_ALLOWED_MIRROR_REGISTRIES",
+        value_delimiter = ','
+    )]
+    pub allowed_mirror_registries: Vec<String>,
+
     /// Docker config JSON with mirror registry logins (`{"auths": {"host": {"auth": ...}}}`, the
     /// `.dockerconfigjson` of a Secret); read on every mirror check. Without it, checks are anonymous
     /// (public registries' anonymous tokens still work).

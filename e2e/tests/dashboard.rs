@@ -55,11 +55,17 @@ async fn every_dashboard_query_returns_data_during_a_scenario() {
         "the dashboard has its panels: {queries:?}"
     );
     let mut t = Setup::new("dash", NODE).await;
+    // The controller confines policy queries to their namespace: the series carry one.
+    let ns = t.ns().to_owned();
     let admin = t.admin.clone();
 
     // Signals for the scaling loop come from their own Prometheus.
     let exporter = Exporter::start().await.unwrap();
-    exporter.set("test_cpu_ratio", &[("workload", "api")], 0.5);
+    exporter.set(
+        "test_cpu_ratio",
+        &[("namespace", ns.as_str()), ("workload", "api")],
+        0.5,
+    );
     let signals = Prometheus::start(&[ScrapeTarget::http("app", exporter.addr())])
         .await
         .unwrap();

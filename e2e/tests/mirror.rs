@@ -41,7 +41,13 @@ async fn image_is_swapped_only_when_the_mirror_has_it() {
 
     t.start_agents(
         1,
-        vec![("AUTO_AGENT_PLAIN_HTTP_REGISTRIES".into(), registry.clone())],
+        vec![
+            ("AUTO_AGENT_PLAIN_HTTP_REGISTRIES".into(), registry.clone()),
+            (
+                "AUTO_AGENT_ALLOWED_MIRROR_REGISTRIES".into(),
+                registry.clone(),
+            ),
+        ],
     )
     .await;
     let apps = &t.apps;
@@ -224,7 +230,9 @@ async fn private_mirrors_are_checked_with_the_configured_logins() {
     t.start_agents(
         1,
         vec![
-            ("AUTO_AGENT_PLAIN_HTTP_REGISTRIES".into(), plain),
+            ("AUTO_AGENT_PLAIN_HTTP_REGISTRIES".into(), plain.clone()),
+            // Both mirrors, and the token service on its own port.
+            ("AUTO_AGENT_ALLOWED_MIRROR_REGISTRIES".into(), plain),
             (
                 "AUTO_AGENT_REGISTRY_AUTH_FILE".into(),
                 auth_file.display().to_string(),

@@ -77,14 +77,24 @@ fn held(reason: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scales_on_cpu_and_a_gate_slowly_down_holds_without_prometheus_and_respects_bounds() {
     let mut t = Setup::new("scale", NODE).await;
+    // The controller confines policy queries to their namespace: the series carry one.
+    let ns = t.ns().to_owned();
     let admin = t.admin.clone();
     let exporter = Exporter::start().await.unwrap();
     let mut prometheus = Prometheus::start(&[ScrapeTarget::http("app", exporter.addr())])
         .await
         .unwrap();
     let set = |workload: &str, cpu: f64, queue: f64| {
-        exporter.set("test_cpu_ratio", &[("workload", workload)], cpu);
-        exporter.set("test_queue_depth", &[("workload", workload)], queue);
+        exporter.set(
+            "test_cpu_ratio",
+            &[("namespace", ns.as_str()), ("workload", workload)],
+            cpu,
+        );
+        exporter.set(
+            "test_queue_depth",
+            &[("namespace", ns.as_str()), ("workload", workload)],
+            queue,
+        );
     };
     for w in ["web", "batch", "managed"] {
         set(w, 0.5, 0.0);
@@ -233,10 +243,20 @@ async fn scales_on_cpu_and_a_gate_slowly_down_holds_without_prometheus_and_respe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_metric_anomaly_is_reported_and_vetoes_scale_down_until_it_passes() {
     let mut t = Setup::new("anomaly", NODE).await;
+    // The controller confines policy queries to their namespace: the series carry one.
+    let ns = t.ns().to_owned();
     let admin = t.admin.clone();
     let exporter = Exporter::start().await.unwrap();
-    exporter.set("test_cpu_ratio", &[("workload", "shop")], 0.5);
-    exporter.set("test_requests", &[("workload", "shop")], 100.0);
+    exporter.set(
+        "test_cpu_ratio",
+        &[("namespace", ns.as_str()), ("workload", "shop")],
+        0.5,
+    );
+    exporter.set(
+        "test_requests",
+        &[("namespace", ns.as_str()), ("workload", "shop")],
+        100.0,
+    );
     let prometheus = Prometheus::start(&[ScrapeTarget::http("app", exporter.addr())])
         .await
         .unwrap();
@@ -268,8 +288,16 @@ async fn a_metric_anomaly_is_reported_and_vetoes_scale_down_until_it_passes() {
         .unwrap();
 
     // A spike in requests while CPU is low: reported, and the scale-down waits.
-    exporter.set("test_requests", &[("workload", "shop")], 5000.0);
-    exporter.set("test_cpu_ratio", &[("workload", "shop")], 0.1);
+    exporter.set(
+        "test_requests",
+        &[("namespace", ns.as_str()), ("workload", "shop")],
+        5000.0,
+    );
+    exporter.set(
+        "test_cpu_ratio",
+        &[("namespace", ns.as_str()), ("workload", "shop")],
+        0.1,
+    );
     let note = t.wait_event("shop", "AnomalyDetected").await;
     assert!(note.contains("z = "), "{note}");
     let incident = format!(

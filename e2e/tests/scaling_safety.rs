@@ -38,14 +38,24 @@ fn held(reason: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opted_out_workloads_are_never_scaled_and_a_policy_without_a_gate_never_scales_up() {
     let mut t = Setup::new("scalesafe", NODE).await;
+    // The controller confines policy queries to their namespace: the series carry one.
+    let ns = t.ns().to_owned();
     let admin = t.admin.clone();
     let exporter = Exporter::start().await.unwrap();
     let prometheus = Prometheus::start(&[ScrapeTarget::http("app", exporter.addr())])
         .await
         .unwrap();
     for w in ["twin", "ignored", "nogate"] {
-        exporter.set("test_cpu_ratio", &[("workload", w)], 0.5);
-        exporter.set("test_queue_depth", &[("workload", w)], 0.0);
+        exporter.set(
+            "test_cpu_ratio",
+            &[("namespace", ns.as_str()), ("workload", w)],
+            0.5,
+        );
+        exporter.set(
+            "test_queue_depth",
+            &[("namespace", ns.as_str()), ("workload", w)],
+            0.0,
+        );
     }
     let env = vec![
         ("AUTO_AGENT_PROMETHEUS_URL".to_owned(), prometheus.url()),
@@ -87,10 +97,22 @@ async fn opted_out_workloads_are_never_scaled_and_a_policy_without_a_gate_never_
 
     // CPU and the gate high for the twins; CPU high for the policy without a gate.
     for w in ["twin", "ignored"] {
-        exporter.set("test_cpu_ratio", &[("workload", w)], 0.95);
-        exporter.set("test_queue_depth", &[("workload", w)], 500.0);
+        exporter.set(
+            "test_cpu_ratio",
+            &[("namespace", ns.as_str()), ("workload", w)],
+            0.95,
+        );
+        exporter.set(
+            "test_queue_depth",
+            &[("namespace", ns.as_str()), ("workload", w)],
+            500.0,
+        );
     }
-    exporter.set("test_cpu_ratio", &[("workload", "nogate")], 0.95);
+    exporter.set(
+        "test_cpu_ratio",
+        &[("namespace", ns.as_str()), ("workload", "nogate")],
+        0.95,
+    );
     poll_until("the twin scales to max", TIMEOUT, || {
         let d = deployments.clone();
         async move { Ok(replicas(&d, "twin").await == 4) }

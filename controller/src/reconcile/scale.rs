@@ -18,6 +18,7 @@ use auto_agent_engine::scale::{
     self, AnomalyState, Direction, GateReading, HoldReason, Reading, ScaleDecision, ScaleFacts,
     ScaleSpec,
 };
+use auto_agent_prom::scope::ScopeError;
 use auto_agent_prom::{PromClient, PromError};
 use auto_agent_shared::clock::now_ms;
 use auto_agent_shared::crd::policy::{Scale, ScaleAnomaly};
@@ -40,8 +41,8 @@ use crate::reconcile::outcome::{Outcomes, Scope, Subject};
 use crate::reconcile::reserve::{Settled, Verdict, decide_and_reserve};
 
 /// The default CPU ratio: usage over requests across the workload's pods (cAdvisor and
-/// kube-state-metrics series). `$namespace` and `$workload` are substituted.
-pub const DEFAULT_CPU_QUERY: &str = "sum(rate(container_cpu_usage_seconds_total{namespace=\"$namespace\",pod=~\"$workload-.+\",container!=\"\",container!=\"POD\"}[2m])) / sum(kube_pod_container_resource_requests{namespace=\"$namespace\",pod=~\"$workload-.+\",resource=\"cpu\"})";
+/// kube-state-metrics series). `$namespace` and `$pods` (the workload's own pods) are substituted.
+pub const DEFAULT_CPU_QUERY: &str = "sum(rate(container_cpu_usage_seconds_total{namespace=\"$namespace\",pod=~\"$pods\",container!=\"\",container!=\"POD\"}[2m])) / sum(kube_pod_container_resource_requests{namespace=\"$namespace\",pod=~\"$pods\",resource=\"cpu\"})";
 
 /// What the loop remembers per workload between evaluations (leader memory; lost on failover,
 /// which only restarts the quiet window: the conservative direction).
@@ -92,11 +93,15 @@ pub fn scale_spec(s: &Scale) -> ScaleSpec {
     }
 }
 
-/// `$namespace` and `$workload` substituted.
-pub fn render(query: &str, namespace: &str, workload: &str) -> String {
-    query
-        .replace("$namespace", namespace)
-        .replace("$workload", workload)
+/// A policy's query for one workload: `$namespace`, `$workload` and `$pods` substituted, and every
+/// selector confined to the policy's namespace (`auto_agent_prom::scope`), or why it cannot be.
+pub fn render(
+    query: &str,
+    namespace: &str,
+    kind: &str,
+    workload: &str,
+) -> Result<String, ScopeError> {
+    auto_agent_prom::scope::render(query, namespace, kind, workload)
 }
 
 /// When the ledger says this target was last scaled up, and last scaled at all.
@@ -188,6 +193,11 @@ impl Scaler {
                     );
                     continue;
                 };
+                if let Some(problem) = query_problem(&policy.namespace, &scale) {
+                    self.health
+                        .set(&policy.namespace, &policy.name, Some(problem));
+                    continue;
+                }
                 let failed = self.policy_pass(prom, &policy, &scale, &mut state).await;
                 let key = (policy.namespace.clone(), policy.name.clone());
                 let count = failures.entry(key).or_default();
@@ -311,8 +321,20 @@ impl Scaler {
         Ok(scale.spec.and_then(|s| s.replicas).unwrap_or(0))
     }
 
-    async fn query(&self, prom: &PromClient, query: &str) -> (Reading, Option<String>) {
-        match prom.instant(query, None).await {
+    async fn query(
+        &self,
+        prom: &PromClient,
+        query: Result<String, ScopeError>,
+    ) -> (Reading, Option<String>) {
+        let query = match query {
+            Ok(q) => q,
+            Err(e) => {
+                self.count_query("refused");
+                let msg = format!("query refused: {e}");
+                return (Reading::Failed(msg.clone()), Some(msg));
+            }
+        };
+        match prom.instant(&query, None).await {
             Ok(result) => match result.single_value() {
                 Some(v) => {
                     self.count_query("ok");
@@ -362,9 +384,10 @@ impl Scaler {
         let cpu_query = render(
             scale.cpu_query.as_deref().unwrap_or(DEFAULT_CPU_QUERY),
             ns,
+            target.kind,
             &target.name,
         );
-        let (cpu, e) = self.query(prom, &cpu_query).await;
+        let (cpu, e) = self.query(prom, cpu_query).await;
         error = error.or(e);
         let mut gates = Vec::new();
         if let Some(g) = &scale.gates {
@@ -375,7 +398,7 @@ impl Scaler {
             ] {
                 let Some(gate) = gate else { continue };
                 let (reading, e) = self
-                    .query(prom, &render(&gate.query, ns, &target.name))
+                    .query(prom, render(&gate.query, ns, target.kind, &target.name))
                     .await;
                 error = error.or(e);
                 gates.push(GateReading {
@@ -387,7 +410,7 @@ impl Scaler {
         }
         let anomaly = match &scale.anomaly {
             None => AnomalyState::NotConfigured,
-            Some(a) => self.anomaly(prom, a, ns, &target.name).await,
+            Some(a) => self.anomaly(prom, a, ns, target.kind, &target.name).await,
         };
         let (last_scale_up_ms, last_scale_ms) = last_scaled(history, &target.id(ns));
         let mut facts = ScaleFacts {
@@ -414,12 +437,21 @@ impl Scaler {
         prom: &PromClient,
         a: &ScaleAnomaly,
         ns: &str,
+        kind: &str,
         workload: &str,
     ) -> AnomalyState {
         let end = SystemTime::now();
         let window = Duration::from_secs(u64::try_from(a.window_seconds).unwrap_or(3600));
         let step = Duration::from_secs(u64::try_from(a.step_seconds).unwrap_or(60));
-        let query = render(&a.query, ns, workload);
+        let query = match render(&a.query, ns, kind, workload) {
+            Ok(q) => q,
+            Err(e) => {
+                self.count_query("refused");
+                return AnomalyState::Unknown {
+                    reason: format!("anomaly query refused: {e}"),
+                };
+            }
+        };
         match prom.range(&query, end - window, end, step).await {
             Ok(result) => {
                 self.count_query("ok");
@@ -730,6 +762,41 @@ pub fn no_gate_problem(scale: &Scale) -> Option<(&'static str, String)> {
     })
 }
 
+/// Why the policy's queries cannot run in its namespace (they name another one, or cannot be
+/// parsed or confined), checked before any query is sent.
+pub fn query_problem(namespace: &str, scale: &Scale) -> Option<(&'static str, String)> {
+    let gates = scale.gates.as_ref();
+    let queries = [
+        (
+            "cpuQuery",
+            Some(scale.cpu_query.as_deref().unwrap_or(DEFAULT_CPU_QUERY)),
+        ),
+        (
+            "gates.queueDepth",
+            gates
+                .and_then(|g| g.queue_depth.as_ref())
+                .map(|g| g.query.as_str()),
+        ),
+        (
+            "gates.errorRate",
+            gates
+                .and_then(|g| g.error_rate.as_ref())
+                .map(|g| g.query.as_str()),
+        ),
+        (
+            "gates.p95Latency",
+            gates
+                .and_then(|g| g.p95_latency.as_ref())
+                .map(|g| g.query.as_str()),
+        ),
+        ("anomaly", scale.anomaly.as_ref().map(|a| a.query.as_str())),
+    ];
+    queries.into_iter().find_map(|(name, query)| {
+        let e = render(query?, namespace, "Deployment", "workload").err()?;
+        Some(("QueryRefused", format!("scale.{name} is not run: {e}")))
+    })
+}
+
 fn action_kind(d: Direction) -> ActionKind {
     match d {
         Direction::Up => ActionKind::ScaleUp,
@@ -746,16 +813,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn queries_are_rendered_per_workload() {
+    fn queries_are_rendered_per_workload_and_confined_to_the_namespace() {
         assert_eq!(
             render(
                 "max(x{namespace=\"$namespace\",w=\"$workload\"})",
                 "prod",
+                "Deployment",
                 "api"
-            ),
+            )
+            .unwrap(),
             "max(x{namespace=\"prod\",w=\"api\"})"
         );
-        assert!(render(DEFAULT_CPU_QUERY, "prod", "api").contains("pod=~\"api-.+\""));
+        let cpu = render(DEFAULT_CPU_QUERY, "prod", "Deployment", "api").unwrap();
+        let pods = auto_agent_prom::scope::pods_regex("Deployment", "api");
+        assert_eq!(cpu.matches(&format!("pod=~\"{pods}\"")).count(), 2, "{cpu}");
+        assert!(!cpu.contains(".+"), "{cpu}");
+        assert!(render("max(x{namespace=\"other\"})", "prod", "Deployment", "api").is_err());
+    }
+
+    #[test]
+    fn a_policy_whose_queries_leave_its_namespace_is_refused_up_front() {
+        let policy = |json: serde_json::Value| -> Scale { serde_json::from_value(json).unwrap() };
+        let base = serde_json::json!({"enabled": true, "minReplicas": 1, "maxReplicas": 3});
+        assert_eq!(query_problem("prod", &policy(base.clone())), None);
+        for (field, value) in [
+            ("cpuQuery", serde_json::json!("max(x{namespace=\"other\"})")),
+            (
+                "gates",
+                serde_json::json!({"errorRate": {"query": "sum(", "threshold": 1}}),
+            ),
+            ("anomaly", serde_json::json!({"query": "info(up)"})),
+        ] {
+            let mut spec = base.clone();
+            spec[field] = value;
+            let (reason, message) = query_problem("prod", &policy(spec)).unwrap();
+            assert_eq!(reason, "QueryRefused");
+            assert!(message.contains(field), "{field}: {message}");
+        }
     }
 
     #[test]

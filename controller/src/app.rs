@@ -361,9 +361,18 @@ async fn evidence_keeper(
     };
     let mut allowed_roots = vec![args.bundle_dir.clone()];
     allowed_roots.extend(args.bundle_allowed_roots.iter().cloned());
+    let allowed_buckets: Vec<String> = args
+        .bundle_s3_bucket
+        .iter()
+        .chain(&args.bundle_allowed_buckets)
+        .map(|b| b.trim().to_owned())
+        .filter(|b| !b.is_empty())
+        .collect();
+    tracing::info!(buckets = ?allowed_buckets, "S3 buckets policies may send bundles to");
     let stores = Stores {
         s3: Some(auto_agent_evidence::store::s3_client(&settings).await),
         allowed_roots,
+        allowed_buckets,
     };
     let sse = args.s3_sse.as_ref().map(|algorithm| Sse {
         algorithm: algorithm.clone(),

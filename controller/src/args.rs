@@ -163,6 +163,12 @@ pub struct Args {
     #[arg(long, env = "AUTO_AGENT_BUNDLE_ALLOWED_ROOTS", value_delimiter = ',')]
     pub bundle_allowed_roots: Vec<PathBuf>,
 
+    /// S3 buckets a policy's logBundle.s3.bucket may name (comma-separated), besides
+    /// --bundle-s3-bucket, which is always allowed. A bundle for any other bucket is neither
+    /// written nor spooled, and the restart waiting for it is refused with the reason.
+    #[arg(long, env = "AUTO_AGENT_BUNDLE_ALLOWED_BUCKETS", value_delimiter = ',')]
+    pub bundle_allowed_buckets: Vec<String>,
+
     /// Default S3 bucket for bundles (instead of --bundle-dir) when a policy names no logBundle.
     /// Credentials come from the SDK's default chain (environment, IRSA web identity, profile,
     /// container or instance metadata), never from flags.

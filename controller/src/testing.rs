@@ -268,6 +268,7 @@ pub fn keeper(name: &str) -> (Arc<auto_agent_evidence::Keeper>, std::path::PathB
         Stores {
             s3: None,
             allowed_roots: vec![dir.clone()],
+            allowed_buckets: vec![],
         },
         Spool::new(dir.join("spool"), 10, 1 << 20),
         EvidenceMetrics::register(&prometheus::Registry::new()).unwrap_or_else(|e| panic!("{e}")),

@@ -37,6 +37,8 @@ pub fn s3s_fs_binary() -> anyhow::Result<PathBuf> {
 pub struct S3Server {
     pub root: PathBuf,
     pub addr: SocketAddr,
+    /// The buckets created at start; the controller is allowed to write to these.
+    pub buckets: Vec<String>,
     log: PathBuf,
     process: Option<Process>,
 }
@@ -52,6 +54,7 @@ impl S3Server {
         let mut server = Self {
             root: root.to_owned(),
             addr,
+            buckets: buckets.iter().map(|b| (*b).to_owned()).collect(),
             log: root.with_extension("log"),
             process: None,
         };
@@ -105,6 +108,7 @@ impl S3Server {
             ("AWS_REGION", REGION.to_owned()),
             ("AUTO_AGENT_S3_ENDPOINT_URL", self.endpoint()),
             ("AUTO_AGENT_S3_FORCE_PATH_STYLE", "true".to_owned()),
+            ("AUTO_AGENT_BUNDLE_ALLOWED_BUCKETS", self.buckets.join(",")),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

@@ -124,6 +124,9 @@ pub enum SaveError {
         "the bundle is spooled at {local} but not yet in its store ({store}); this policy waits for the remote copy"
     )]
     NotRemote { local: String, store: StoreError },
+    /// The destination is not one this installation allows: neither written nor spooled.
+    #[error("{0}")]
+    NotAllowed(StoreError),
 }
 
 #[derive(Debug)]
@@ -199,6 +202,10 @@ impl Keeper {
         key: &str,
         bundle: &Bundle,
     ) -> Result<Saved, SaveError> {
+        // Spooling a bundle for a destination that will never take it would retry forever.
+        self.stores
+            .check_destination(dest)
+            .map_err(SaveError::NotAllowed)?;
         let body = bundle.to_bytes()?;
         let store_err = match self.put_once(dest, key, &bundle.bundle_id, &body).await {
             Ok(at) => return Ok(Saved::Stored(at)),
@@ -272,6 +279,11 @@ impl Keeper {
                         continue;
                     }
                 };
+                if let Err(e) = self.stores.check_destination(&entry.destination) {
+                    // Spooled before the allowlist changed: kept on disk for a human, not retried.
+                    tracing::error!(error = %e, bundle = %entry.bundle_id, "A spooled bundle's destination is not allowed; leaving it");
+                    continue;
+                }
                 let body = match serde_json::to_vec_pretty(&entry.document) {
                     Ok(b) => b,
                     Err(e) => {
@@ -347,6 +359,7 @@ mod tests {
             Stores {
                 s3: None,
                 allowed_roots: vec![dir.to_owned()],
+                allowed_buckets: vec![],
             },
             Spool::new(dir.join("spool"), max, 1 << 20),
             EvidenceMetrics::register(&registry).unwrap(),
@@ -425,6 +438,27 @@ mod tests {
             saved,
             Saved::Stored(root.join("a/e.json").display().to_string())
         );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_destination_off_the_allowlists_is_neither_written_nor_spooled() {
+        let dir = tmp("refused");
+        let local = keeper(&dir, Durability::Local, 10);
+        for dest in [
+            Destination::S3 {
+                bucket: "someone-elses".into(),
+                prefix: String::new(),
+                sse: None,
+            },
+            Destination::Filesystem {
+                root: PathBuf::from("/etc"),
+            },
+        ] {
+            let err = local.save(&dest, "k.json", &bundle("x")).await.unwrap_err();
+            assert!(matches!(err, SaveError::NotAllowed(_)), "{err}");
+            assert_eq!(local.spool.usage().unwrap().0, 0, "nothing spooled");
+        }
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -99,6 +99,10 @@ pub enum StoreError {
     },
     #[error("filesystem path {0} is outside the allowed bundle roots")]
     RootNotAllowed(PathBuf),
+    #[error(
+        "S3 bucket {0} is not on this installation's allowlist of evidence buckets (--bundle-allowed-buckets, chart value security.allowedBuckets); nothing is sent there"
+    )]
+    BucketNotAllowed(String),
     #[error("S3 {op} s3://{bucket}/{key}: {message}")]
     S3 {
         op: &'static str,
@@ -151,6 +155,9 @@ pub struct Stores {
     /// Filesystem destinations must lie below one of these (policies cannot write elsewhere in
     /// the controller's filesystem).
     pub allowed_roots: Vec<PathBuf>,
+    /// S3 destinations must name one of these buckets (policies cannot send bundles, and the
+    /// controller's credentials, to a bucket the operator did not choose). Empty allows none.
+    pub allowed_buckets: Vec<String>,
 }
 
 impl Stores {
@@ -165,9 +172,9 @@ impl Stores {
     ) -> Result<String, StoreError> {
         validate_key(key)?;
         validate_bundle_id(bundle_id)?;
+        self.check_destination(dest)?;
         match dest {
             Destination::Filesystem { root } => {
-                self.check_root(root)?;
                 let (root, key, id, body) = (
                     root.clone(),
                     key.to_owned(),
@@ -186,6 +193,16 @@ impl Stores {
                 let client = self.s3.as_ref().ok_or(StoreError::NoS3Client)?;
                 s3_put(client, bucket, key, bundle_id, body, sse.as_ref()).await
             }
+        }
+    }
+
+    /// Refuses a destination the installation does not allow: a filesystem root outside the
+    /// allowed roots, an S3 bucket off the allowlist. Nothing is contacted or written.
+    pub fn check_destination(&self, dest: &Destination) -> Result<(), StoreError> {
+        match dest {
+            Destination::Filesystem { root } => self.check_root(root),
+            Destination::S3 { bucket, .. } if self.allowed_buckets.contains(bucket) => Ok(()),
+            Destination::S3 { bucket, .. } => Err(StoreError::BucketNotAllowed(bucket.clone())),
         }
     }
 
@@ -367,6 +384,7 @@ mod tests {
         let stores = Stores {
             s3: None,
             allowed_roots: vec![base.clone()],
+            allowed_buckets: vec!["b".into()],
         };
         let dest = Destination::Filesystem { root: root.clone() };
         let escape = base.join("escape.json");
@@ -404,6 +422,7 @@ mod tests {
         let stores = Stores {
             s3: None,
             allowed_roots: vec![PathBuf::from("/var/lib/auto-agent")],
+            allowed_buckets: vec!["b".into()],
         };
         for root in [
             "/etc",
@@ -421,6 +440,41 @@ mod tests {
         assert!(matches!(
             stores.put(&s3(), "k.json", "id", b"{}").await.unwrap_err(),
             StoreError::NoS3Client
+        ));
+    }
+
+    #[tokio::test]
+    async fn only_allowed_buckets_are_written_to() {
+        let s3 = |bucket: &str| Destination::S3 {
+            bucket: bucket.into(),
+            prefix: String::new(),
+            sse: None,
+        };
+        let stores = Stores {
+            s3: None,
+            allowed_roots: vec![],
+            allowed_buckets: vec!["evidence".into()],
+        };
+        assert!(stores.check_destination(&s3("evidence")).is_ok());
+        for bucket in ["other-tenant", "evidence-x", "Evidence", ""] {
+            let err = stores
+                .put(&s3(bucket), "k.json", "id", b"{}")
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&err, StoreError::BucketNotAllowed(b) if b == bucket),
+                "{bucket}: {err}"
+            );
+            assert!(err.to_string().contains("allowlist"), "{err}");
+        }
+        // None listed: none allowed.
+        let none = Stores {
+            allowed_buckets: vec![],
+            ..stores
+        };
+        assert!(matches!(
+            none.check_destination(&s3("evidence")),
+            Err(StoreError::BucketNotAllowed(_))
         ));
     }
 }

@@ -1170,6 +1170,54 @@ fn seed_logs_values_render_the_same_s3_evidence_settings() {
 }
 
 #[test]
+fn security_allowlists_reach_the_controller_env_and_default_to_none() {
+    const MIRRORS: &str = "AUTO_AGENT_ALLOWED_MIRROR_REGISTRIES";
+    const BUCKETS: &str = "AUTO_AGENT_BUNDLE_ALLOWED_BUCKETS";
+    // By default no mirror may be named, and no bucket but the chart's own default.
+    let defaults = render(&[]);
+    let env = env_of(controller_container(&defaults));
+    assert!(!env.contains_key(MIRRORS), "{env:?}");
+    assert!(!env.contains_key(BUCKETS), "{env:?}");
+
+    let docs = render(&[
+        "--set-json",
+        r#"security.allowedMirrorRegistries=["harbor.example.com/dockerhub","mirror.local:5000","auth.docker.io"]"#,
+        "--set-json",
+        r#"security.allowedBuckets=["team-a-evidence","team-b-evidence"]"#,
+        "--set",
+        "evidence.s3.bucket=platform-evidence",
+    ]);
+    let c = controller_container(&docs);
+    assert_eq!(
+        env_value(c, MIRRORS),
+        "harbor.example.com/dockerhub,mirror.local:5000,auth.docker.io"
+    );
+    assert_eq!(env_value(c, BUCKETS), "team-a-evidence,team-b-evidence");
+    // The default bucket travels in its own variable; the controller allows it too.
+    assert_eq!(
+        env_value(c, "AUTO_AGENT_BUNDLE_S3_BUCKET"),
+        "platform-evidence"
+    );
+
+    // The schema refuses what the controller would refuse at start, and unknown keys.
+    for bad in [
+        r#"security.allowedMirrorRegistries=["https://mirror.example.com"]"#,
+        r#"security.allowedMirrorRegistries=["*.example.com"]"#,
+        r#"security.allowedMirrorRegistries=["a.example,b.example"]"#,
+        r#"security.allowedMirrorRegistries="mirror.example.com""#,
+        r#"security.allowedBuckets=["a,b"]"#,
+        r#"security.allowedBuckets=[""]"#,
+        r#"security.allowEverything=true"#,
+    ] {
+        let err = helm()
+            .template(RELEASE, NAMESPACE, &["--set-json", bad])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("schema"), "{bad}: {err}");
+    }
+}
+
+#[test]
 fn cluster_budgets_render_into_one_env_and_the_schema_checks_them() {
     let defaults = render(&[]);
     let env = env_of(controller_container(&defaults));

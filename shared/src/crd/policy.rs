@@ -146,7 +146,8 @@ fn default_min_increase() -> String {
 #[serde(rename_all = "camelCase")]
 pub struct ImageMirror {
     /// Registry host (and optional path prefix) that replaces the image's registry, e.g.
-    /// `mirror.example.com/dockerhub`.
+    /// `mirror.example.com/dockerhub`. It must be on the installation's allowlist
+    /// (`security.allowedMirrorRegistries`); another is refused and not contacted.
     #[schemars(
         length(min = 1, max = 253),
         regex(pattern = r"^[a-z0-9]([a-z0-9.:-]*[a-z0-9])?(/[a-z0-9._-]+)*$")
@@ -183,8 +184,9 @@ pub struct Scale {
     #[serde(default = "default_scale_down_cpu_threshold")]
     #[schemars(range(min = 0.0, max = 10.0))]
     pub scale_down_cpu_threshold: f64,
-    /// PromQL for the CPU ratio, replacing the default template. `$namespace` and `$workload` are
-    /// substituted.
+    /// PromQL for the CPU ratio, replacing the default template. `$namespace`, `$workload` and
+    /// `$pods` (a regex of the workload's own pods) are substituted; every selector is confined to
+    /// the policy's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 4096))]
     pub cpu_query: Option<String>,
@@ -261,7 +263,8 @@ pub struct ScaleGates {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ScaleGate {
-    /// The PromQL expression.
+    /// The PromQL expression (`$namespace`, `$workload` and `$pods` are substituted; every selector
+    /// is confined to the policy's namespace).
     #[schemars(length(min = 1, max = 4096))]
     #[x_kube(validation = kube::core::Rule::new("self.trim() != ''")
         .message("a scale gate needs a non-blank query"))]
@@ -276,7 +279,8 @@ pub struct ScaleGate {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ScaleAnomaly {
-    /// PromQL returning one series (`$namespace` and `$workload` are substituted).
+    /// PromQL returning one series (`$namespace`, `$workload` and `$pods` are substituted; every
+    /// selector is confined to the policy's namespace).
     #[schemars(length(min = 1, max = 4096))]
     #[x_kube(validation = kube::core::Rule::new("self.trim() != ''")
         .message("scale.anomaly.query must not be blank"))]
@@ -362,7 +366,8 @@ fn default_tail_lines() -> i32 {
     .message("s3.kmsKeyId needs serverSideEncryption aws:kms")
     .field_path(".kmsKeyId"))]
 pub struct S3Destination {
-    /// Bucket name (S3 naming rules).
+    /// Bucket name (S3 naming rules). It must be the installation's default bucket or on its
+    /// allowlist (`security.allowedBuckets`); another is refused and nothing is sent there.
     #[schemars(
         length(min = 3, max = 63),
         regex(pattern = r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$")

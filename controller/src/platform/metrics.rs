@@ -243,7 +243,7 @@ impl ControllerMetrics {
             prom_queries: IntCounterVec::new(
                 Opts::new(
                     "auto_agent_prometheus_queries_total",
-                    "Prometheus queries by outcome (ok, empty, bad_query, unavailable, bad_response)",
+                    "Prometheus queries by outcome (ok, empty, bad_query, unavailable, bad_response, too_large, refused)",
                 ),
                 &["outcome"],
             )?,

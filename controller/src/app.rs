@@ -16,6 +16,7 @@ use crate::act::Executor;
 use crate::args::{Args, cluster_budgets, sensor_user};
 use crate::cluster::workloads::WorkloadCache;
 use crate::evidence::{bundle, handoff};
+use crate::ingest::limits::{NodeStreams, PeerHandshakes};
 use crate::ingest::server::{Ingest, IngestLimits};
 use crate::ingest::{auth, pipeline};
 use crate::platform::events::EventSink;
@@ -256,14 +257,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             client.clone(),
             args.token_audience.clone(),
             sensor_user(&args.sensor_service_account)?,
+            auth::AuthLimits {
+                max_reviews: args.token_reviews,
+                ..auth::AuthLimits::default()
+            },
+            metrics.token_reviews.clone(),
         )),
         leadership: leadership.clone(),
         pipeline,
         streams: Arc::new(Semaphore::new(args.max_streams)),
+        handshakes: PeerHandshakes::new(args.handshakes_per_peer),
+        nodes: NodeStreams::new(args.streams_per_node),
         limits: IngestLimits {
             max_message_bytes: args.max_message_bytes,
             rate_per_second: args.stream_rate,
             burst: args.stream_rate * 10.0,
+            recheck_every: Duration::from_secs(args.token_recheck_seconds.max(1)),
         },
         metrics: metrics.clone(),
         identity: args.identity.clone(),
@@ -272,6 +281,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             events: events.clone(),
             metrics: metrics.clone(),
         },
+        last_refusal_log: std::sync::Mutex::new(None),
     };
     let service = SensorIngestServer::new(ingest).max_decoding_message_size(args.max_message_bytes);
     let router = tonic::transport::Server::builder()

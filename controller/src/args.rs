@@ -140,6 +140,23 @@ pub struct Args {
     #[arg(long, env = "AUTO_AGENT_STREAM_RATE", default_value_t = 200.0)]
     pub stream_rate: f64,
 
+    /// Sensor streams one node may hold at once; a newer stream closes the oldest.
+    #[arg(long, env = "AUTO_AGENT_STREAMS_PER_NODE", default_value_t = 2)]
+    pub streams_per_node: usize,
+
+    /// Unauthenticated stream handshakes in progress from one peer IP, at most.
+    #[arg(long, env = "AUTO_AGENT_HANDSHAKES_PER_PEER", default_value_t = 32)]
+    pub handshakes_per_peer: usize,
+
+    /// TokenReviews in flight at once, at most (tokens that fail the local checks cost none).
+    #[arg(long, env = "AUTO_AGENT_TOKEN_REVIEWS", default_value_t = 8)]
+    pub token_reviews: usize,
+
+    /// Seconds between re-reviews of an open stream's token (a revoked token closes its stream
+    /// within this; an expired one closes it at once).
+    #[arg(long, env = "AUTO_AGENT_TOKEN_RECHECK_SECONDS", default_value_t = 300)]
+    pub token_recheck_seconds: u64,
+
     /// Name of the ConfigMap (in --namespace) that keeps the action ledger: budgets, cooldowns and
     /// loop state that survive leader failover.
     #[arg(

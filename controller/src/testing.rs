@@ -247,6 +247,39 @@ pub fn crashing_pod(uid: &str, annotations: Value) -> Value {
     })
 }
 
+/// ReplicaSet `prod/api-5d8f7` (uid `rs1`) of Deployment `prod/api` (uid `d1`), selecting `app=api`.
+pub fn replica_set() -> Value {
+    serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": "api-5d8f7", "namespace": "prod", "uid": "rs1",
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "api",
+                                          "uid": "d1", "controller": true}]},
+        "spec": {"selector": {"matchLabels": {"app": "api"}},
+                 "template": {"metadata": {"labels": {"app": "api"}},
+                              "spec": {"containers": [{"name": "app", "image": "registry.example.com/app:1"}]}}}
+    })
+}
+
+/// Answers what the ingest's verify step reads for [`crash_finding`]: pod `prod/api-1` (uid
+/// `u1`, on `node-a`), its ReplicaSet and its Deployment.
+pub fn verifiable_pod(api: &FakeApi) {
+    api.on(
+        "GET",
+        "/api/v1/namespaces/prod/pods/api-1",
+        vec![(200, crashing_pod("u1", serde_json::json!({})))],
+    )
+    .on(
+        "GET",
+        "/apis/apps/v1/namespaces/prod/replicasets/api-5d8f7",
+        vec![(200, replica_set())],
+    )
+    .on(
+        "GET",
+        "/apis/apps/v1/namespaces/prod/deployments/api",
+        vec![(200, deployment(1, 1, serde_json::json!({})))],
+    );
+}
+
 /// Deployment `prod/api` with `replicas` wanted and `ready` ready, labels `app=api`.
 pub fn deployment(replicas: i32, ready: i32, annotations: Value) -> Value {
     serde_json::json!({

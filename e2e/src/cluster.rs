@@ -206,6 +206,50 @@ impl Cluster {
         Ok(Client::try_from(config)?)
     }
 
+    /// Creates the KWOK node `name` unless it exists (roomy: 64 CPUs, 250 pods) and waits until it
+    /// is Ready. For tests and benchmarks that want a node of their own, beside the 3 `up` makes.
+    pub async fn ensure_kwok_node(&self, name: &str) -> anyhow::Result<()> {
+        use k8s_openapi::api::core::v1::Node;
+        let nodes: Api<Node> = Api::all(self.admin().await?);
+        // The labels `e2e/cluster up` gives its nodes (the chart's DaemonSet selects linux nodes).
+        let labels = serde_json::json!({"kubernetes.io/arch": "amd64", "kubernetes.io/os": "linux",
+                                        "kubernetes.io/hostname": name, "type": "kwok"});
+        if nodes.get_opt(name).await?.is_none() {
+            let node: Node = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "annotations": {"kwok.x-k8s.io/node": "fake"},
+                             "labels": labels},
+                "status": {"allocatable": {"cpu": "64", "memory": "256Gi", "pods": "250"},
+                           "capacity": {"cpu": "64", "memory": "256Gi", "pods": "250"}},
+            }))?;
+            nodes.create(&PostParams::default(), &node).await?;
+        } else {
+            nodes
+                .patch(
+                    name,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(serde_json::json!({"metadata": {"labels": labels}})),
+                )
+                .await?;
+        }
+        crate::wait::poll_until(
+            &format!("node {name} Ready"),
+            std::time::Duration::from_secs(60),
+            || {
+                let nodes = nodes.clone();
+                async move {
+                    let node = nodes.get(name).await?;
+                    Ok(node
+                        .status
+                        .and_then(|s| s.conditions)
+                        .into_iter()
+                        .flatten()
+                        .any(|c| c.type_ == "Ready" && c.status == "True"))
+                }
+            },
+        )
+        .await
+    }
+
     /// Runs the cached kubectl against the cluster, returning (success, stdout, stderr).
     pub fn kubectl(
         &self,

@@ -107,3 +107,48 @@ pub struct Finding {
     pub log_lines: Vec<String>,
     pub log_truncated: bool,
 }
+
+impl Finding {
+    /// About how many bytes this finding holds in memory: its strings (the log tail dominates) and
+    /// a fixed overhead for the struct and each line. For budgets, not for accounting.
+    pub fn approx_bytes(&self) -> usize {
+        const FIXED: usize = 256;
+        const PER_LINE: usize = 24;
+        let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        let pod = self
+            .pod
+            .as_ref()
+            .map_or(0, |p| p.namespace.len() + p.name.len() + p.uid.len());
+        let owner = self
+            .owner
+            .as_ref()
+            .map_or(0, |o| o.kind.len() + o.name.len());
+        let logs: usize = self.log_lines.iter().map(|l| l.len() + PER_LINE).sum();
+        FIXED
+            + self.id.len()
+            + self.node.len()
+            + pod
+            + owner
+            + opt(&self.container)
+            + self.reason.len()
+            + self.message.len()
+            + opt(&self.image)
+            + logs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn approx_bytes_grows_with_the_log_tail() {
+        let bare = crate::decide::rules::testing::finding(FindingKind::CrashLoopBackOff);
+        let logged = Finding {
+            log_lines: vec!["x".repeat(1_000); 10],
+            ..bare.clone()
+        };
+        assert!(bare.approx_bytes() < 400, "{}", bare.approx_bytes());
+        assert!(logged.approx_bytes() >= bare.approx_bytes() + 10_000);
+    }
+}

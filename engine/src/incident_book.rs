@@ -5,6 +5,13 @@
 //!   sensor re-reporting a known failure) and changes nothing.
 //! - A new finding for an open incident is a repeat; for a resolved one it reopens the incident.
 //! - A `Cleared` node finding resolves the node incident.
+//!
+//! Memory is bounded ([`BookLimits`]): ids are remembered for `id_ttl_ms` and at most `max_ids` of
+//! them; at most `max_incidents` incidents are kept (resolved ones go first, then the least recently
+//! seen); `prune` forgets resolved incidents after `resolved_keep_ms` and pod incidents not seen for
+//! `idle_ms` (pod failures have no cleared edge: a pod that stopped reporting is gone or healed). The
+//! stored finding carries no log tail: the log goes on with the change to the reconcile stage,
+//! the book only needs to know what the incident is.
 
 use std::collections::HashMap;
 
@@ -51,17 +58,80 @@ pub enum Observed {
     Duplicate,
 }
 
+/// How much the book remembers, at most.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BookLimits {
+    /// How long a finding id is remembered: a resend within it is a duplicate.
+    pub id_ttl_ms: i64,
+    /// Finding ids remembered at most; the ones expiring first are forgotten first.
+    pub max_ids: usize,
+    /// Incidents kept at most; resolved ones are forgotten first, then the least recently seen.
+    pub max_incidents: usize,
+    /// How long a resolved incident is kept (so a quick relapse is a reopening).
+    pub resolved_keep_ms: i64,
+    /// A pod incident not seen for this long is forgotten. Node incidents wait for their cleared
+    /// edge (they are few: four conditions per node).
+    pub idle_ms: i64,
+}
+
+impl Default for BookLimits {
+    fn default() -> Self {
+        Self {
+            id_ttl_ms: 30 * 60 * 1000,
+            max_ids: 200_000,
+            max_incidents: 20_000,
+            resolved_keep_ms: 60 * 60 * 1000,
+            idle_ms: 6 * 60 * 60 * 1000,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct IncidentBook {
-    id_ttl_ms: i64,
+    limits: BookLimits,
     seen: HashMap<String, i64>,
     incidents: HashMap<IncidentKey, Incident>,
 }
 
+/// What the book keeps of a finding: everything but the log tail.
+fn stored(finding: &Finding) -> Finding {
+    Finding {
+        log_lines: Vec::new(),
+        ..finding.clone()
+    }
+}
+
+/// Over `max` entries: keep the `max - max/10` that sort last by `order` (a batch, so the sort is
+/// paid once per tenth of the capacity, not on every insert).
+fn evict_batch<K: Clone + Eq + std::hash::Hash, V, O: Ord>(
+    map: &mut HashMap<K, V>,
+    max: usize,
+    order: impl Fn(&V) -> O,
+) {
+    if map.len() <= max {
+        return;
+    }
+    let keep = max - max / 10;
+    let mut by_order: Vec<(O, K)> = map.iter().map(|(k, v)| (order(v), k.clone())).collect();
+    by_order.sort_by(|a, b| a.0.cmp(&b.0));
+    let drop = by_order.len() - keep;
+    for (_, k) in by_order.into_iter().take(drop) {
+        map.remove(&k);
+    }
+}
+
 impl IncidentBook {
+    /// A book with the default limits and this id TTL.
     pub fn new(id_ttl_ms: i64) -> Self {
-        Self {
+        Self::with_limits(BookLimits {
             id_ttl_ms,
+            ..BookLimits::default()
+        })
+    }
+
+    pub fn with_limits(limits: BookLimits) -> Self {
+        Self {
+            limits,
             seen: HashMap::new(),
             incidents: HashMap::new(),
         }
@@ -81,14 +151,15 @@ impl IncidentBook {
             return Ok(Observed::Duplicate);
         }
         self.seen
-            .insert(finding.id.clone(), now_ms + self.id_ttl_ms);
+            .insert(finding.id.clone(), now_ms + self.limits.id_ttl_ms);
+        evict_batch(&mut self.seen, self.limits.max_ids, |until| *until);
 
         if finding.transition == Transition::Cleared {
             return Ok(match self.incidents.get_mut(&key) {
                 Some(incident) => {
                     incident.state = IncidentState::Resolved;
                     incident.last_seen_ms = now_ms;
-                    incident.last_finding = finding.clone();
+                    incident.last_finding = stored(finding);
                     Observed::Resolved(key)
                 }
                 None => Observed::ClearedUnknown(key),
@@ -98,7 +169,7 @@ impl IncidentBook {
             Some(incident) => {
                 incident.findings += 1;
                 incident.last_seen_ms = now_ms;
-                incident.last_finding = finding.clone();
+                incident.last_finding = stored(finding);
                 if incident.state == IncidentState::Resolved {
                     incident.state = IncidentState::Open;
                     Observed::Reopened(key)
@@ -115,10 +186,13 @@ impl IncidentBook {
                         opened_at_ms: now_ms,
                         last_seen_ms: now_ms,
                         findings: 1,
-                        last_finding: finding.clone(),
+                        last_finding: stored(finding),
                         last_action_ms: None,
                     },
                 );
+                evict_batch(&mut self.incidents, self.limits.max_incidents, |i| {
+                    (i.state != IncidentState::Resolved, i.last_seen_ms)
+                });
                 Observed::Opened(key)
             }
         })
@@ -145,12 +219,27 @@ impl IncidentBook {
             .is_some_and(|t| now_ms < t + cooldown_ms)
     }
 
-    /// Forgets expired ids and incidents resolved longer than `keep_ms` ago. Bounds memory.
-    pub fn prune(&mut self, now_ms: i64, keep_ms: i64) {
+    /// Forgets expired ids, incidents resolved longer than `resolved_keep_ms` ago and pod
+    /// incidents not seen for `idle_ms`. Bounds memory over time (the counts are bounded on insert).
+    pub fn prune(&mut self, now_ms: i64) {
+        let BookLimits {
+            resolved_keep_ms,
+            idle_ms,
+            ..
+        } = self.limits;
         self.seen.retain(|_, until| *until > now_ms);
         self.incidents.retain(|_, i| {
-            !(matches!(i.state, IncidentState::Resolved) && i.last_seen_ms + keep_ms < now_ms)
+            let idle = now_ms - i.last_seen_ms;
+            match i.state {
+                IncidentState::Resolved => idle <= resolved_keep_ms,
+                _ => i.last_finding.kind.is_node() || idle <= idle_ms,
+            }
         });
+    }
+
+    /// Finding ids remembered for dedupe.
+    pub fn ids_len(&self) -> usize {
+        self.seen.len()
     }
 
     pub fn len(&self) -> usize {

@@ -16,6 +16,6 @@ pub mod view;
 
 pub use finding::{Finding, FindingKind, PodRef, Transition, WorkloadRef};
 pub use incident::{IncidentKey, IncidentKeyError};
-pub use incident_book::{Incident, IncidentBook, IncidentState, Observed};
+pub use incident_book::{BookLimits, Incident, IncidentBook, IncidentState, Observed};
 pub use selector::{Selector, SelectorError};
 pub use view::{ContainerState, ContainerView, NodeConditionView, NodeView, PodView, Terminated};

@@ -10,6 +10,8 @@ pub struct SensorMetrics {
     pub inflight: IntGauge,
     pub coalesced: IntCounter,
     pub dropped: IntCounter,
+    pub truncated: IntCounter,
+    pub oversized: IntCounter,
     pub acked: IntCounter,
     pub rejected: IntCounterVec,
     pub stream_reconnects: IntCounter,
@@ -43,6 +45,14 @@ impl SensorMetrics {
             dropped: IntCounter::new(
                 format!("{p}_dropped_total"),
                 "Findings dropped because the queue was full",
+            )?,
+            truncated: IntCounter::new(
+                format!("{p}_truncated_total"),
+                "Findings whose log tail (or message) was cut to fit the controller's message size",
+            )?,
+            oversized: IntCounter::new(
+                format!("{p}_oversized_total"),
+                "Findings dropped because they exceed the controller's message size even without a log tail",
             )?,
             acked: IntCounter::new(
                 format!("{p}_acked_total"),
@@ -110,6 +120,8 @@ impl SensorMetrics {
         registry.register(Box::new(m.inflight.clone()))?;
         registry.register(Box::new(m.coalesced.clone()))?;
         registry.register(Box::new(m.dropped.clone()))?;
+        registry.register(Box::new(m.truncated.clone()))?;
+        registry.register(Box::new(m.oversized.clone()))?;
         registry.register(Box::new(m.acked.clone()))?;
         registry.register(Box::new(m.rejected.clone()))?;
         registry.register(Box::new(m.stream_reconnects.clone()))?;

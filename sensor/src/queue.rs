@@ -2,7 +2,8 @@
 //!
 //! Findings wait in `pending` until sent, then in `inflight` until the controller acknowledges them.
 //! After a reconnect every in-flight finding goes back to the front, with its id and sequence, so
-//! nothing is lost; the controller dedupes by id. While a finding for the same pod container and
+//! nothing is lost; the controller dedupes by id. A finding the controller refused for its rate
+//! limit goes back too, to its place by sequence, and is sent again later. While a finding for the same pod container and
 //! kind is still pending, a newer one replaces it (a storm of restarts of one container costs one
 //! slot). When the queue is full, the new finding is dropped and counted.
 
@@ -104,6 +105,17 @@ impl Queue {
         self.inflight.remove(&sequence).is_some()
     }
 
+    /// The controller could not take this finding now (its rate limit): it goes back to pending,
+    /// in sequence order, with the same id and sequence, to be sent again.
+    pub fn retry(&mut self, sequence: u64) -> bool {
+        let Some(finding) = self.inflight.remove(&sequence) else {
+            return false;
+        };
+        let at = self.pending.partition_point(|(s, _)| *s < sequence);
+        self.pending.insert(at, (sequence, finding));
+        true
+    }
+
     /// After the stream broke: every unacknowledged finding is sent again first, in order.
     pub fn requeue_inflight(&mut self) -> usize {
         let inflight = std::mem::take(&mut self.inflight);
@@ -124,11 +136,12 @@ impl Queue {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use auto_agent_engine::{FindingKind, PodRef, Transition};
 
-    fn f(uid: &str, container: &str, kind: FindingKind, restarts: u32) -> Finding {
+    /// A finding about container `container` of pod `uid` on node `n`.
+    pub(crate) fn f(uid: &str, container: &str, kind: FindingKind, restarts: u32) -> Finding {
         Finding {
             id: format!("{uid}/{container}/{}/{restarts}", kind.as_str()),
             node: "n".into(),
@@ -286,5 +299,34 @@ mod tests {
         assert_eq!(ids(&resent[..2]), ids(&sent[1..]));
         assert_eq!(resent[2].0, 4);
         assert_eq!(resent.len(), 3);
+    }
+
+    #[test]
+    fn rate_limited_findings_go_back_in_sequence_order() {
+        let mut q = Queue::new(10);
+        for uid in ["a", "b", "c", "d"] {
+            q.push(f(uid, "app", FindingKind::CrashLoopBackOff, 1));
+        }
+        let sent: Vec<_> = std::iter::from_fn(|| q.next_to_send()).take(3).collect();
+        assert_eq!(sent.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [1, 2, 3]);
+        // 3 and 1 were refused for the rate limit, 2 was acked (replies come in order).
+        assert!(q.retry(1));
+        q.ack(2, &[]);
+        assert!(q.retry(3));
+        assert!(!q.retry(3), "only what is in flight");
+        assert_eq!(q.inflight_len(), 0);
+        assert_eq!(q.len(), 3, "nothing dropped");
+        let resent: Vec<_> = std::iter::from_fn(|| q.next_to_send())
+            .map(|(s, f)| (s, f.id))
+            .collect();
+        assert_eq!(
+            resent,
+            [
+                (1, sent[0].1.id.clone()),
+                (3, sent[2].1.id.clone()),
+                (4, "d/app/CrashLoopBackOff/1".to_owned()),
+            ],
+            "same ids and sequences, in order, before newer findings"
+        );
     }
 }

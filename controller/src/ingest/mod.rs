@@ -1,7 +1,9 @@
-//! From sensors to incidents: stream authentication (TokenReview bound to a node), the gRPC server
-//! with its limits, and the incident pipeline whose changes the reconcile stage consumes.
+//! From sensors to incidents: stream authentication (local token checks, then TokenReview bound to
+//! a node), the gRPC server with its limits (per peer, per node, per stream), and the incident
+//! pipeline whose changes the reconcile stage consumes.
 
 pub mod auth;
+pub mod limits;
 pub mod pipeline;
 pub mod server;
 pub mod verify;

@@ -6,8 +6,9 @@
 use auto_agent_shared::clock::now_ms;
 use std::time::Instant;
 
-use auto_agent_engine::{Finding, IncidentBook, IncidentKeyError, Observed};
-use tokio::sync::{mpsc, oneshot};
+use auto_agent_engine::{BookLimits, Finding, IncidentBook, IncidentKeyError, Observed};
+use std::sync::Arc;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::platform::leader::Leadership;
@@ -28,11 +29,18 @@ pub struct Change {
     pub received: Instant,
 }
 
-/// The ingest side of the pipeline.
+/// The ingest side of the pipeline. The queue to the book is bounded by count (1024) and by
+/// bytes: a submission holds its finding's approximate size (`Finding::approx_bytes`, mostly the
+/// log tail) from the queue until it is recorded, so large findings wait instead of piling up.
 #[derive(Clone, Debug)]
 pub struct Pipeline {
     tx: mpsc::Sender<Submission>,
+    bytes: Arc<Semaphore>,
+    queue_bytes: usize,
 }
+
+/// Bytes of findings queued for the book or being recorded, at most.
+pub const QUEUE_BYTES: usize = 64 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -43,7 +51,23 @@ pub enum PipelineError {
 }
 
 impl Pipeline {
+    /// The same pipeline with another byte bound on its queue (before first use).
+    pub fn with_queue_bytes(self, queue_bytes: usize) -> Self {
+        let queue_bytes = queue_bytes.clamp(1, u32::MAX as usize);
+        Self {
+            bytes: Arc::new(Semaphore::new(queue_bytes)),
+            queue_bytes,
+            ..self
+        }
+    }
+
     pub async fn submit(&self, finding: Finding) -> Result<Observed, PipelineError> {
+        let size = finding.approx_bytes().min(self.queue_bytes);
+        let _bytes = self
+            .bytes
+            .acquire_many(u32::try_from(size).unwrap_or(u32::MAX))
+            .await
+            .map_err(|_| PipelineError::Closed)?;
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Submission { finding, reply })
@@ -53,9 +77,11 @@ impl Pipeline {
     }
 }
 
-/// How long a finding id is remembered for dedupe, and a resolved incident kept.
-const ID_TTL_MS: i64 = 30 * 60 * 1000;
-const RESOLVED_KEEP_MS: i64 = 60 * 60 * 1000;
+/// What the book remembers (ids 30 min, resolved incidents 1 h, idle pod incidents 6 h), bounded
+/// in count.
+fn new_book() -> IncidentBook {
+    IncidentBook::with_limits(BookLimits::default())
+}
 
 pub fn start(
     metrics: ControllerMetrics,
@@ -65,14 +91,14 @@ pub fn start(
 ) -> (Pipeline, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Submission>(1024);
     let task = tokio::spawn(async move {
-        let mut book = IncidentBook::new(ID_TTL_MS);
+        let mut book = new_book();
         let mut term: Option<String> = leadership.view().term;
         let mut prune = tokio::time::interval(std::time::Duration::from_secs(60));
         loop {
             let submission = tokio::select! {
                 s = rx.recv() => s,
                 _ = prune.tick() => {
-                    book.prune(now_ms(), RESOLVED_KEEP_MS);
+                    book.prune(now_ms());
                     continue;
                 }
                 () = stop.cancelled() => None,
@@ -88,7 +114,7 @@ pub fn start(
                 && current != term
             {
                 if term.is_some() {
-                    book = IncidentBook::new(ID_TTL_MS);
+                    book = new_book();
                 }
                 term = current;
             }
@@ -114,7 +140,12 @@ pub fn start(
             let _ = reply.send(result);
         }
     });
-    (Pipeline { tx }, task)
+    let pipeline = Pipeline {
+        tx,
+        bytes: Arc::new(Semaphore::new(QUEUE_BYTES)),
+        queue_bytes: QUEUE_BYTES,
+    };
+    (pipeline, task)
 }
 
 #[cfg(test)]
@@ -199,6 +230,56 @@ mod tests {
             }
         }
         assert!(changed.try_recv().is_err(), "nothing else reported");
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    /// The queue is bounded by bytes: while the book is busy, a finding that does not fit waits
+    /// outside the queue (with only a count bound it would be queued: 1024 slots are free).
+    #[tokio::test]
+    async fn the_queue_is_bounded_by_bytes() {
+        let metrics = crate::testing::metrics();
+        let leader = crate::testing::FakeLeader::new(&metrics, true);
+        // Nobody reads the changes yet: the second change blocks the book.
+        let (changes, mut changed) = mpsc::channel(1);
+        let stop = CancellationToken::new();
+        let (pipeline, task) = start(metrics, leader.leadership.clone(), changes, stop.clone());
+        let big = |id: &str| Finding {
+            log_lines: vec!["x".repeat(1_000); 8],
+            ..node_finding(id)
+        };
+        let size = big("f-0").approx_bytes();
+        // One big finding fits, two do not.
+        let budget = size + size / 2;
+        let pipeline = pipeline.with_queue_bytes(budget);
+        let submit = |id: &str| {
+            let (p, f) = (pipeline.clone(), big(id));
+            tokio::spawn(async move { p.submit(f).await })
+        };
+        pipeline.submit(big("f-1")).await.unwrap(); // its change waits in the channel
+        let second = submit("f-2");
+        // The book took the second and blocks on its change, holding its bytes.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while pipeline.bytes.available_permits() != budget - size {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap();
+        let third = submit("f-3");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            pipeline.tx.capacity(),
+            pipeline.tx.max_capacity(),
+            "the third does not fit in what is left and stays out of the queue"
+        );
+        assert!(!third.is_finished());
+        for id in ["f-1", "f-2", "f-3"] {
+            assert_eq!(changed.recv().await.unwrap().finding.id, id);
+        }
+        second.await.unwrap().unwrap();
+        third.await.unwrap().unwrap();
+        assert_eq!(pipeline.bytes.available_permits(), budget, "all released");
         stop.cancel();
         task.await.unwrap();
     }

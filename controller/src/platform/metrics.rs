@@ -16,6 +16,8 @@ pub struct ControllerMetrics {
     pub incidents: IntCounterVec,
     pub findings: IntCounterVec,
     pub streams_refused: IntCounterVec,
+    pub streams_closed: IntCounterVec,
+    pub token_reviews: IntCounterVec,
     pub streams_open: IntGauge,
     pub decision_latency: HistogramVec,
     pub action_errors: IntCounterVec,
@@ -53,16 +55,22 @@ pub const FORGED_REASONS: &[&str] = &[
     "no_container",
 ];
 const REFUSED_STREAM_CAUSES: &[&str] = &[
+    "too_many_handshakes",
     "too_many_streams",
     "missing_token",
+    "malformed_token",
+    "expired_token",
     "invalid_token",
     "wrong_audience",
     "wrong_service_account",
     "no_node_binding",
+    "tokenreview_busy",
     "tokenreview_error",
     "no_hello",
     "wrong_node",
 ];
+const CLOSED_STREAM_CAUSES: &[&str] = &["replaced", "token_expired", "token_refused"];
+const REVIEW_OUTCOMES: &[&str] = &["authenticated", "refused", "error"];
 const WRITE_KINDS: &[&str] = &[
     "event",
     "ledger",
@@ -108,6 +116,12 @@ impl ControllerMetrics {
         }
         for c in REFUSED_STREAM_CAUSES {
             self.streams_refused.with_label_values(&[c]);
+        }
+        for c in CLOSED_STREAM_CAUSES {
+            self.streams_closed.with_label_values(&[c]);
+        }
+        for o in REVIEW_OUTCOMES {
+            self.token_reviews.with_label_values(&[o]);
         }
         for w in WRITE_KINDS.iter().chain(ACT_ERRORS) {
             self.action_errors.with_label_values(&[w]);
@@ -194,6 +208,20 @@ impl ControllerMetrics {
                     "Sensor streams refused, by cause",
                 ),
                 &["cause"],
+            )?,
+            streams_closed: IntCounterVec::new(
+                Opts::new(
+                    "auto_agent_streams_closed_total",
+                    "Open sensor streams the controller closed, by cause (replaced by a newer stream of the same node, token expired, token refused on re-review)",
+                ),
+                &["cause"],
+            )?,
+            token_reviews: IntCounterVec::new(
+                Opts::new(
+                    "auto_agent_token_reviews_total",
+                    "TokenReviews sent to the apiserver for sensor tokens, by outcome (authenticated, refused, error)",
+                ),
+                &["outcome"],
             )?,
             streams_open: IntGauge::new(
                 "auto_agent_streams_open",
@@ -293,6 +321,8 @@ impl ControllerMetrics {
         registry.register(Box::new(m.incidents.clone()))?;
         registry.register(Box::new(m.findings.clone()))?;
         registry.register(Box::new(m.streams_refused.clone()))?;
+        registry.register(Box::new(m.streams_closed.clone()))?;
+        registry.register(Box::new(m.token_reviews.clone()))?;
         registry.register(Box::new(m.streams_open.clone()))?;
         registry.register(Box::new(m.decision_latency.clone()))?;
         registry.register(Box::new(m.action_errors.clone()))?;

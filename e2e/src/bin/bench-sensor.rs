@@ -20,9 +20,8 @@ use auto_agent_e2e::{Cluster, TestNamespace, Workload};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{DeleteParams, ListParams, PostParams};
-use kube::{Api, Client};
-use serde_json::json;
+use kube::Api;
+use kube::api::{DeleteParams, ListParams};
 
 const NODE: &str = "kwok-bench-0";
 const PODS: i32 = 110;
@@ -38,25 +37,11 @@ async fn running(pods: &Api<Pod>) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
-async fn setup_node(client: &Client) -> anyhow::Result<()> {
-    let nodes: Api<Node> = Api::all(client.clone());
-    if nodes.get_opt(NODE).await?.is_none() {
-        let node: Node = serde_json::from_value(json!({
-            "metadata": {"name": NODE, "annotations": {"kwok.x-k8s.io/node": "fake"},
-                         "labels": {"kubernetes.io/hostname": NODE, "type": "kwok"}},
-            "status": {"allocatable": {"cpu": "64", "memory": "256Gi", "pods": "250"},
-                       "capacity": {"cpu": "64", "memory": "256Gi", "pods": "250"}},
-        }))?;
-        nodes.create(&PostParams::default(), &node).await?;
-    }
-    Ok(())
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cluster = Cluster::get()?;
     let client = cluster.admin().await?;
-    setup_node(&client).await?;
+    cluster.ensure_kwok_node(NODE).await?;
     let ns = TestNamespace::create(&cluster, "bench-sensor").await?;
     let install = Install::create(&cluster, &ns.name).await?;
     let identity = SensorIdentity::create(&cluster, &install).await?;

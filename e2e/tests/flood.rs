@@ -29,8 +29,8 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
-/// A node no other test uses.
-const NODE: &str = "kwok-flood-0";
+/// The agents' node (held for the test by `Setup`).
+const NODE: &str = "kwok-node-2";
 const STREAMS: usize = 2_000;
 /// The flood's streams share this many connections (40 streams each, under HTTP/2's limit).
 const CONNECTIONS: usize = 50;
@@ -189,9 +189,8 @@ async fn lease(api: &Api<Lease>, name: &str) -> (String, i32, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_bad_tokens_locks_out_no_sensor_and_spares_the_apiserver() {
-    let cluster = auto_agent_e2e::Cluster::get().unwrap();
-    cluster.ensure_kwok_node(NODE).await.unwrap();
     let mut t = Setup::new("flood", NODE).await;
+    let cluster = t.cluster.clone();
     t.start_agents(1, Vec::new()).await;
     let pod = t.running_pod(Workload::new("victim")).await;
     let leader = &t.stack().controllers[0];

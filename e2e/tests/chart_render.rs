@@ -1206,3 +1206,143 @@ fn cluster_budgets_render_into_one_env_and_the_schema_checks_them() {
         "{err}"
     );
 }
+
+// ------------------------------------------------------------------------------------------------
+// Admission policies on the controller's own requests
+
+/// The protected namespaces the namespaces policy renders (its `protected` variable, a CEL list
+/// literal that is also JSON).
+fn protected_namespaces(docs: &[Value]) -> Vec<String> {
+    let policy = one(
+        docs,
+        "ValidatingAdmissionPolicy",
+        &format!("{}-namespaces", controller_name()),
+    );
+    let var = policy["spec"]["variables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "protected")
+        .unwrap();
+    serde_json::from_str(var["expression"].as_str().unwrap()).unwrap()
+}
+
+#[test]
+fn admission_policies_bind_to_the_controller_and_cover_what_its_role_writes() {
+    let docs = render(&[]);
+    let policies = of_kind(&docs, "ValidatingAdmissionPolicy");
+    let expected: BTreeSet<String> = ["workloads", "nodes", "namespaces"]
+        .iter()
+        .map(|p| format!("{}-{p}", controller_name()))
+        .collect();
+    assert_eq!(names_of(&docs, "ValidatingAdmissionPolicy"), expected);
+    assert_eq!(
+        names_of(&docs, "ValidatingAdmissionPolicyBinding"),
+        expected
+    );
+    // Each binding puts its policy in force everywhere, denying.
+    for binding in of_kind(&docs, "ValidatingAdmissionPolicyBinding") {
+        assert_eq!(binding["apiVersion"], "admissionregistration.k8s.io/v1");
+        assert_eq!(
+            binding["spec"]["policyName"], binding["metadata"]["name"],
+            "{binding}"
+        );
+        assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
+        assert!(binding["spec"]["paramRef"].is_null());
+        assert!(binding["spec"]["matchResources"].is_null());
+    }
+    // Each policy applies to the controller's ServiceAccount only, the one the chart creates.
+    let sa = one(&docs, "ServiceAccount", &controller_name());
+    let user = format!(
+        "system:serviceaccount:{}:{}",
+        sa["metadata"]["namespace"].as_str().unwrap(),
+        sa["metadata"]["name"].as_str().unwrap()
+    );
+    for policy in &policies {
+        let name = policy["metadata"]["name"].as_str().unwrap();
+        assert_eq!(policy["apiVersion"], "admissionregistration.k8s.io/v1");
+        assert_eq!(policy["spec"]["failurePolicy"], "Fail", "{name}");
+        assert_eq!(
+            policy["spec"]["matchConditions"],
+            json!([{"name": "auto-agent-controller",
+                    "expression": format!("request.userInfo.username == '{user}'")}]),
+            "{name}"
+        );
+        for v in policy["spec"]["validations"].as_array().unwrap() {
+            assert!(
+                v["message"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("auto-agent controller may"),
+                "{name}: {v}"
+            );
+            assert_eq!(v["reason"], "Forbidden", "{name}: {v}");
+        }
+    }
+    // Every resource the ClusterRole lets the controller write is covered by a policy, except its
+    // reports (Events, policy status) and TokenReviews, which change no workload. Checked with
+    // every feature on, where the role is largest.
+    let all = all_features();
+    let covered: BTreeSet<(String, String)> = of_kind(&all, "ValidatingAdmissionPolicy")
+        .iter()
+        .flat_map(|p| {
+            p["spec"]["matchConstraints"]["resourceRules"]
+                .as_array()
+                .unwrap()
+        })
+        .flat_map(|rule| {
+            let groups = str_list(&rule["apiGroups"]);
+            str_list(&rule["resources"])
+                .into_iter()
+                .flat_map(move |r| groups.clone().into_iter().map(move |g| (g, r.clone())))
+        })
+        .collect();
+    let reports = [
+        "tokenreviews",
+        "events",
+        "autoremediationpolicies/status",
+        "noderemediationpolicies/status",
+    ];
+    let written: BTreeSet<(String, String)> =
+        triples(one(&all, "ClusterRole", "auto-agent-controller"))
+            .into_iter()
+            .filter(|(_, r, v)| {
+                v != "get" && v != "list" && v != "watch" && !reports.contains(&r.as_str())
+            })
+            .map(|(g, r, _)| (g, r))
+            .collect();
+    assert!(!written.is_empty());
+    let uncovered: Vec<_> = written.difference(&covered).collect();
+    assert!(
+        uncovered.is_empty(),
+        "writes no policy covers: {uncovered:?}"
+    );
+
+    // kube-system is always protected; protectedNamespaces adds to it.
+    assert_eq!(protected_namespaces(&docs), ["kube-system"]);
+    let more = render(&[
+        "--set-json",
+        r#"admissionPolicy.protectedNamespaces=["monitoring","kube-system","cert-manager"]"#,
+    ]);
+    assert_eq!(
+        protected_namespaces(&more),
+        ["kube-system", "monitoring", "cert-manager"]
+    );
+
+    // Another release in another namespace: the policies name its ServiceAccount.
+    let other = render_as("ops", "platform", &[]);
+    let workloads = one(
+        &other,
+        "ValidatingAdmissionPolicy",
+        "ops-auto-agent-controller-workloads",
+    );
+    assert_eq!(
+        workloads["spec"]["matchConditions"][0]["expression"],
+        "request.userInfo.username == 'system:serviceaccount:platform:ops-auto-agent-controller'"
+    );
+
+    // The switch.
+    let off = render(&["--set", "admissionPolicy.enabled=false"]);
+    assert!(of_kind(&off, "ValidatingAdmissionPolicy").is_empty());
+    assert!(of_kind(&off, "ValidatingAdmissionPolicyBinding").is_empty());
+}

@@ -1346,3 +1346,200 @@ fn admission_policies_bind_to_the_controller_and_cover_what_its_role_writes() {
     assert!(of_kind(&off, "ValidatingAdmissionPolicy").is_empty());
     assert!(of_kind(&off, "ValidatingAdmissionPolicyBinding").is_empty());
 }
+
+// ------------------------------------------------------------------------------------------------
+// NetworkPolicies
+
+/// Whether a `matchLabels` selector selects an object with `labels`.
+fn selects(selector: &Value, labels: &Value) -> bool {
+    let wanted = selector["matchLabels"].as_object().unwrap();
+    !wanted.is_empty() && wanted.iter().all(|(k, v)| &labels[k] == v)
+}
+
+fn pod_labels(workload: &Value) -> &Value {
+    &workload["spec"]["template"]["metadata"]["labels"]
+}
+
+fn api_server_rule(cidrs: &[&str], ports: &[u16]) -> Value {
+    json!({
+        "to": cidrs.iter().map(|c| json!({"ipBlock": {"cidr": c}})).collect::<Vec<_>>(),
+        "ports": ports.iter().map(|p| json!({"protocol": "TCP", "port": p})).collect::<Vec<_>>(),
+    })
+}
+
+fn kube_dns_rule() -> Value {
+    json!({
+        "to": [{
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+        }],
+        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+    })
+}
+
+fn default_prometheus() -> Value {
+    json!({
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+    })
+}
+
+/// A container's port number by name.
+fn container_port(workload: &Value, name: &str) -> Value {
+    pod_spec(workload)["containers"][0]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap()["containerPort"]
+        .clone()
+}
+
+#[test]
+fn network_policies_admit_only_sensors_and_prometheus_and_reach_only_what_is_configured() {
+    let docs = render(&[]);
+    let controller = one(&docs, "Deployment", &controller_name());
+    let sensor = one(&docs, "DaemonSet", &sensor_name());
+    let cnp = one(&docs, "NetworkPolicy", &controller_name());
+    let snp = one(&docs, "NetworkPolicy", &sensor_name());
+    assert_eq!(of_kind(&docs, "NetworkPolicy").len(), 2);
+    // Each selects its own component's pods and only those; both directions are closed.
+    assert!(selects(&cnp["spec"]["podSelector"], pod_labels(controller)));
+    assert!(!selects(&cnp["spec"]["podSelector"], pod_labels(sensor)));
+    assert!(selects(&snp["spec"]["podSelector"], pod_labels(sensor)));
+    assert!(!selects(
+        &snp["spec"]["podSelector"],
+        pod_labels(controller)
+    ));
+    for np in [cnp, snp] {
+        assert_eq!(np["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    }
+
+    // Controller in: gRPC from this release's sensors, /metrics from Prometheus, nothing else.
+    let grpc = container_port(controller, "grpc");
+    let metrics = container_port(controller, "metrics");
+    let ingress = cnp["spec"]["ingress"].as_array().unwrap();
+    assert_eq!(ingress.len(), 2, "{ingress:?}");
+    assert_eq!(
+        ingress[0]["ports"],
+        json!([{"protocol": "TCP", "port": grpc}])
+    );
+    assert_eq!(ingress[0]["from"].as_array().unwrap().len(), 1);
+    let from_sensor = &ingress[0]["from"][0];
+    assert!(
+        from_sensor["namespaceSelector"].is_null(),
+        "this namespace only"
+    );
+    assert!(selects(&from_sensor["podSelector"], pod_labels(sensor)));
+    assert!(!selects(
+        &from_sensor["podSelector"],
+        pod_labels(controller)
+    ));
+    assert_eq!(
+        ingress[1],
+        json!({"from": [default_prometheus()], "ports": [{"protocol": "TCP", "port": metrics}]})
+    );
+    // Controller out: the API server and DNS; no Prometheus without scaling.prometheusUrl.
+    assert_eq!(
+        cnp["spec"]["egress"],
+        json!([
+            api_server_rule(&["0.0.0.0/0"], &[443, 6443]),
+            kube_dns_rule()
+        ])
+    );
+
+    // Sensor in: /metrics from Prometheus. Out: the controllers' gRPC, the API server, DNS.
+    assert_eq!(
+        snp["spec"]["ingress"],
+        json!([{"from": [default_prometheus()],
+                "ports": [{"protocol": "TCP", "port": container_port(sensor, "metrics")}]}])
+    );
+    let egress = snp["spec"]["egress"].as_array().unwrap();
+    assert_eq!(egress.len(), 3, "{egress:?}");
+    assert_eq!(
+        egress[0]["ports"],
+        json!([{"protocol": "TCP", "port": grpc}])
+    );
+    assert!(selects(
+        &egress[0]["to"][0]["podSelector"],
+        pod_labels(controller)
+    ));
+    assert!(!selects(
+        &egress[0]["to"][0]["podSelector"],
+        pod_labels(sensor)
+    ));
+    assert_eq!(egress[1], api_server_rule(&["0.0.0.0/0"], &[443, 6443]));
+    assert_eq!(egress[2], kube_dns_rule());
+
+    // Values shape them: ports, the API server, Prometheus, integrations, extra rules.
+    let docs = render(&[
+        "--set",
+        "controller.grpcPort=9555",
+        "--set",
+        "controller.adminPort=9091",
+        "--set",
+        "sensor.adminPort=9100",
+        "--set",
+        "scaling.prometheusUrl=http://prometheus.obs.svc:9090",
+        "--set-json",
+        r#"networkPolicy.apiServer={"cidrs":["10.0.0.10/32","10.0.0.11/32"],"ports":[6443]}"#,
+        "--set-json",
+        r#"networkPolicy.prometheus={"peers":[{"namespaceSelector":{"matchLabels":{"team":"obs"}},"podSelector":{}}],"queryPort":9091}"#,
+        "--set-json",
+        r#"networkPolicy.dns.to=[{"ipBlock":{"cidr":"169.254.20.10/32"}}]"#,
+        "--set-json",
+        r#"networkPolicy.integrations=[{"name":"s3","cidr":"52.218.0.0/17","except":["52.218.1.0/24"],"ports":[{"port":443}]},{"name":"syslog","cidr":"192.0.2.7/32","ports":[{"port":514,"protocol":"UDP"}]}]"#,
+        "--set-json",
+        r#"networkPolicy.extraControllerEgress=[{"to":[{"podSelector":{"matchLabels":{"app":"gitea"}}}],"ports":[{"port":3000}]}]"#,
+    ]);
+    let cnp = one(&docs, "NetworkPolicy", &controller_name());
+    let snp = one(&docs, "NetworkPolicy", &sensor_name());
+    let prometheus =
+        json!({"namespaceSelector": {"matchLabels": {"team": "obs"}}, "podSelector": {}});
+    assert_eq!(
+        cnp["spec"]["ingress"][0]["ports"],
+        json!([{"protocol": "TCP", "port": 9555}])
+    );
+    assert_eq!(
+        cnp["spec"]["ingress"][1],
+        json!({"from": [prometheus], "ports": [{"protocol": "TCP", "port": 9091}]})
+    );
+    let api = api_server_rule(&["10.0.0.10/32", "10.0.0.11/32"], &[6443]);
+    // Lists of peers are replaced whole, never merged with the defaults' selectors.
+    let node_local_dns = json!({
+        "to": [{"ipBlock": {"cidr": "169.254.20.10/32"}}],
+        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+    });
+    assert_eq!(
+        cnp["spec"]["egress"],
+        json!([
+            api,
+            node_local_dns,
+            {"to": [prometheus], "ports": [{"protocol": "TCP", "port": 9091}]},
+            {"to": [{"ipBlock": {"cidr": "52.218.0.0/17", "except": ["52.218.1.0/24"]}}],
+             "ports": [{"protocol": "TCP", "port": 443}]},
+            {"to": [{"ipBlock": {"cidr": "192.0.2.7/32"}}],
+             "ports": [{"protocol": "UDP", "port": 514}]},
+            {"to": [{"podSelector": {"matchLabels": {"app": "gitea"}}}], "ports": [{"port": 3000}]},
+        ])
+    );
+    assert_eq!(
+        snp["spec"]["ingress"][0],
+        json!({"from": [prometheus], "ports": [{"protocol": "TCP", "port": 9100}]})
+    );
+    assert_eq!(
+        snp["spec"]["egress"][0]["ports"],
+        json!([{"protocol": "TCP", "port": 9555}])
+    );
+    assert_eq!(snp["spec"]["egress"][1], api);
+    assert_eq!(snp["spec"]["egress"][2], node_local_dns);
+    assert_eq!(
+        snp["spec"]["egress"].as_array().unwrap().len(),
+        3,
+        "integrations are the controller's only"
+    );
+
+    // The switch.
+    let off = render(&["--set", "networkPolicy.enabled=false"]);
+    assert!(of_kind(&off, "NetworkPolicy").is_empty());
+}

@@ -227,3 +227,31 @@ true
 {{- end -}}
 {{- join "," $out -}}
 {{- end -}}
+
+{{/* NetworkPolicy pieces (templates/networkpolicy.yaml), each given its networkPolicy.* value. */}}
+{{- define "auto-agent.networkPolicy.apiServer" -}}
+# The Kubernetes API. NetworkPolicy cannot select the API server: traffic to the kubernetes Service
+# is matched after it is translated to the control plane's addresses (networkPolicy.apiServer).
+- to:
+    {{- range .cidrs }}
+    - ipBlock:
+        cidr: {{ . }}
+    {{- end }}
+  ports:
+    {{- range .ports }}
+    - protocol: TCP
+      port: {{ . }}
+    {{- end }}
+{{- end }}
+{{- define "auto-agent.networkPolicy.dns" -}}
+# DNS (the Service names of the controller, S3, Prometheus, ...).
+- to:
+    {{- toYaml .to | nindent 4 }}
+  ports:
+    {{- range .ports }}
+    - protocol: UDP
+      port: {{ . }}
+    - protocol: TCP
+      port: {{ . }}
+    {{- end }}
+{{- end }}

@@ -1543,3 +1543,135 @@ fn network_policies_admit_only_sensors_and_prometheus_and_reach_only_what_is_con
     let off = render(&["--set", "networkPolicy.enabled=false"]);
     assert!(of_kind(&off, "NetworkPolicy").is_empty());
 }
+
+// ------------------------------------------------------------------------------------------------
+// Bounds and cross-field checks
+
+fn template_error(extra: &[&str]) -> String {
+    helm()
+        .template(RELEASE, NAMESPACE, extra)
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn out_of_range_values_are_refused_with_a_message_naming_the_field() {
+    // Upper bounds and formats in the schema: the error names the field's path.
+    for (bad, path) in [
+        ("controller.leaseSeconds=3601", "/controller/leaseSeconds"),
+        ("controller.renewSeconds=3601", "/controller/renewSeconds"),
+        (
+            "controller.fenceMarginSeconds=3601",
+            "/controller/fenceMarginSeconds",
+        ),
+        ("controller.replicas=11", "/controller/replicas"),
+        ("controller.maxStreams=100001", "/controller/maxStreams"),
+        (
+            "controller.maxMessageBytes=4194305",
+            "/controller/maxMessageBytes",
+        ),
+        ("controller.streamRate=100001", "/controller/streamRate"),
+        ("sensor.logTailBytes=1048577", "/sensor/logTailBytes"),
+        ("sensor.logTailLines=1001", "/sensor/logTailLines"),
+        ("sensor.queueCapacity=1000001", "/sensor/queueCapacity"),
+        ("sensor.watchPageSize=10001", "/sensor/watchPageSize"),
+        (
+            "auth.tokenExpirationSeconds=86401",
+            "/auth/tokenExpirationSeconds",
+        ),
+        ("scaling.intervalSeconds=3601", "/scaling/intervalSeconds"),
+        (
+            "evidence.writeTimeoutSeconds=301",
+            "/evidence/writeTimeoutSeconds",
+        ),
+        (
+            "admissionPolicy.protectedNamespaces={Kube_System}",
+            "/admissionPolicy/protectedNamespaces/0",
+        ),
+        ("admissionPolicy.enabled=maybe", "/admissionPolicy/enabled"),
+        (
+            "networkPolicy.apiServer.cidrs={anywhere}",
+            "/networkPolicy/apiServer/cidrs/0",
+        ),
+        (
+            "networkPolicy.apiServer.ports={0}",
+            "/networkPolicy/apiServer/ports/0",
+        ),
+        (
+            "networkPolicy.dns.ports={65536}",
+            "/networkPolicy/dns/ports/0",
+        ),
+        ("networkPolicy.egress=open", "networkPolicy"),
+    ] {
+        let err = template_error(&["--set", bad]);
+        assert!(err.contains("schema"), "{bad}: {err}");
+        assert!(err.contains(path), "{bad}: the error names {path}: {err}");
+    }
+    let err = template_error(&[
+        "--set-json",
+        r#"networkPolicy.integrations=[{"name":"s3","cidr":"52.218.0.0/17","ports":[{"port":443,"protocol":"HTTP"}]}]"#,
+    ]);
+    assert!(
+        err.contains("/networkPolicy/integrations/0/ports/0/protocol"),
+        "{err}"
+    );
+    let err = template_error(&[
+        "--set-json",
+        r#"networkPolicy.integrations=[{"cidr":"52.218.0.0/17","ports":[{"port":443}]}]"#,
+    ]);
+    assert!(
+        err.contains("/networkPolicy/integrations/0") && err.contains("name"),
+        "{err}"
+    );
+
+    // What JSON schema cannot compare, the templates refuse with the same care.
+    for (bad, says) in [
+        (
+            vec!["controller.leaseSeconds=10"],
+            "controller.leaseSeconds (10) must be greater than controller.renewSeconds (5) + \
+             controller.fenceMarginSeconds (5)",
+        ),
+        (
+            vec!["controller.renewSeconds=10"],
+            "controller.leaseSeconds (15) must be greater than controller.renewSeconds (10) + \
+             controller.fenceMarginSeconds (5)",
+        ),
+        (
+            vec!["sensor.logTailBytes=250000"],
+            "sensor.logTailBytes (250000) must stay at least 16384 bytes below \
+             controller.maxMessageBytes (262144)",
+        ),
+        (
+            vec!["controller.maxMessageBytes=32767"],
+            "sensor.logTailBytes (16384) must stay at least 16384 bytes below \
+             controller.maxMessageBytes (32767)",
+        ),
+    ] {
+        let args: Vec<&str> = bad.iter().flat_map(|b| ["--set", *b]).collect();
+        let err = template_error(&args);
+        assert!(err.contains(says), "{bad:?}: {err}");
+    }
+
+    // The limits themselves are accepted.
+    for edge in [
+        vec![
+            "controller.leaseSeconds=11",
+            "controller.renewSeconds=5",
+            "controller.fenceMarginSeconds=5",
+        ],
+        vec![
+            "controller.leaseSeconds=3600",
+            "controller.renewSeconds=3599",
+            "controller.fenceMarginSeconds=0",
+        ],
+        vec!["sensor.logTailBytes=245760"],
+        vec![
+            "sensor.logTailBytes=1048576",
+            "controller.maxMessageBytes=4194304",
+        ],
+    ] {
+        let args: Vec<&str> = edge.iter().flat_map(|b| ["--set", *b]).collect();
+        let docs = render(&args);
+        assert_eq!(of_kind(&docs, "Deployment").len(), 1, "{edge:?}");
+    }
+}

@@ -48,6 +48,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mirrors = auto_agent_registry::MirrorAllowlist::parse(&args.allowed_mirror_registries)
         .context("--allowed-mirror-registries")?;
     tracing::info!(registries = %mirrors, "Mirror registries policies may name");
+    let timings = leader::Timings::from_seconds(
+        args.lease_seconds,
+        args.renew_seconds,
+        args.fence_margin_seconds,
+    )?;
     let config =
         auto_agent_shared::runtime::kube_config::kube_config(args.kubeconfig.as_deref()).await?;
     let client = kube::Client::try_from(config.clone())?;
@@ -82,9 +87,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         lease_name: args.lease_name.clone(),
         identity: args.identity.clone(),
         advertise: args.grpc_advertise.clone(),
-        ttl: Duration::from_secs(args.lease_seconds),
-        renew_every: Duration::from_secs(args.renew_seconds),
-        margin: Duration::from_secs(args.fence_margin_seconds),
+        ttl: timings.ttl,
+        renew_every: timings.renew_every,
+        margin: timings.margin,
     };
     let (leader_tx, leadership) = leader::channel(&leader_config, metrics.clone());
     let stop = shutdown.token();

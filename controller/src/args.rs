@@ -73,15 +73,16 @@ pub struct Args {
     )]
     pub lease_name: String,
 
-    /// Lease duration in seconds; failover takes at most this plus one renew period.
+    /// Lease duration in seconds (at most 3600, more than renew + fence margin); failover takes at
+    /// most this plus one renew period.
     #[arg(long, env = "AUTO_AGENT_LEASE_SECONDS", default_value_t = 15)]
     pub lease_seconds: u64,
 
-    /// Seconds between lease renewals.
+    /// Seconds between lease renewals (1 to 3600).
     #[arg(long, env = "AUTO_AGENT_RENEW_SECONDS", default_value_t = 5)]
     pub renew_seconds: u64,
 
-    /// Writes stop this many seconds before the lease would run out.
+    /// Writes stop this many seconds before the lease would run out (0 to 3600).
     #[arg(long, env = "AUTO_AGENT_FENCE_MARGIN_SECONDS", default_value_t = 5)]
     pub fence_margin_seconds: u64,
 

@@ -1313,3 +1313,472 @@ fn cluster_budgets_render_into_one_env_and_the_schema_checks_them() {
         "{err}"
     );
 }
+
+// ------------------------------------------------------------------------------------------------
+// Admission policies on the controller's own requests
+
+/// The protected namespaces the namespaces policy renders (its `protected` variable, a CEL list
+/// literal that is also JSON).
+fn protected_namespaces(docs: &[Value]) -> Vec<String> {
+    let policy = one(
+        docs,
+        "ValidatingAdmissionPolicy",
+        &format!("{}-namespaces", controller_name()),
+    );
+    let var = policy["spec"]["variables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "protected")
+        .unwrap();
+    serde_json::from_str(var["expression"].as_str().unwrap()).unwrap()
+}
+
+#[test]
+fn admission_policies_bind_to_the_controller_and_cover_what_its_role_writes() {
+    let docs = render(&[]);
+    let policies = of_kind(&docs, "ValidatingAdmissionPolicy");
+    let expected: BTreeSet<String> = ["workloads", "nodes", "namespaces"]
+        .iter()
+        .map(|p| format!("{}-{p}", controller_name()))
+        .collect();
+    assert_eq!(names_of(&docs, "ValidatingAdmissionPolicy"), expected);
+    assert_eq!(
+        names_of(&docs, "ValidatingAdmissionPolicyBinding"),
+        expected
+    );
+    // Each binding puts its policy in force everywhere, denying.
+    for binding in of_kind(&docs, "ValidatingAdmissionPolicyBinding") {
+        assert_eq!(binding["apiVersion"], "admissionregistration.k8s.io/v1");
+        assert_eq!(
+            binding["spec"]["policyName"], binding["metadata"]["name"],
+            "{binding}"
+        );
+        assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
+        assert!(binding["spec"]["paramRef"].is_null());
+        assert!(binding["spec"]["matchResources"].is_null());
+    }
+    // Each policy applies to the controller's ServiceAccount only, the one the chart creates.
+    let sa = one(&docs, "ServiceAccount", &controller_name());
+    let user = format!(
+        "system:serviceaccount:{}:{}",
+        sa["metadata"]["namespace"].as_str().unwrap(),
+        sa["metadata"]["name"].as_str().unwrap()
+    );
+    for policy in &policies {
+        let name = policy["metadata"]["name"].as_str().unwrap();
+        assert_eq!(policy["apiVersion"], "admissionregistration.k8s.io/v1");
+        assert_eq!(policy["spec"]["failurePolicy"], "Fail", "{name}");
+        assert_eq!(
+            policy["spec"]["matchConditions"],
+            json!([{"name": "auto-agent-controller",
+                    "expression": format!("request.userInfo.username == '{user}'")}]),
+            "{name}"
+        );
+        for v in policy["spec"]["validations"].as_array().unwrap() {
+            assert!(
+                v["message"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("auto-agent controller may"),
+                "{name}: {v}"
+            );
+            assert_eq!(v["reason"], "Forbidden", "{name}: {v}");
+        }
+    }
+    // Every resource the ClusterRole lets the controller write is covered by a policy, except its
+    // reports (Events, policy status) and TokenReviews, which change no workload. Checked with
+    // every feature on, where the role is largest.
+    let all = all_features();
+    let covered: BTreeSet<(String, String)> = of_kind(&all, "ValidatingAdmissionPolicy")
+        .iter()
+        .flat_map(|p| {
+            p["spec"]["matchConstraints"]["resourceRules"]
+                .as_array()
+                .unwrap()
+        })
+        .flat_map(|rule| {
+            let groups = str_list(&rule["apiGroups"]);
+            str_list(&rule["resources"])
+                .into_iter()
+                .flat_map(move |r| groups.clone().into_iter().map(move |g| (g, r.clone())))
+        })
+        .collect();
+    let reports = [
+        "tokenreviews",
+        "events",
+        "autoremediationpolicies/status",
+        "noderemediationpolicies/status",
+    ];
+    let written: BTreeSet<(String, String)> =
+        triples(one(&all, "ClusterRole", "auto-agent-controller"))
+            .into_iter()
+            .filter(|(_, r, v)| {
+                v != "get" && v != "list" && v != "watch" && !reports.contains(&r.as_str())
+            })
+            .map(|(g, r, _)| (g, r))
+            .collect();
+    assert!(!written.is_empty());
+    let uncovered: Vec<_> = written.difference(&covered).collect();
+    assert!(
+        uncovered.is_empty(),
+        "writes no policy covers: {uncovered:?}"
+    );
+
+    // kube-system is always protected; protectedNamespaces adds to it.
+    assert_eq!(protected_namespaces(&docs), ["kube-system"]);
+    let more = render(&[
+        "--set-json",
+        r#"admissionPolicy.protectedNamespaces=["monitoring","kube-system","cert-manager"]"#,
+    ]);
+    assert_eq!(
+        protected_namespaces(&more),
+        ["kube-system", "monitoring", "cert-manager"]
+    );
+
+    // Another release in another namespace: the policies name its ServiceAccount.
+    let other = render_as("ops", "platform", &[]);
+    let workloads = one(
+        &other,
+        "ValidatingAdmissionPolicy",
+        "ops-auto-agent-controller-workloads",
+    );
+    assert_eq!(
+        workloads["spec"]["matchConditions"][0]["expression"],
+        "request.userInfo.username == 'system:serviceaccount:platform:ops-auto-agent-controller'"
+    );
+
+    // The switch.
+    let off = render(&["--set", "admissionPolicy.enabled=false"]);
+    assert!(of_kind(&off, "ValidatingAdmissionPolicy").is_empty());
+    assert!(of_kind(&off, "ValidatingAdmissionPolicyBinding").is_empty());
+}
+
+// ------------------------------------------------------------------------------------------------
+// NetworkPolicies
+
+/// Whether a `matchLabels` selector selects an object with `labels`.
+fn selects(selector: &Value, labels: &Value) -> bool {
+    let wanted = selector["matchLabels"].as_object().unwrap();
+    !wanted.is_empty() && wanted.iter().all(|(k, v)| &labels[k] == v)
+}
+
+fn pod_labels(workload: &Value) -> &Value {
+    &workload["spec"]["template"]["metadata"]["labels"]
+}
+
+fn api_server_rule(cidrs: &[&str], ports: &[u16]) -> Value {
+    json!({
+        "to": cidrs.iter().map(|c| json!({"ipBlock": {"cidr": c}})).collect::<Vec<_>>(),
+        "ports": ports.iter().map(|p| json!({"protocol": "TCP", "port": p})).collect::<Vec<_>>(),
+    })
+}
+
+fn kube_dns_rule() -> Value {
+    json!({
+        "to": [{
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+        }],
+        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+    })
+}
+
+fn default_prometheus() -> Value {
+    json!({
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+    })
+}
+
+/// A container's port number by name.
+fn container_port(workload: &Value, name: &str) -> Value {
+    pod_spec(workload)["containers"][0]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap()["containerPort"]
+        .clone()
+}
+
+#[test]
+fn network_policies_admit_only_sensors_and_prometheus_and_reach_only_what_is_configured() {
+    let docs = render(&[]);
+    let controller = one(&docs, "Deployment", &controller_name());
+    let sensor = one(&docs, "DaemonSet", &sensor_name());
+    let cnp = one(&docs, "NetworkPolicy", &controller_name());
+    let snp = one(&docs, "NetworkPolicy", &sensor_name());
+    assert_eq!(of_kind(&docs, "NetworkPolicy").len(), 2);
+    // Each selects its own component's pods and only those; both directions are closed.
+    assert!(selects(&cnp["spec"]["podSelector"], pod_labels(controller)));
+    assert!(!selects(&cnp["spec"]["podSelector"], pod_labels(sensor)));
+    assert!(selects(&snp["spec"]["podSelector"], pod_labels(sensor)));
+    assert!(!selects(
+        &snp["spec"]["podSelector"],
+        pod_labels(controller)
+    ));
+    for np in [cnp, snp] {
+        assert_eq!(np["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    }
+
+    // Controller in: gRPC from this release's sensors, /metrics from Prometheus, nothing else.
+    let grpc = container_port(controller, "grpc");
+    let metrics = container_port(controller, "metrics");
+    let ingress = cnp["spec"]["ingress"].as_array().unwrap();
+    assert_eq!(ingress.len(), 2, "{ingress:?}");
+    assert_eq!(
+        ingress[0]["ports"],
+        json!([{"protocol": "TCP", "port": grpc}])
+    );
+    assert_eq!(ingress[0]["from"].as_array().unwrap().len(), 1);
+    let from_sensor = &ingress[0]["from"][0];
+    assert!(
+        from_sensor["namespaceSelector"].is_null(),
+        "this namespace only"
+    );
+    assert!(selects(&from_sensor["podSelector"], pod_labels(sensor)));
+    assert!(!selects(
+        &from_sensor["podSelector"],
+        pod_labels(controller)
+    ));
+    assert_eq!(
+        ingress[1],
+        json!({"from": [default_prometheus()], "ports": [{"protocol": "TCP", "port": metrics}]})
+    );
+    // Controller out: the API server and DNS; no Prometheus without scaling.prometheusUrl.
+    assert_eq!(
+        cnp["spec"]["egress"],
+        json!([
+            api_server_rule(&["0.0.0.0/0"], &[443, 6443]),
+            kube_dns_rule()
+        ])
+    );
+
+    // Sensor in: /metrics from Prometheus. Out: the controllers' gRPC, the API server, DNS.
+    assert_eq!(
+        snp["spec"]["ingress"],
+        json!([{"from": [default_prometheus()],
+                "ports": [{"protocol": "TCP", "port": container_port(sensor, "metrics")}]}])
+    );
+    let egress = snp["spec"]["egress"].as_array().unwrap();
+    assert_eq!(egress.len(), 3, "{egress:?}");
+    assert_eq!(
+        egress[0]["ports"],
+        json!([{"protocol": "TCP", "port": grpc}])
+    );
+    assert!(selects(
+        &egress[0]["to"][0]["podSelector"],
+        pod_labels(controller)
+    ));
+    assert!(!selects(
+        &egress[0]["to"][0]["podSelector"],
+        pod_labels(sensor)
+    ));
+    assert_eq!(egress[1], api_server_rule(&["0.0.0.0/0"], &[443, 6443]));
+    assert_eq!(egress[2], kube_dns_rule());
+
+    // Values shape them: ports, the API server, Prometheus, integrations, extra rules.
+    let docs = render(&[
+        "--set",
+        "controller.grpcPort=9555",
+        "--set",
+        "controller.adminPort=9091",
+        "--set",
+        "sensor.adminPort=9100",
+        "--set",
+        "scaling.prometheusUrl=http://prometheus.obs.svc:9090",
+        "--set-json",
+        r#"networkPolicy.apiServer={"cidrs":["10.0.0.10/32","10.0.0.11/32"],"ports":[6443]}"#,
+        "--set-json",
+        r#"networkPolicy.prometheus={"peers":[{"namespaceSelector":{"matchLabels":{"team":"obs"}},"podSelector":{}}],"queryPort":9091}"#,
+        "--set-json",
+        r#"networkPolicy.dns.to=[{"ipBlock":{"cidr":"169.254.20.10/32"}}]"#,
+        "--set-json",
+        r#"networkPolicy.integrations=[{"name":"s3","cidr":"52.218.0.0/17","except":["52.218.1.0/24"],"ports":[{"port":443}]},{"name":"syslog","cidr":"192.0.2.7/32","ports":[{"port":514,"protocol":"UDP"}]}]"#,
+        "--set-json",
+        r#"networkPolicy.extraControllerEgress=[{"to":[{"podSelector":{"matchLabels":{"app":"gitea"}}}],"ports":[{"port":3000}]}]"#,
+    ]);
+    let cnp = one(&docs, "NetworkPolicy", &controller_name());
+    let snp = one(&docs, "NetworkPolicy", &sensor_name());
+    let prometheus =
+        json!({"namespaceSelector": {"matchLabels": {"team": "obs"}}, "podSelector": {}});
+    assert_eq!(
+        cnp["spec"]["ingress"][0]["ports"],
+        json!([{"protocol": "TCP", "port": 9555}])
+    );
+    assert_eq!(
+        cnp["spec"]["ingress"][1],
+        json!({"from": [prometheus], "ports": [{"protocol": "TCP", "port": 9091}]})
+    );
+    let api = api_server_rule(&["10.0.0.10/32", "10.0.0.11/32"], &[6443]);
+    // Lists of peers are replaced whole, never merged with the defaults' selectors.
+    let node_local_dns = json!({
+        "to": [{"ipBlock": {"cidr": "169.254.20.10/32"}}],
+        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+    });
+    assert_eq!(
+        cnp["spec"]["egress"],
+        json!([
+            api,
+            node_local_dns,
+            {"to": [prometheus], "ports": [{"protocol": "TCP", "port": 9091}]},
+            {"to": [{"ipBlock": {"cidr": "52.218.0.0/17", "except": ["52.218.1.0/24"]}}],
+             "ports": [{"protocol": "TCP", "port": 443}]},
+            {"to": [{"ipBlock": {"cidr": "192.0.2.7/32"}}],
+             "ports": [{"protocol": "UDP", "port": 514}]},
+            {"to": [{"podSelector": {"matchLabels": {"app": "gitea"}}}], "ports": [{"port": 3000}]},
+        ])
+    );
+    assert_eq!(
+        snp["spec"]["ingress"][0],
+        json!({"from": [prometheus], "ports": [{"protocol": "TCP", "port": 9100}]})
+    );
+    assert_eq!(
+        snp["spec"]["egress"][0]["ports"],
+        json!([{"protocol": "TCP", "port": 9555}])
+    );
+    assert_eq!(snp["spec"]["egress"][1], api);
+    assert_eq!(snp["spec"]["egress"][2], node_local_dns);
+    assert_eq!(
+        snp["spec"]["egress"].as_array().unwrap().len(),
+        3,
+        "integrations are the controller's only"
+    );
+
+    // The switch.
+    let off = render(&["--set", "networkPolicy.enabled=false"]);
+    assert!(of_kind(&off, "NetworkPolicy").is_empty());
+}
+
+// ------------------------------------------------------------------------------------------------
+// Bounds and cross-field checks
+
+fn template_error(extra: &[&str]) -> String {
+    helm()
+        .template(RELEASE, NAMESPACE, extra)
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn out_of_range_values_are_refused_with_a_message_naming_the_field() {
+    // Upper bounds and formats in the schema: the error names the field's path.
+    for (bad, path) in [
+        ("controller.leaseSeconds=3601", "/controller/leaseSeconds"),
+        ("controller.renewSeconds=3601", "/controller/renewSeconds"),
+        (
+            "controller.fenceMarginSeconds=3601",
+            "/controller/fenceMarginSeconds",
+        ),
+        ("controller.replicas=11", "/controller/replicas"),
+        ("controller.maxStreams=100001", "/controller/maxStreams"),
+        (
+            "controller.maxMessageBytes=4194305",
+            "/controller/maxMessageBytes",
+        ),
+        ("controller.streamRate=100001", "/controller/streamRate"),
+        ("sensor.logTailBytes=1048577", "/sensor/logTailBytes"),
+        ("sensor.logTailLines=1001", "/sensor/logTailLines"),
+        ("sensor.queueCapacity=1000001", "/sensor/queueCapacity"),
+        ("sensor.watchPageSize=10001", "/sensor/watchPageSize"),
+        (
+            "auth.tokenExpirationSeconds=86401",
+            "/auth/tokenExpirationSeconds",
+        ),
+        ("scaling.intervalSeconds=3601", "/scaling/intervalSeconds"),
+        (
+            "evidence.writeTimeoutSeconds=301",
+            "/evidence/writeTimeoutSeconds",
+        ),
+        (
+            "admissionPolicy.protectedNamespaces={Kube_System}",
+            "/admissionPolicy/protectedNamespaces/0",
+        ),
+        ("admissionPolicy.enabled=maybe", "/admissionPolicy/enabled"),
+        (
+            "networkPolicy.apiServer.cidrs={anywhere}",
+            "/networkPolicy/apiServer/cidrs/0",
+        ),
+        (
+            "networkPolicy.apiServer.ports={0}",
+            "/networkPolicy/apiServer/ports/0",
+        ),
+        (
+            "networkPolicy.dns.ports={65536}",
+            "/networkPolicy/dns/ports/0",
+        ),
+        ("networkPolicy.egress=open", "networkPolicy"),
+    ] {
+        let err = template_error(&["--set", bad]);
+        assert!(err.contains("schema"), "{bad}: {err}");
+        assert!(err.contains(path), "{bad}: the error names {path}: {err}");
+    }
+    let err = template_error(&[
+        "--set-json",
+        r#"networkPolicy.integrations=[{"name":"s3","cidr":"52.218.0.0/17","ports":[{"port":443,"protocol":"HTTP"}]}]"#,
+    ]);
+    assert!(
+        err.contains("/networkPolicy/integrations/0/ports/0/protocol"),
+        "{err}"
+    );
+    let err = template_error(&[
+        "--set-json",
+        r#"networkPolicy.integrations=[{"cidr":"52.218.0.0/17","ports":[{"port":443}]}]"#,
+    ]);
+    assert!(
+        err.contains("/networkPolicy/integrations/0") && err.contains("name"),
+        "{err}"
+    );
+
+    // What JSON schema cannot compare, the templates refuse with the same care.
+    for (bad, says) in [
+        (
+            vec!["controller.leaseSeconds=10"],
+            "controller.leaseSeconds (10) must be greater than controller.renewSeconds (5) + \
+             controller.fenceMarginSeconds (5)",
+        ),
+        (
+            vec!["controller.renewSeconds=10"],
+            "controller.leaseSeconds (15) must be greater than controller.renewSeconds (10) + \
+             controller.fenceMarginSeconds (5)",
+        ),
+        (
+            vec!["sensor.logTailBytes=250000"],
+            "sensor.logTailBytes (250000) must stay at least 16384 bytes below \
+             controller.maxMessageBytes (262144)",
+        ),
+        (
+            vec!["controller.maxMessageBytes=32767"],
+            "sensor.logTailBytes (16384) must stay at least 16384 bytes below \
+             controller.maxMessageBytes (32767)",
+        ),
+    ] {
+        let args: Vec<&str> = bad.iter().flat_map(|b| ["--set", *b]).collect();
+        let err = template_error(&args);
+        assert!(err.contains(says), "{bad:?}: {err}");
+    }
+
+    // The limits themselves are accepted.
+    for edge in [
+        vec![
+            "controller.leaseSeconds=11",
+            "controller.renewSeconds=5",
+            "controller.fenceMarginSeconds=5",
+        ],
+        vec![
+            "controller.leaseSeconds=3600",
+            "controller.renewSeconds=3599",
+            "controller.fenceMarginSeconds=0",
+        ],
+        vec!["sensor.logTailBytes=245760"],
+        vec![
+            "sensor.logTailBytes=1048576",
+            "controller.maxMessageBytes=4194304",
+        ],
+    ] {
+        let args: Vec<&str> = edge.iter().flat_map(|b| ["--set", *b]).collect();
+        let docs = render(&args);
+        assert_eq!(of_kind(&docs, "Deployment").len(), 1, "{edge:?}");
+    }
+}

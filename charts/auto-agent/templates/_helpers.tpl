@@ -163,6 +163,15 @@ explicit expiry. kube-rs re-reads the rotated token file.
 {{- if lt (int .Values.auth.tokenExpirationSeconds) 600 }}
 {{- fail "auth.tokenExpirationSeconds must be at least 600 (the API server's minimum)" }}
 {{- end }}
+{{- /* JSON schema compares a value with constants only; these compare two values. */}}
+{{- $c := .Values.controller }}
+{{- if le (int64 $c.leaseSeconds) (add (int64 $c.renewSeconds) (int64 $c.fenceMarginSeconds)) }}
+{{- fail (printf "controller.leaseSeconds (%d) must be greater than controller.renewSeconds (%d) + controller.fenceMarginSeconds (%d): a leader stops writing fenceMarginSeconds before its lease runs out, so it must renew before that" (int64 $c.leaseSeconds) (int64 $c.renewSeconds) (int64 $c.fenceMarginSeconds)) }}
+{{- end }}
+{{- $logTailMargin := 16384 }}
+{{- if gt (add (int64 .Values.sensor.logTailBytes) $logTailMargin) (int64 $c.maxMessageBytes) }}
+{{- fail (printf "sensor.logTailBytes (%d) must stay at least %d bytes below controller.maxMessageBytes (%d), the controller's gRPC message limit: a finding carries its log tail plus names, reason and message, and a larger one is refused" (int64 .Values.sensor.logTailBytes) $logTailMargin (int64 $c.maxMessageBytes)) }}
+{{- end }}
 {{- end }}
 
 {{/* The action ledger ConfigMap (AUTO_AGENT_LEDGER_NAME). */}}
@@ -227,3 +236,31 @@ true
 {{- end -}}
 {{- join "," $out -}}
 {{- end -}}
+
+{{/* NetworkPolicy pieces (templates/networkpolicy.yaml), each given its networkPolicy.* value. */}}
+{{- define "auto-agent.networkPolicy.apiServer" -}}
+# The Kubernetes API. NetworkPolicy cannot select the API server: traffic to the kubernetes Service
+# is matched after it is translated to the control plane's addresses (networkPolicy.apiServer).
+- to:
+    {{- range .cidrs }}
+    - ipBlock:
+        cidr: {{ . }}
+    {{- end }}
+  ports:
+    {{- range .ports }}
+    - protocol: TCP
+      port: {{ . }}
+    {{- end }}
+{{- end }}
+{{- define "auto-agent.networkPolicy.dns" -}}
+# DNS (the Service names of the controller, S3, Prometheus, ...).
+- to:
+    {{- toYaml .to | nindent 4 }}
+  ports:
+    {{- range .ports }}
+    - protocol: UDP
+      port: {{ . }}
+    - protocol: TCP
+      port: {{ . }}
+    {{- end }}
+{{- end }}

@@ -22,6 +22,78 @@ use tokio_util::sync::CancellationToken;
 use crate::platform::metrics::ControllerMetrics;
 use auto_agent_shared::keys::LEADER_ENDPOINT_ANNOTATION;
 
+/// The longest lease a replica accepts, in seconds (an hour): failover after a leader dies takes up
+/// to this long, and the Lease API keeps the duration in an int32 anyway.
+pub const MAX_LEASE_SECONDS: u64 = 3600;
+
+/// Lease duration, renew period and fencing margin, checked once at startup so that no value a flag
+/// accepts can overflow the `Instant` arithmetic of fencing later (a panic in the middle of work).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timings {
+    pub ttl: Duration,
+    pub renew_every: Duration,
+    pub margin: Duration,
+}
+
+/// Why the lease timings were refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TimingError {
+    #[error(
+        "--{flag} ({env}) is {value}; it must be between {min} and {MAX_LEASE_SECONDS} seconds"
+    )]
+    OutOfRange {
+        flag: &'static str,
+        env: &'static str,
+        value: u64,
+        min: u64,
+    },
+    #[error(
+        "--lease-seconds ({lease}) must be greater than --renew-seconds ({renew}) + \
+         --fence-margin-seconds ({margin}): a leader stops writing the margin before its lease runs \
+         out, so it must renew before that"
+    )]
+    RenewsTooLate { lease: u64, renew: u64, margin: u64 },
+}
+
+impl Timings {
+    /// The timings from the flags' seconds (`--lease-seconds`, `--renew-seconds`,
+    /// `--fence-margin-seconds`), or an error naming the flag that is out of range.
+    pub fn from_seconds(lease: u64, renew: u64, margin: u64) -> Result<Self, TimingError> {
+        for (flag, env, value, min) in [
+            ("lease-seconds", "AUTO_AGENT_LEASE_SECONDS", lease, 1),
+            ("renew-seconds", "AUTO_AGENT_RENEW_SECONDS", renew, 1),
+            (
+                "fence-margin-seconds",
+                "AUTO_AGENT_FENCE_MARGIN_SECONDS",
+                margin,
+                0,
+            ),
+        ] {
+            if !(min..=MAX_LEASE_SECONDS).contains(&value) {
+                return Err(TimingError::OutOfRange {
+                    flag,
+                    env,
+                    value,
+                    min,
+                });
+            }
+        }
+        // Both are at most MAX_LEASE_SECONDS here: no overflow.
+        if lease <= renew + margin {
+            return Err(TimingError::RenewsTooLate {
+                lease,
+                renew,
+                margin,
+            });
+        }
+        Ok(Self {
+            ttl: Duration::from_secs(lease),
+            renew_every: Duration::from_secs(renew),
+            margin: Duration::from_secs(margin),
+        })
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct LeaderConfig {
     pub namespace: String,
@@ -79,10 +151,11 @@ impl Leadership {
         let view = self.rx.borrow();
         let result = if !view.is_leader {
             Err(Fenced::NotLeader)
-        } else if view
-            .valid_until
-            .is_none_or(|until| Instant::now() + self.margin >= until)
-        {
+        } else if view.valid_until.is_none_or(|until| {
+            Instant::now()
+                .checked_add(self.margin)
+                .is_none_or(|fenced_from| fenced_from >= until)
+        }) {
             Err(Fenced::LeaseExpiring)
         } else {
             Ok(())
@@ -173,7 +246,7 @@ pub async fn run(
                         acquisitions += 1;
                         let _ = tx.send(LeaderView {
                             is_leader: true,
-                            valid_until: Some(started + config.ttl),
+                            valid_until: started.checked_add(config.ttl),
                             holder: Some(config.identity.clone()),
                             endpoint: Some(config.advertise.clone()),
                             term: Some(format!("{instance}-{acquisitions}")),
@@ -187,7 +260,7 @@ pub async fn run(
                 if endpoint_of(&lease).as_deref() != Some(config.advertise.as_str()) {
                     publish_endpoint(&leases, &config).await;
                 }
-                tx.send_modify(|v| v.valid_until = Some(started + config.ttl));
+                tx.send_modify(|v| v.valid_until = started.checked_add(config.ttl));
             }
             Ok(LeaseLockResult::NotAcquired(lease)) => {
                 if was_leader {
@@ -249,5 +322,101 @@ async fn publish_endpoint(leases: &Api<Lease>, config: &LeaderConfig) {
         .await
     {
         tracing::warn!(error = %e, "Publishing the gRPC endpoint on the Lease failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timings_in_range_are_kept() {
+        let t = Timings::from_seconds(15, 5, 5).unwrap();
+        assert_eq!(
+            (t.ttl, t.renew_every, t.margin),
+            (
+                Duration::from_secs(15),
+                Duration::from_secs(5),
+                Duration::from_secs(5)
+            )
+        );
+        assert!(Timings::from_seconds(MAX_LEASE_SECONDS, 1, 0).is_ok());
+        assert!(Timings::from_seconds(2, 1, 0).is_ok());
+    }
+
+    #[test]
+    fn a_huge_or_zero_timing_is_an_error_naming_its_flag() {
+        for (lease, renew, margin, names) in [
+            (
+                u64::MAX,
+                5,
+                5,
+                "--lease-seconds (AUTO_AGENT_LEASE_SECONDS) is 18446744073709551615",
+            ),
+            (MAX_LEASE_SECONDS + 1, 5, 5, "--lease-seconds"),
+            (0, 5, 5, "--lease-seconds"),
+            (
+                15,
+                u64::MAX,
+                5,
+                "--renew-seconds (AUTO_AGENT_RENEW_SECONDS)",
+            ),
+            (15, 0, 5, "--renew-seconds"),
+            (
+                15,
+                5,
+                u64::MAX,
+                "--fence-margin-seconds (AUTO_AGENT_FENCE_MARGIN_SECONDS)",
+            ),
+        ] {
+            let err = Timings::from_seconds(lease, renew, margin)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(names), "{lease}/{renew}/{margin}: {err}");
+            assert!(err.contains("between"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_lease_renewed_too_late_for_the_margin_is_an_error() {
+        for (lease, renew, margin) in [(15, 10, 5), (15, 15, 0), (10, 5, 9)] {
+            let err = Timings::from_seconds(lease, renew, margin).unwrap_err();
+            assert_eq!(
+                err,
+                TimingError::RenewsTooLate {
+                    lease,
+                    renew,
+                    margin
+                }
+            );
+            assert!(err.to_string().contains("must be greater than"), "{err}");
+        }
+    }
+
+    /// Before the startup check, a margin this large overflowed `Instant + Duration` in the fence
+    /// every writer calls: a panic in the middle of work. Now the fence refuses the write instead.
+    #[test]
+    fn fencing_with_an_unrepresentable_margin_refuses_instead_of_panicking() {
+        let config = LeaderConfig {
+            namespace: "ns".into(),
+            lease_name: "lease".into(),
+            identity: "me".into(),
+            advertise: "127.0.0.1:1".into(),
+            ttl: Duration::MAX,
+            renew_every: Duration::from_secs(1),
+            margin: Duration::MAX,
+        };
+        let metrics = ControllerMetrics::register(&prometheus::Registry::new()).unwrap();
+        let (tx, leadership) = channel(&config, metrics);
+        let started = Instant::now();
+        // A lease that is ours for another minute: only the margin is out of range.
+        let _ = tx.send(LeaderView {
+            is_leader: true,
+            valid_until: Some(started + Duration::from_secs(60)),
+            holder: Some("me".into()),
+            endpoint: None,
+            term: Some("t".into()),
+        });
+        assert_eq!(leadership.fence("test"), Err(Fenced::LeaseExpiring));
     }
 }

@@ -60,7 +60,13 @@ async fn a_pod_forging_its_owner_never_changes_the_victim() {
         .unwrap();
     t.start_agents(
         1,
-        vec![("AUTO_AGENT_PLAIN_HTTP_REGISTRIES".into(), registry.clone())],
+        vec![
+            ("AUTO_AGENT_PLAIN_HTTP_REGISTRIES".into(), registry.clone()),
+            (
+                "AUTO_AGENT_ALLOWED_MIRROR_REGISTRIES".into(),
+                registry.clone(),
+            ),
+        ],
     )
     .await;
     t.policy(

@@ -145,6 +145,7 @@ pub async fn resolve(
     if let Err(e) = link(&labels, first, direct.as_ref()) {
         return Ok(Err(e));
     }
+    // `link` refused a missing owner above.
     let Some(direct) = direct else {
         return Ok(Err(ChainError::Missing {
             kind: first.kind.clone(),

@@ -345,11 +345,12 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
-    /// Answers every stream with one recognisable status.
-    struct Stub;
+    /// Answers every stream with one recognisable status, so the client can tell it reached the
+    /// service through the reloading acceptor.
+    struct Refuser;
 
     #[tonic::async_trait]
-    impl auto_agent_shared::proto::v1::sensor_ingest_server::SensorIngest for Stub {
+    impl auto_agent_shared::proto::v1::sensor_ingest_server::SensorIngest for Refuser {
         type StreamStream =
             ReceiverStream<Result<auto_agent_shared::proto::v1::ControllerMessage, tonic::Status>>;
 
@@ -357,7 +358,7 @@ mod tests {
             &self,
             _request: tonic::Request<tonic::Streaming<auto_agent_shared::proto::v1::SensorMessage>>,
         ) -> Result<tonic::Response<Self::StreamStream>, tonic::Status> {
-            Err(tonic::Status::unavailable("stub over reloading TLS"))
+            Err(tonic::Status::unavailable("refused over reloading TLS"))
         }
     }
 
@@ -380,7 +381,7 @@ mod tests {
         let server_stop = stop.clone();
         let server = tokio::spawn(
             tonic::transport::Server::builder()
-                .add_service(SensorIngestServer::new(Stub))
+                .add_service(SensorIngestServer::new(Refuser))
                 .serve_with_incoming_shutdown(
                     incoming,
                     async move { server_stop.cancelled().await },
@@ -403,7 +404,7 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(status.code(), tonic::Code::Unavailable);
-        assert_eq!(status.message(), "stub over reloading TLS");
+        assert_eq!(status.message(), "refused over reloading TLS");
         stop.cancel();
         server.await.unwrap().unwrap();
         std::fs::remove_dir_all(dir).unwrap();

@@ -1,0 +1,13 @@
+//! Forge clients: GitHub, GitLab and Gitea over their REST APIs.
+//!
+//! Escalation files one issue per incident key: the key travels as a label (`auto-agent:<hash>`),
+//! so an issue is found by listing by label (consistent, unlike GitHub's search index) and a new
+//! leader never opens a duplicate. The GitOps pull-request flow builds on the same clients.
+//!
+//! Errors say what went wrong and whether a retry can help, never the token.
+
+mod error;
+mod secret;
+
+pub use error::ForgeError;
+pub use secret::Secret;

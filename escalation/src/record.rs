@@ -893,7 +893,10 @@ mod tests {
             ..Rules::default()
         };
         let (r, _) = apply(None, &refused(0), &rules);
-        let (r, _) = apply(r, &signal(10, SignalKind::Resolved), &rules);
+        let mut r = r.unwrap();
+        r.delivered(Channel::Slack, What::Open);
+        r.delivered(Channel::Ticket, What::Open);
+        let (r, _) = apply(Some(r), &signal(10, SignalKind::Resolved), &rules);
         let rec = r.unwrap();
         // still owes the resolve messages: kept whatever its age
         assert!(!rec.outbox.is_empty());

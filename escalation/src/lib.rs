@@ -8,3 +8,4 @@
 
 pub mod doc;
 pub mod record;
+pub mod render;

@@ -331,6 +331,10 @@ impl Record {
     }
 
     fn take_facts(&mut self, signal: &Signal, rules: &Rules) {
+        // A bare "seen again" from the ingest carries no facts or routes: keep what is known.
+        if signal.facts.target.is_empty() {
+            return;
+        }
         let evidence = signal
             .facts
             .evidence

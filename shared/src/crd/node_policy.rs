@@ -104,6 +104,10 @@ pub struct NodeRemediationPolicySpec {
     /// Report the plan without changing anything.
     #[serde(default)]
     pub dry_run: bool,
+    /// Where node incidents that need a human go (Slack thread, ticket); as on
+    /// AutoRemediationPolicy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<crate::crd::policy::Escalation>,
     /// Per-action budgets (`CordonNode`, `EvictPod`, `UncordonNode`). At most one entry per action
     /// and scope.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

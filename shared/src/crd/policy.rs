@@ -320,6 +320,11 @@ pub struct Escalation {
     /// Ticket system for incidents that need a human; one ticket per incident key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ticket: Option<Ticket>,
+    /// Also escalate an incident still open this many seconds after the agent acted on it
+    /// (unset: only refusals that need a human and failed actions escalate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 60, max = 604800))]
+    pub after_seconds: Option<i32>,
 }
 
 /// Where tickets are filed.
@@ -327,8 +332,10 @@ pub struct Escalation {
 #[serde(rename_all = "camelCase")]
 pub struct Ticket {
     pub provider: TicketProvider,
-    /// Jira project key (`OPS`) or GitHub repository (`owner/name`).
+    /// Jira project key (`OPS`), GitHub or Gitea repository (`owner/name`), GitLab project path
+    /// (`group/name`) or numeric id. The installation holds the credentials (chart `tickets.*`).
     #[schemars(length(min = 1, max = 200))]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._/-]*$"))]
     pub project: String,
 }
 
@@ -336,6 +343,8 @@ pub struct Ticket {
 pub enum TicketProvider {
     Jira,
     GitHub,
+    GitLab,
+    Gitea,
 }
 
 /// Evidence bundle destination: exactly one of `s3` and `filesystem`.

@@ -6,6 +6,7 @@
 //! escalate and what to send is pure (`trigger`, `record`, `render`); the channels are thin
 //! adapters (`slack`, `llm`, `jira`, and the forge crate for GitHub, GitLab and Gitea).
 
+pub mod deliver;
 pub mod doc;
 pub mod record;
 pub mod render;

@@ -15,6 +15,9 @@ use tokio_util::sync::CancellationToken;
 use crate::act::Executor;
 use crate::args::{Args, cluster_budgets, sensor_user};
 use crate::cluster::workloads::WorkloadCache;
+use crate::escalate::stage::Stage;
+use crate::escalate::store::Store;
+use crate::escalate::{Escalations, channels};
 use crate::evidence::{bundle, handoff};
 use crate::ingest::limits::{NodeStreams, PeerHandshakes};
 use crate::ingest::server::{Ingest, IngestLimits};
@@ -165,10 +168,32 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         leadership: leadership.clone(),
         metrics: metrics.clone(),
     };
+    // Escalation: reconcile stages signal without waiting; the stage (leader only) keeps the
+    // records in the cluster and delivers to Slack and ticket trackers off the action path.
+    let (escalation_tx, escalation_rx) = mpsc::channel(4096);
+    let escalations = Escalations::new(escalation_tx, metrics.clone());
+    let escalation_stage = Stage {
+        client: client.clone(),
+        store: Store::new(client.clone(), &args.namespace, leadership.clone()),
+        leadership: leadership.clone(),
+        metrics: metrics.clone(),
+        deliverer: channels::deliverer(&args.escalation)?,
+        rules: auto_agent_escalation::record::Rules {
+            reopen_window_ms: i64::try_from(args.escalation.escalation_reopen_window_seconds)
+                .unwrap_or(86_400)
+                * 1000,
+            ..auto_agent_escalation::record::Rules::default()
+        },
+        quiet: Duration::from_secs(args.escalation.escalation_resolve_quiet_seconds),
+        max_records: usize::try_from(args.escalation.escalation_max_records).unwrap_or(1000),
+        health_every: Duration::from_secs(5),
+    };
+    let escalation_task = tokio::spawn(escalation_stage.run(escalation_rx, stop.clone()));
     let outcomes = Outcomes {
         events: events.clone(),
         metrics: metrics.clone(),
         recent: recent.clone(),
+        escalations: escalations.clone(),
     };
     let ledger = Ledger::new(
         client.clone(),
@@ -230,6 +255,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         events: events.clone(),
         metrics: metrics.clone(),
         workers: usize::from(args.reconcile_workers),
+        escalations,
     };
     let prom = match &args.prometheus_url {
         Some(url) => Some(auto_agent_prom::PromClient::new(
@@ -346,7 +372,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         node_policy_watch,
         sweeper,
         delivery,
-        scale_task
+        scale_task,
+        escalation_task
     );
     // What the store could not take yet leaves with us unless handed to the cluster.
     handoff::hand_off(

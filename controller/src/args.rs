@@ -317,6 +317,9 @@ pub struct Args {
     #[arg(long, env = "AUTO_AGENT_REGISTRY_AUTH_FILE")]
     pub registry_auth_file: Option<PathBuf>,
 
+    #[command(flatten)]
+    pub escalation: EscalationArgs,
+
     /// Kubeconfig file; in a pod the in-cluster configuration is used.
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
@@ -393,4 +396,75 @@ mod tests {
         assert!(sensor_user("nope").is_err());
         assert!(sensor_user("/x").is_err());
     }
+}
+
+/// Where escalations go and how. Credentials are never flags: they come from the environment
+/// (`AUTO_AGENT_SLACK_WEBHOOK_URL`, `AUTO_AGENT_SLACK_BOT_TOKEN`, `AUTO_AGENT_LLM_API_KEY`,
+/// `AUTO_AGENT_GITHUB_TOKEN`, `AUTO_AGENT_GITLAB_TOKEN`, `AUTO_AGENT_GITEA_TOKEN`,
+/// `AUTO_AGENT_JIRA_EMAIL`, `AUTO_AGENT_JIRA_API_TOKEN`), which the chart fills from Secrets.
+#[derive(Clone, Debug, clap::Args)]
+pub struct EscalationArgs {
+    /// Slack Web API base (chat.postMessage, chat.update) used with a bot token.
+    #[arg(long, env = "AUTO_AGENT_SLACK_API_URL", default_value = "https://slack.com/api")]
+    pub slack_api_url: String,
+
+    /// OpenAI-compatible endpoint for incident summaries (`{base}/v1/chat/completions`); without
+    /// it summaries come from a template.
+    #[arg(long, env = "AUTO_AGENT_LLM_BASE_URL")]
+    pub llm_base_url: Option<String>,
+
+    /// The model to ask.
+    #[arg(long, env = "AUTO_AGENT_LLM_MODEL", default_value = "")]
+    pub llm_model: String,
+
+    /// Tokens a summary may take.
+    #[arg(long, env = "AUTO_AGENT_LLM_MAX_TOKENS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(16..=4096))]
+    pub llm_max_tokens: u32,
+
+    /// The request field that bounds them: `max_tokens` (llama.cpp, Ollama, vLLM) or
+    /// `max_completion_tokens` (OpenAI's newer models).
+    #[arg(long, env = "AUTO_AGENT_LLM_MAX_TOKENS_FIELD", default_value = "max_tokens", value_parser = ["max_tokens", "max_completion_tokens"])]
+    pub llm_max_tokens_field: String,
+
+    /// Seconds a summary may take before the template is used instead.
+    #[arg(long, env = "AUTO_AGENT_LLM_TIMEOUT_SECONDS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub llm_timeout_seconds: u64,
+
+    /// GitHub REST API base for tickets (GitHub Enterprise: `https://host/api/v3`).
+    #[arg(long, env = "AUTO_AGENT_GITHUB_API_URL", default_value = "https://api.github.com")]
+    pub github_api_url: String,
+
+    /// GitLab REST v4 base for tickets.
+    #[arg(long, env = "AUTO_AGENT_GITLAB_API_URL", default_value = "https://gitlab.com/api/v4")]
+    pub gitlab_api_url: String,
+
+    /// Gitea API base for tickets (`https://host/api/v1`).
+    #[arg(long, env = "AUTO_AGENT_GITEA_API_URL")]
+    pub gitea_api_url: Option<String>,
+
+    /// Jira base URL (`https://your-domain.atlassian.net` or a Data Center server).
+    #[arg(long, env = "AUTO_AGENT_JIRA_URL")]
+    pub jira_url: Option<String>,
+
+    /// `cloud` (REST v3, ADF, Basic email:token) or `data-center` (REST v2, Bearer PAT).
+    #[arg(long, env = "AUTO_AGENT_JIRA_FLAVOR", default_value = "cloud", value_parser = ["cloud", "data-center"])]
+    pub jira_flavor: String,
+
+    /// Issue type of new Jira tickets.
+    #[arg(long, env = "AUTO_AGENT_JIRA_ISSUE_TYPE", default_value = "Task")]
+    pub jira_issue_type: String,
+
+    /// A recurrence this soon after resolving reuses the incident's Slack thread and reopens its
+    /// ticket; later, a new thread and ticket.
+    #[arg(long, env = "AUTO_AGENT_ESCALATION_REOPEN_WINDOW_SECONDS", default_value_t = 86400, value_parser = clap::value_parser!(u64).range(60..=2_592_000))]
+    pub escalation_reopen_window_seconds: u64,
+
+    /// Escalation records kept at most (one ConfigMap each); resolved ones make room first.
+    #[arg(long, env = "AUTO_AGENT_ESCALATION_MAX_RECORDS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=10_000))]
+    pub escalation_max_records: u64,
+
+    /// An escalated pod incident counts as resolved after this long without a failure, once its
+    /// workload has all replicas ready.
+    #[arg(long, env = "AUTO_AGENT_ESCALATION_RESOLVE_QUIET_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub escalation_resolve_quiet_seconds: u64,
 }

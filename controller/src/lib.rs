@@ -18,6 +18,7 @@ pub mod act;
 pub mod app;
 pub mod args;
 pub mod cluster;
+pub mod escalate;
 pub mod evidence;
 pub mod ingest;
 pub mod platform;

@@ -17,6 +17,7 @@ const STAGES: &[&str] = &[
     "ingest",
     "evidence",
     "act",
+    "escalate",
     "reconcile",
     "app",
 ];

@@ -10,3 +10,4 @@ pub mod deliver;
 pub mod doc;
 pub mod record;
 pub mod render;
+pub mod channels;

@@ -565,6 +565,11 @@ fn recur(mut r: Record, signal: &Signal, reason: &str, rules: &Rules) -> (Option
         .resolved_at_ms
         .is_some_and(|at| now - at <= rules.reopen_window_ms);
     if !within {
+        // A bare "seen again" names no routes: the old record is done, and the decision on the
+        // new failure (a refusal or an action) starts a new one.
+        if signal.routes.is_empty() {
+            return (None, Applied::Forget);
+        }
         // Too long ago: a new incident with a new thread and ticket.
         let mut fresh = Record::new(signal);
         fresh.take_facts(signal, rules);

@@ -3,7 +3,7 @@
 //! always the owning workload (empty for a bare pod), never a pod or node name or a uid; node
 //! actions and incidents have metrics of their own with a `node` label.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Clone, Debug)]
 pub struct ControllerMetrics {
@@ -33,6 +33,12 @@ pub struct ControllerMetrics {
     pub forged_findings: IntCounterVec,
     pub ledger_bytes: IntGauge,
     pub ledger_level: IntGauge,
+    pub escalation_deliveries: IntCounterVec,
+    pub escalation_latency: HistogramVec,
+    pub escalation_queue_depth: IntGauge,
+    pub escalation_records: IntGauge,
+    pub escalation_summaries: IntCounterVec,
+    pub escalation_signals_dropped: IntCounter,
 }
 
 /// Label values known in advance, created at 0 so dashboards and `rate()` see a series from the
@@ -303,6 +309,47 @@ impl ControllerMetrics {
                  action keeps its workload, namespace, policy and incident; 1, 2, 3 actions older \
                  than a day, an hour, any count against all of them (conservative refusals)",
             )?,
+            escalation_deliveries: IntCounterVec::new(
+                Opts::new(
+                    "auto_agent_escalation_deliveries_total",
+                    "Escalation deliveries by channel (slack, ticket) and outcome (delivered, or \
+                     the failure's category: rate_limited, server_error, unreachable, \
+                     unauthorized, not_found, rejected, protocol, not_configured)",
+                ),
+                &["channel", "outcome"],
+            )?,
+            escalation_latency: HistogramVec::new(
+                HistogramOpts::new(
+                    "auto_agent_escalation_delivery_latency_seconds",
+                    "From queueing an escalation message to its delivery, by channel (includes \
+                     retries during an outage)",
+                )
+                .buckets(vec![
+                    0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+                ]),
+                &["channel"],
+            )?,
+            escalation_queue_depth: IntGauge::new(
+                "auto_agent_escalation_queue_depth",
+                "Escalation deliveries owed (persisted in the escalation records)",
+            )?,
+            escalation_records: IntGauge::new(
+                "auto_agent_escalation_records",
+                "Incidents with an escalation record (watched, escalated, or resolved within the \
+                 reopen window)",
+            )?,
+            escalation_summaries: IntCounterVec::new(
+                Opts::new(
+                    "auto_agent_escalation_summaries_total",
+                    "Incident summaries made, by source: llm, template (no model configured), \
+                     template_fallback (the model was slow or failing)",
+                ),
+                &["source"],
+            )?,
+            escalation_signals_dropped: IntCounter::new(
+                "auto_agent_escalation_signals_dropped_total",
+                "Escalation signals dropped because the stage's queue or its record limit was full",
+            )?,
         };
         m.touch_known_labels();
         registry.register(Box::new(m.forged_findings.clone()))?;
@@ -312,6 +359,12 @@ impl ControllerMetrics {
         registry.register(Box::new(m.bundle_handoffs.clone()))?;
         registry.register(Box::new(m.ledger_bytes.clone()))?;
         registry.register(Box::new(m.ledger_level.clone()))?;
+        registry.register(Box::new(m.escalation_deliveries.clone()))?;
+        registry.register(Box::new(m.escalation_latency.clone()))?;
+        registry.register(Box::new(m.escalation_queue_depth.clone()))?;
+        registry.register(Box::new(m.escalation_records.clone()))?;
+        registry.register(Box::new(m.escalation_summaries.clone()))?;
+        registry.register(Box::new(m.escalation_signals_dropped.clone()))?;
         registry.register(Box::new(m.actions.clone()))?;
         registry.register(Box::new(m.node_actions.clone()))?;
         registry.register(Box::new(m.node_incidents.clone()))?;

@@ -24,6 +24,8 @@ use crate::policies::index::{Problem, selector_of};
 pub struct UsableNodePolicy {
     pub selector: Selector,
     pub view: NodePolicyView,
+    /// Where its node incidents escalate.
+    pub escalation: Option<auto_agent_shared::crd::policy::Escalation>,
 }
 
 /// A NodeRemediationPolicy as the index holds it: usable, or the problem that keeps it from use
@@ -158,6 +160,7 @@ fn usable(name: &str, spec: NodeRemediationPolicySpec) -> Result<UsableNodePolic
         .collect();
     Ok(UsableNodePolicy {
         selector,
+        escalation: spec.escalation.clone(),
         view: NodePolicyView {
             name,
             conditions: spec

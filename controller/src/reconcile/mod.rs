@@ -87,6 +87,8 @@ pub struct Dispatcher {
     pub metrics: ControllerMetrics,
     /// Namespaces (lanes) reconciled at once.
     pub workers: usize,
+    /// Repeats and resolutions reach escalated incidents' threads and tickets.
+    pub escalations: crate::escalate::Escalations,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -226,6 +228,9 @@ impl Dispatcher {
                 auto_agent_shared::clock::now_ms(),
             );
         }
+        if fresh {
+            self.tell_escalation(observed);
+        }
         let key = match observed {
             Observed::Opened(key) | Observed::Reopened(key) => {
                 if fresh {
@@ -261,6 +266,27 @@ impl Dispatcher {
         self.pods
             .handle(&work.change, key, first || (opened && retrying), failing)
             .await
+    }
+
+    /// A failure seen again or a condition cleared: the escalation stage updates a record it has
+    /// (and ignores incidents it never escalated or watched).
+    fn tell_escalation(&self, observed: &Observed) {
+        use auto_agent_escalation::record::{Facts, Routes, Signal, SignalKind};
+        let (key, kind) = match observed {
+            Observed::Opened(k) | Observed::Reopened(k) | Observed::Repeated(k) => {
+                (k, SignalKind::Seen)
+            }
+            Observed::Resolved(k) => (k, SignalKind::Resolved),
+            Observed::ClearedUnknown(_) | Observed::Duplicate => return,
+        };
+        self.escalations.signal(Signal {
+            incident: key.as_str().to_owned(),
+            at_ms: auto_agent_shared::clock::now_ms(),
+            kind,
+            note: String::new(),
+            facts: Facts::default(),
+            routes: Routes::default(),
+        });
     }
 
     fn count_incident(&self, finding: &auto_agent_engine::Finding) {

@@ -82,6 +82,31 @@ fn node_subject(node_ref: &ObjectReference, node: &str) -> Subject {
         event_on: node_ref.clone(),
         scope: Scope::Node(node.to_owned()),
         target: format!("Node//{node}"),
+        escalation: None,
+    }
+}
+
+/// A node incident's subject, escalating along its policy's routes.
+fn escalating_node_subject(
+    node_ref: &ObjectReference,
+    f: &Finding,
+    key: &IncidentKey,
+    policy: &UsableNodePolicy,
+) -> Subject {
+    Subject {
+        escalation: crate::escalate::escalating(
+            key.as_str(),
+            policy.escalation.as_ref(),
+            auto_agent_escalation::record::Facts {
+                target: format!("Node/{}", f.node),
+                namespace: None,
+                policy: policy.view.name.clone(),
+                failure: f.kind.as_str().to_owned(),
+                evidence: None,
+                log_tail: Vec::new(),
+            },
+        ),
+        ..node_subject(node_ref, &f.node)
     }
 }
 
@@ -218,7 +243,7 @@ impl NodeReconciler {
                     .join(", ")
             )
         };
-        let subject = node_subject(&node_ref, &f.node);
+        let subject = escalating_node_subject(&node_ref, f, key, &policy);
         let step = match settled {
             Ok(Settled::Stopped(step) | Settled::Reserved(step)) => step,
             Err(e) => {
@@ -379,6 +404,7 @@ impl NodeReconciler {
                     workload,
                 },
                 target: pod.to_string(),
+                escalation: None,
             };
             let mut reported_block = false;
             loop {

@@ -4,10 +4,12 @@
 //! outcome looks the same whatever produced it.
 
 use auto_agent_engine::decide::ActionKind;
+use auto_agent_escalation::record::{Signal, SignalKind};
 use auto_agent_shared::crd::ActionOutcome;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::EventType;
 
+use crate::escalate::{Escalating, Escalations};
 use crate::platform::events::EventSink;
 use crate::platform::metrics::ControllerMetrics;
 use crate::policies::recent::{Entry, PolicyRef, RecentActions};
@@ -27,6 +29,8 @@ pub struct Subject {
     pub scope: Scope,
     /// `Kind/namespace/name` shown in `status.recentActions`.
     pub target: String,
+    /// The incident and its policy's escalation routes, when the outcome can escalate.
+    pub escalation: Option<std::sync::Arc<Escalating>>,
 }
 
 impl Subject {
@@ -59,6 +63,7 @@ pub struct Outcomes {
     pub events: EventSink,
     pub metrics: ControllerMetrics,
     pub recent: RecentActions,
+    pub escalations: Escalations,
 }
 
 impl Outcomes {
@@ -91,6 +96,7 @@ impl Outcomes {
             .inc();
         let note = format!("{note} (policy {})", policy.name());
         tracing::info!(action = kind.as_str(), policy = %policy.id(), target = %subject.target, "{note}");
+        self.escalate(subject, SignalKind::Acted { action: kind.as_str().to_owned() }, &note);
         self.show(
             policy,
             subject,
@@ -132,6 +138,14 @@ impl Outcomes {
             policy.name()
         );
         tracing::warn!(action = kind.as_str(), policy = %policy.id(), target = %subject.target, "{note}");
+        self.escalate(
+            subject,
+            SignalKind::Failed {
+                action: kind.as_str().to_owned(),
+                category: category.to_owned(),
+            },
+            &note,
+        );
         self.show(
             policy,
             subject,
@@ -171,6 +185,15 @@ impl Outcomes {
             }
         );
         tracing::info!(reason, policy = %policy.id(), target = %subject.target, "{note}");
+        if escalates {
+            self.escalate(
+                subject,
+                SignalKind::Refused {
+                    reason: reason.to_owned(),
+                },
+                &note,
+            );
+        }
         self.show(policy, subject, kind, ActionOutcome::Refused, reason, &note);
         let type_ = if escalates {
             EventType::Warning
@@ -226,6 +249,19 @@ impl Outcomes {
             .inc();
         tracing::info!(reason, "{note}");
         self.events.publish(event_on, type_, reason, note).await;
+    }
+
+    /// Tells the escalation stage, when the subject carries an incident with routes.
+    fn escalate(&self, subject: &Subject, kind: SignalKind, note: &str) {
+        let Some(e) = &subject.escalation else { return };
+        self.escalations.signal(Signal {
+            incident: e.incident.clone(),
+            at_ms: auto_agent_shared::clock::now_ms(),
+            kind,
+            note: note.to_owned(),
+            facts: e.facts.clone(),
+            routes: e.routes.clone(),
+        });
     }
 
     fn show(

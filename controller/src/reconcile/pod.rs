@@ -184,6 +184,19 @@ impl PodReconciler {
             event_on,
             scope: scope_of(f),
             target: workload.clone(),
+            escalation: crate::escalate::escalating(
+                key.as_str(),
+                entry.spec.as_ref().and_then(|s| s.escalation.as_ref()),
+                auto_agent_escalation::record::Facts {
+                    target: workload.clone(),
+                    namespace: f.pod.as_ref().map(|p| p.namespace.clone()),
+                    policy: policy.id(),
+                    failure: f.kind.as_str().to_owned(),
+                    evidence: None,
+                    // Logs are redacted before they leave the controller, as in a bundle.
+                    log_tail: auto_agent_evidence::redact::redact_lines(&f.log_lines).0,
+                },
+            ),
         };
         let mirror = view.image_mirror.as_deref().map(|m| (m, &self.registry));
         let mut facts = match gather::facts(&self.client, f, mirror).await {

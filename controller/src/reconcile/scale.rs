@@ -573,6 +573,8 @@ impl Scaler {
                 workload: target.name.clone(),
             },
             target: target.id(ns),
+            // Scaling has no incident key of its own; its refusals show in Events and status.
+            escalation: None,
         };
         let (from, to, direction, reason, dry_run) = match decision {
             ScaleDecision::Hold { reason, detail } => {

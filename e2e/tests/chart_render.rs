@@ -540,11 +540,13 @@ fn default_render_is_least_privilege_and_hardened() {
     );
     let role = one(&docs, "Role", &controller_name());
     assert_eq!(triples(role), expand(CONTROLLER_ROLE_KNOWN_TO_WORK));
-    // Reads and updates of the Lease and the ledger are limited to their names. The one rule
-    // without names is the spool hand-off's (ConfigMap names are per bundle): list and delete of
-    // ConfigMaps, in this namespace only, and never update.
+    // Reads and updates of the Lease and the ledger are limited to their names. The rules
+    // without names are the spool hand-off's (ConfigMap names are per bundle: list and delete)
+    // and the escalation records' (names are per incident key: get and update), on ConfigMaps in
+    // this namespace only.
     for rule in role["rules"].as_array().unwrap() {
-        if str_list(&rule["verbs"]) == ["list", "delete"] {
+        let verbs = str_list(&rule["verbs"]);
+        if verbs == ["list", "delete"] || verbs == ["get", "update"] {
             assert_eq!(str_list(&rule["resources"]), ["configmaps"], "{rule}");
             assert!(rule["resourceNames"].is_null(), "{rule}");
             continue;

@@ -167,3 +167,194 @@ pub(crate) async fn set_open(
     .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use crate::test_server::{Expect, TestServer};
+    use crate::{ForgeKind, Issue};
+
+    const LABEL: &str = "auto-agent:3f2a9c";
+    const PREFIX: &str = "/api/v1";
+
+    /// A label as Gitea's API returns it.
+    fn label(id: u64, name: &str) -> Value {
+        json!({
+            "id": id, "name": name, "exclusive": false, "is_archived": false,
+            "color": "d93f0b", "description": "",
+            "url": format!("http://gitea.local/api/v1/repos/acme/api/labels/{id}")
+        })
+    }
+
+    /// An issue as Gitea's API returns it (`pull_request` is null on issues).
+    fn item(number: u64, state: &str, labels: Vec<Value>) -> Value {
+        json!({
+            "id": 100 + number,
+            "url": format!("http://gitea.local/api/v1/repos/acme/api/issues/{number}"),
+            "html_url": format!("http://gitea.local/acme/api/issues/{number}"),
+            "number": number,
+            "user": { "id": 1, "login": "auto-agent", "username": "auto-agent" },
+            "original_author": "", "original_author_id": 0,
+            "title": "CrashLoopBackOff in prod/api", "body": "b", "ref": "", "assets": [],
+            "labels": labels,
+            "milestone": null, "assignee": null, "assignees": null,
+            "state": state, "is_locked": false, "comments": 0,
+            "created_at": "2025-06-01T09:00:00Z", "updated_at": "2025-06-01T10:00:00Z",
+            "closed_at": if state == "closed" { json!("2025-06-01T10:00:00Z") } else { Value::Null },
+            "due_date": null, "pull_request": null,
+            "repository": { "id": 1, "name": "api", "owner": "acme", "full_name": "acme/api" },
+            "pin_order": 0
+        })
+    }
+
+    fn list_query() -> [(&'static str, &'static str); 4] {
+        [
+            ("labels", LABEL),
+            ("state", "all"),
+            ("type", "issues"),
+            ("limit", "50"),
+        ]
+    }
+
+    #[tokio::test]
+    async fn find_ignores_issues_without_the_label() {
+        // Gitea drops a filter on a label the repository lacks and lists every issue.
+        let server = TestServer::start(
+            ForgeKind::Gitea,
+            PREFIX,
+            vec![
+                Expect::get("/api/v1/repos/acme/api/issues")
+                    .query(&list_query())
+                    .answer(
+                        200,
+                        json!([
+                            item(2, "open", vec![label(1, "bug")]),
+                            item(1, "open", vec![])
+                        ]),
+                    ),
+                Expect::get("/api/v1/repos/acme/api/issues")
+                    .query(&list_query())
+                    .answer(
+                        200,
+                        json!([
+                            item(5, "closed", vec![label(3, LABEL)]),
+                            item(4, "open", vec![label(3, LABEL)])
+                        ]),
+                    ),
+            ],
+        )
+        .await;
+        let forge = server.forge(ForgeKind::Gitea);
+        assert_eq!(
+            forge.find_issue("acme/api", LABEL).await.expect("find"),
+            None
+        );
+        assert_eq!(
+            forge.find_issue("acme/api", LABEL).await.expect("find"),
+            Some(Issue {
+                number: 5,
+                url: "http://gitea.local/acme/api/issues/5".into(),
+                open: false,
+                closed_at: Some("2025-06-01T10:00:00Z".into()),
+            })
+        );
+        server.finish();
+    }
+
+    #[tokio::test]
+    async fn create_makes_the_missing_label_first() {
+        let server = TestServer::start(
+            ForgeKind::Gitea,
+            PREFIX,
+            vec![
+                Expect::get("/api/v1/repos/acme/api/labels")
+                    .query(&[("page", "1"), ("limit", "50")])
+                    .answer(200, json!([label(1, "bug")]))
+                    .header("x-total-count", "1"),
+                Expect::post(
+                    "/api/v1/repos/acme/api/labels",
+                    json!({ "name": LABEL, "color": "#d93f0b", "description": "auto-agent incident key: one issue per incident" }),
+                )
+                .answer(201, label(2, LABEL)),
+                Expect::post(
+                    "/api/v1/repos/acme/api/issues",
+                    json!({ "title": "CrashLoopBackOff in prod/api", "body": "**Pod** crashed", "labels": [2] }),
+                )
+                .answer(201, item(6, "open", vec![label(2, LABEL)])),
+            ],
+        )
+        .await;
+        let issue = server
+            .forge(ForgeKind::Gitea)
+            .create_issue(
+                "acme/api",
+                "CrashLoopBackOff in prod/api",
+                "**Pod** crashed",
+                LABEL,
+            )
+            .await
+            .expect("create");
+        assert_eq!((issue.number, issue.open), (6, true));
+        server.finish();
+    }
+
+    #[tokio::test]
+    async fn create_reuses_a_label_found_on_a_later_page() {
+        let first: Vec<Value> = (1..=50)
+            .map(|id| label(id, &format!("team-{id}")))
+            .collect();
+        let server = TestServer::start(
+            ForgeKind::Gitea,
+            PREFIX,
+            vec![
+                Expect::get("/api/v1/repos/acme/api/labels")
+                    .query(&[("page", "1"), ("limit", "50")])
+                    .answer(200, json!(first))
+                    .header("x-total-count", "51"),
+                Expect::get("/api/v1/repos/acme/api/labels")
+                    .query(&[("page", "2"), ("limit", "50")])
+                    .answer(200, json!([label(51, LABEL)]))
+                    .header("x-total-count", "51"),
+                Expect::post(
+                    "/api/v1/repos/acme/api/issues",
+                    json!({ "title": "t", "body": "b", "labels": [51] }),
+                )
+                .answer(201, item(7, "open", vec![label(51, LABEL)])),
+            ],
+        )
+        .await;
+        let issue = server
+            .forge(ForgeKind::Gitea)
+            .create_issue("acme/api", "t", "b", LABEL)
+            .await
+            .expect("create");
+        assert_eq!(issue.number, 7);
+        server.finish();
+    }
+
+    #[tokio::test]
+    async fn comments_closes_and_reopens_with_201_answers() {
+        let server = TestServer::start(
+            ForgeKind::Gitea,
+            PREFIX,
+            vec![
+                Expect::post("/api/v1/repos/acme/api/issues/6/comments", json!({ "body": "Happened again" }))
+                    .answer(201, json!({ "id": 4, "body": "Happened again", "html_url": "http://gitea.local/acme/api/issues/6#issuecomment-4" })),
+                Expect::patch("/api/v1/repos/acme/api/issues/6", json!({ "state": "closed" }))
+                    .answer(201, item(6, "closed", vec![label(2, LABEL)])),
+                Expect::patch("/api/v1/repos/acme/api/issues/6", json!({ "state": "open" }))
+                    .answer(201, item(6, "open", vec![label(2, LABEL)])),
+            ],
+        )
+        .await;
+        let forge = server.forge(ForgeKind::Gitea);
+        forge
+            .comment("acme/api", 6, "Happened again")
+            .await
+            .expect("comment");
+        forge.set_open("acme/api", 6, false).await.expect("close");
+        forge.set_open("acme/api", 6, true).await.expect("reopen");
+        server.finish();
+    }
+}

@@ -250,8 +250,14 @@ mod tests {
         )
         .await;
         let forge = server.forge(ForgeKind::GitHub);
-        assert_eq!(forge.find_issue("acme/api", LABEL).await.expect("find"), None);
-        assert_eq!(forge.find_issue("acme/api", LABEL).await.expect("find"), None);
+        assert_eq!(
+            forge.find_issue("acme/api", LABEL).await.expect("find"),
+            None
+        );
+        assert_eq!(
+            forge.find_issue("acme/api", LABEL).await.expect("find"),
+            None
+        );
         server.finish();
     }
 
@@ -289,7 +295,12 @@ mod tests {
         .await;
         let forge = server.forge(ForgeKind::GitHub);
         let issue = forge
-            .create_issue("acme/api", "CrashLoopBackOff in prod/api", "**Pod** crashed", LABEL)
+            .create_issue(
+                "acme/api",
+                "CrashLoopBackOff in prod/api",
+                "**Pod** crashed",
+                LABEL,
+            )
             .await
             .expect("create");
         assert_eq!(issue.number, 12);
@@ -301,6 +312,31 @@ mod tests {
             .expect("comment");
         forge.set_open("acme/api", 12, false).await.expect("close");
         forge.set_open("acme/api", 12, true).await.expect("reopen");
+        server.finish();
+    }
+
+    #[tokio::test]
+    async fn follows_a_same_origin_redirect_for_a_renamed_repository() {
+        let server = TestServer::start(
+            ForgeKind::GitHub,
+            PREFIX,
+            vec![
+                Expect::get("/api/v3/repos/acme/old-api/issues")
+                    .query(&list_query())
+                    .answer(301, json!({ "message": "Moved Permanently", "url": "https://api.github.com/repositories/42/issues" }))
+                    .header("location", "/api/v3/repositories/42/issues?labels=auto-agent%3A3f2a9c&state=all&per_page=100"),
+                Expect::get("/api/v3/repositories/42/issues")
+                    .query(&list_query())
+                    .answer(200, json!([item(4, "open", &[LABEL], false)])),
+            ],
+        )
+        .await;
+        let found = server
+            .forge(ForgeKind::GitHub)
+            .find_issue("acme/old-api", LABEL)
+            .await
+            .expect("find");
+        assert_eq!(found.map(|i| i.number), Some(4));
         server.finish();
     }
 
@@ -366,16 +402,28 @@ mod tests {
         )
         .await;
         let forge = server.forge(ForgeKind::GitHub);
-        let limited = forge.find_issue("acme/api", LABEL).await.expect_err("limited");
+        let limited = forge
+            .find_issue("acme/api", LABEL)
+            .await
+            .expect_err("limited");
         let after = limited.retry_after().expect("a wait").as_secs();
-        assert!(limited.retryable() && (100..=120).contains(&after), "{limited:?}");
+        assert!(
+            limited.retryable() && (100..=120).contains(&after),
+            "{limited:?}"
+        );
         assert_eq!(limited.category(), "rate_limited");
 
         let missing = forge.find_issue("acme/gone", LABEL).await.expect_err("404");
-        assert_eq!(missing.to_string(), "GitHub: repository acme/gone not found");
+        assert_eq!(
+            missing.to_string(),
+            "GitHub: repository acme/gone not found"
+        );
 
         let refused = forge.comment("acme/api", 3, "x").await.expect_err("401");
-        assert!(matches!(refused, ForgeError::Unauthorized { status: 401, .. }), "{refused:?}");
+        assert!(
+            matches!(refused, ForgeError::Unauthorized { status: 401, .. }),
+            "{refused:?}"
+        );
 
         let rejected = forge.set_open("acme/api", 3, true).await.expect_err("422");
         assert_eq!(

@@ -126,3 +126,195 @@ pub(crate) async fn set_open(
     .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use crate::test_server::{Expect, TestServer};
+    use crate::{ForgeError, ForgeKind, Issue};
+
+    const LABEL: &str = "auto-agent:3f2a9c";
+    const PREFIX: &str = "/api/v4";
+    /// `acme/platform/api` as one path segment.
+    const ENCODED: &str = "/api/v4/projects/acme%2Fplatform%2Fapi";
+
+    /// An issue as GitLab's issues API returns it.
+    fn item(iid: u64, state: &str, labels: &[&str]) -> Value {
+        json!({
+            "id": 5000 + iid,
+            "iid": iid,
+            "project_id": 4711,
+            "title": "CrashLoopBackOff in prod/api",
+            "description": "The agent restarted the pod twice.",
+            "state": state,
+            "created_at": "2025-06-01T09:00:00.000Z",
+            "updated_at": "2025-06-01T10:00:00.000Z",
+            "closed_at": if state == "closed" { json!("2025-06-01T10:00:00.000Z") } else { Value::Null },
+            "closed_by": null,
+            "labels": labels,
+            "milestone": null,
+            "assignees": [],
+            "author": { "id": 1, "username": "auto-agent", "name": "auto-agent", "state": "active" },
+            "type": "ISSUE",
+            "issue_type": "issue",
+            "user_notes_count": 0,
+            "confidential": false,
+            "web_url": format!("https://gitlab.example.com/acme/platform/api/-/issues/{iid}"),
+            "references": { "short": format!("#{iid}"), "relative": format!("#{iid}"), "full": format!("acme/platform/api#{iid}") },
+            "_links": { "self": format!("https://gitlab.example.com/api/v4/projects/4711/issues/{iid}") }
+        })
+    }
+
+    fn list_query() -> [(&'static str, &'static str); 3] {
+        [("labels", LABEL), ("state", "all"), ("per_page", "100")]
+    }
+
+    #[tokio::test]
+    async fn finds_by_encoded_path_or_numeric_id() {
+        let server = TestServer::start(
+            ForgeKind::GitLab,
+            PREFIX,
+            vec![
+                Expect::get(&format!("{ENCODED}/issues"))
+                    .query(&list_query())
+                    .answer(
+                        200,
+                        json!([
+                            item(12, "closed", &[LABEL]),
+                            item(3, "opened", &[LABEL, "bug"])
+                        ]),
+                    ),
+                Expect::get("/api/v4/projects/4711/issues")
+                    .query(&list_query())
+                    .answer(200, json!([])),
+            ],
+        )
+        .await;
+        let forge = server.forge(ForgeKind::GitLab);
+        assert_eq!(
+            forge
+                .find_issue("acme/platform/api", LABEL)
+                .await
+                .expect("find"),
+            Some(Issue {
+                number: 12,
+                url: "https://gitlab.example.com/acme/platform/api/-/issues/12".into(),
+                open: false,
+                closed_at: Some("2025-06-01T10:00:00.000Z".into()),
+            })
+        );
+        assert_eq!(forge.find_issue("4711", LABEL).await.expect("find"), None);
+        server.finish();
+    }
+
+    #[tokio::test]
+    async fn creates_with_the_label_adds_notes_closes_and_reopens() {
+        let server = TestServer::start(
+            ForgeKind::GitLab,
+            PREFIX,
+            vec![
+                Expect::post(
+                    &format!("{ENCODED}/issues"),
+                    json!({ "title": "CrashLoopBackOff in prod/api", "description": "**Pod** crashed", "labels": LABEL }),
+                )
+                .answer(201, item(13, "opened", &[LABEL])),
+                Expect::post(&format!("{ENCODED}/issues/13/notes"), json!({ "body": "Happened again" }))
+                    .answer(201, json!({ "id": 302, "body": "Happened again", "noteable_type": "Issue", "noteable_iid": 13, "system": false })),
+                Expect::put(&format!("{ENCODED}/issues/13"), json!({ "state_event": "close" }))
+                    .answer(200, item(13, "closed", &[LABEL])),
+                Expect::put(&format!("{ENCODED}/issues/13"), json!({ "state_event": "reopen" }))
+                    .answer(200, item(13, "opened", &[LABEL])),
+            ],
+        )
+        .await;
+        let forge = server.forge(ForgeKind::GitLab);
+        let issue = forge
+            .create_issue(
+                "acme/platform/api",
+                "CrashLoopBackOff in prod/api",
+                "**Pod** crashed",
+                LABEL,
+            )
+            .await
+            .expect("create");
+        assert_eq!((issue.number, issue.open), (13, true));
+        forge
+            .comment("acme/platform/api", 13, "Happened again")
+            .await
+            .expect("note");
+        forge
+            .set_open("acme/platform/api", 13, false)
+            .await
+            .expect("close");
+        forge
+            .set_open("acme/platform/api", 13, true)
+            .await
+            .expect("reopen");
+        server.finish();
+    }
+
+    #[tokio::test]
+    async fn throttling_and_missing_projects_arrive_as_typed_errors() {
+        let reset = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            + 30;
+        let server = TestServer::start(
+            ForgeKind::GitLab,
+            PREFIX,
+            vec![
+                Expect::get(&format!("{ENCODED}/issues"))
+                    .query(&list_query())
+                    .answer_text(429, "Retry later")
+                    .header("ratelimit-limit", "600")
+                    .header("ratelimit-remaining", "0")
+                    .header("ratelimit-reset", &reset.to_string()),
+                Expect::get(&format!("{ENCODED}/issues"))
+                    .query(&list_query())
+                    .answer_text(429, "Retry later"),
+                Expect::post(
+                    "/api/v4/projects/acme%2Fgone/issues/1/notes",
+                    json!({ "body": "x" }),
+                )
+                .answer(404, json!({ "message": "404 Project Not Found" })),
+                Expect::post(
+                    &format!("{ENCODED}/issues"),
+                    json!({ "title": "t", "description": "b", "labels": LABEL }),
+                )
+                .answer(
+                    400,
+                    json!({ "message": { "title": ["is too long (maximum is 255 characters)"] } }),
+                ),
+            ],
+        )
+        .await;
+        let forge = server.forge(ForgeKind::GitLab);
+        let limited = forge
+            .find_issue("acme/platform/api", LABEL)
+            .await
+            .expect_err("429");
+        let after = limited.retry_after().expect("a wait").as_secs();
+        assert!((20..=30).contains(&after), "{limited:?}");
+        let bare = forge
+            .find_issue("acme/platform/api", LABEL)
+            .await
+            .expect_err("429");
+        assert!(bare.retryable() && bare.retry_after().is_none(), "{bare:?}");
+        let missing = forge.comment("acme/gone", 1, "x").await.expect_err("404");
+        assert_eq!(
+            missing.to_string(),
+            "GitLab: issue #1 in acme/gone not found"
+        );
+        let rejected = forge
+            .create_issue("acme/platform/api", "t", "b", LABEL)
+            .await
+            .expect_err("400");
+        assert!(
+            matches!(rejected, ForgeError::Rejected { status: 400, ref reason, .. } if reason.contains("is too long")),
+            "{rejected:?}"
+        );
+        server.finish();
+    }
+}

@@ -180,7 +180,12 @@ impl Http {
             what,
             SystemTime::now(),
         );
-        tracing::debug!(forge = self.kind.name(), status = status.as_u16(), category = err.category(), "forge request failed");
+        tracing::debug!(
+            forge = self.kind.name(),
+            status = status.as_u16(),
+            category = err.category(),
+            "forge request failed"
+        );
         Err(self.scrub(err))
     }
 
@@ -495,14 +500,14 @@ fn transport_error(kind: ForgeKind, err: &reqwest::Error, timeout: Duration) -> 
 
 /// `text` with every URL cut down to its scheme and host.
 fn without_urls(text: &str) -> String {
-    let text = text
-        .split_once(" for url (")
-        .map_or(text, |(head, _)| head);
+    let text = text.split_once(" for url (").map_or(text, |(head, _)| head);
     text.split(' ')
-        .map(|word| match Url::parse(word.trim_matches(|c| c == '(' || c == ')')) {
-            Ok(url) if url.has_host() => url.origin().ascii_serialization(),
-            _ => word.to_owned(),
-        })
+        .map(
+            |word| match Url::parse(word.trim_matches(|c| c == '(' || c == ')')) {
+                Ok(url) if url.has_host() => url.origin().ascii_serialization(),
+                _ => word.to_owned(),
+            },
+        )
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -618,7 +623,14 @@ mod tests {
             ("redirect not followed", GitHub, 302, HeaderMap::new(), "", Want::Protocol),
         ];
         for (name, kind, status, headers, body, want) in rows {
-            let got = classify(kind, status, &headers, body.as_bytes(), "issue #1 in o/r", now());
+            let got = classify(
+                kind,
+                status,
+                &headers,
+                body.as_bytes(),
+                "issue #1 in o/r",
+                now(),
+            );
             assert_eq!(reduce(&got), want, "{name}: got {got:?}");
             if let ForgeError::Retry { status: s, .. }
             | ForgeError::Unauthorized { status: s, .. }
@@ -647,21 +659,174 @@ mod tests {
             now(),
         );
         assert_eq!(github_403.category(), "rate_limited");
-        assert_eq!(github_403.retry_after(), None, "no reset header: no stated end");
+        assert_eq!(
+            github_403.retry_after(),
+            None,
+            "no reset header: no stated end"
+        );
         let failing = classify(ForgeKind::Gitea, 500, &HeaderMap::new(), b"", "x", now());
         assert_eq!(failing.category(), "server_error");
-        let missing = classify(ForgeKind::GitLab, 404, &HeaderMap::new(), b"", "project 7", now());
+        let missing = classify(
+            ForgeKind::GitLab,
+            404,
+            &HeaderMap::new(),
+            b"",
+            "project 7",
+            now(),
+        );
         assert_eq!(missing.to_string(), "GitLab: project 7 not found");
     }
 
     #[test]
     fn reasons_are_cut_to_200_characters() {
         let body = serde_json::json!({ "message": "x".repeat(500) }).to_string();
-        let err = classify(ForgeKind::GitHub, 422, &HeaderMap::new(), body.as_bytes(), "x", now());
+        let err = classify(
+            ForgeKind::GitHub,
+            422,
+            &HeaderMap::new(),
+            body.as_bytes(),
+            "x",
+            now(),
+        );
         let ForgeError::Rejected { reason, .. } = err else {
             panic!("not rejected: {err:?}")
         };
         assert_eq!(reason, format!("{}...", "x".repeat(200)));
+    }
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::Router;
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+
+    use crate::{Forge, ForgeConfig};
+
+    const TOKEN: &str = "glpat-never-in-errors";
+
+    fn forge_at(kind: ForgeKind, api_url: &str, request_timeout: Duration) -> Forge {
+        Forge::with_timeouts(
+            ForgeConfig {
+                kind,
+                api_url: api_url.into(),
+                token: Secret::new(TOKEN),
+            },
+            CONNECT_TIMEOUT,
+            request_timeout,
+        )
+        .expect("client")
+    }
+
+    async fn serve(app: Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_unreachable_and_retryable() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("address")
+            .port();
+        let forge = forge_at(
+            ForgeKind::GitLab,
+            &format!("http://127.0.0.1:{port}/api/v4"),
+            REQUEST_TIMEOUT,
+        );
+        let err = forge
+            .find_issue("acme/api", "auto-agent:1")
+            .await
+            .expect_err("nothing listens");
+        let ForgeError::Unreachable { ref reason, .. } = err else {
+            panic!("not unreachable: {err:?}")
+        };
+        assert!(reason.starts_with("connection failed"), "{reason}");
+        assert!(
+            !reason.contains("labels") && !reason.contains(TOKEN),
+            "{reason}"
+        );
+        assert!(err.retryable());
+        assert_eq!(err.category(), "unreachable");
+    }
+
+    #[tokio::test]
+    async fn a_server_that_never_answers_times_out() {
+        let app = Router::new().fallback(|| async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            StatusCode::OK
+        });
+        let base = serve(app).await;
+        let forge = forge_at(
+            ForgeKind::Gitea,
+            &format!("{base}/api/v1"),
+            Duration::from_millis(300),
+        );
+        let started = std::time::Instant::now();
+        let err = forge
+            .comment("acme/api", 1, "x")
+            .await
+            .expect_err("no answer");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(
+            matches!(err, ForgeError::Unreachable { ref reason, .. } if reason.starts_with("no answer within")),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_oversized_answer_is_refused() {
+        let app = Router::new().fallback(|| async {
+            let item = serde_json::json!({"number": 1, "html_url": "u", "state": "open", "body": "x".repeat(1024)});
+            let list = vec![item; 3 * 1024];
+            (StatusCode::OK, serde_json::to_string(&list).unwrap_or_default())
+        });
+        let base = serve(app).await;
+        let forge = forge_at(ForgeKind::GitHub, &base, REQUEST_TIMEOUT);
+        let err = forge
+            .find_issue("acme/api", "auto-agent:1")
+            .await
+            .expect_err("too large");
+        assert!(
+            matches!(err, ForgeError::Protocol { ref reason, .. } if reason.contains("larger than 2 MiB")),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn redirects_to_another_origin_are_not_followed() {
+        // The token headers must never reach another host.
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&hits);
+        let elsewhere = serve(Router::new().fallback(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async { StatusCode::OK }
+        }))
+        .await;
+        let target = format!("{elsewhere}/repos/acme/api/issues");
+        let redirecting = serve(Router::new().fallback(move || {
+            let target = target.clone();
+            async move { (StatusCode::FOUND, [("location", target)]).into_response() }
+        }))
+        .await;
+        let forge = forge_at(ForgeKind::GitLab, &redirecting, REQUEST_TIMEOUT);
+        let err = forge
+            .find_issue("acme/api", "auto-agent:1")
+            .await
+            .expect_err("redirect");
+        assert!(matches!(err, ForgeError::Protocol { .. }), "{err:?}");
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            0,
+            "the other origin was contacted"
+        );
     }
 
     #[test]

@@ -102,7 +102,11 @@ impl Forge {
 
     /// The newest issue (never a pull request) carrying `label`, open or closed; `None` if
     /// there is none. Lists by label (consistent right after a create), never via search.
-    pub async fn find_issue(&self, project: &str, label: &str) -> Result<Option<Issue>, ForgeError> {
+    pub async fn find_issue(
+        &self,
+        project: &str,
+        label: &str,
+    ) -> Result<Option<Issue>, ForgeError> {
         check_label(self.kind(), label)?;
         let project = Project::parse(self.kind(), project)?;
         match self.kind() {
@@ -304,9 +308,10 @@ mod tests {
 
     #[test]
     fn labels_match_by_name_in_either_shape() {
-        let labels: Vec<LabelRef> =
-            serde_json::from_str(r#"["bug", {"id": 3, "name": "Auto-Agent:AB", "color": "d93f0b"}]"#)
-                .expect("labels");
+        let labels: Vec<LabelRef> = serde_json::from_str(
+            r#"["bug", {"id": 3, "name": "Auto-Agent:AB", "color": "d93f0b"}]"#,
+        )
+        .expect("labels");
         assert!(carries(&labels, "bug"));
         assert!(carries(&labels, "auto-agent:ab"));
         assert!(!carries(&labels, "auto-agent:abc"));

@@ -126,10 +126,7 @@ fn headers_of(kind: ForgeKind) -> (Vec<(String, String)>, Vec<String>) {
         ForgeKind::GitHub | ForgeKind::Gitea => vec!["private-token".to_owned()],
     };
     (
-        pairs
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect(),
+        pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
         absent,
     )
 }
@@ -209,11 +206,7 @@ async fn handle(State(script): State<Arc<Mutex<Script>>>, request: Request) -> R
     let mut query: Vec<(String, String)> = parts
         .uri
         .query()
-        .map(|q| {
-            url_query(q)
-                .into_iter()
-                .collect::<Vec<(String, String)>>()
-        })
+        .map(|q| url_query(q).into_iter().collect::<Vec<(String, String)>>())
         .unwrap_or_default();
     let mut want_query = expect.query.clone();
     query.sort();
@@ -222,7 +215,10 @@ async fn handle(State(script): State<Arc<Mutex<Script>>>, request: Request) -> R
         problems.push(format!("query {query:?}, expected {want_query:?}"));
     }
     for (name, value) in &script.required {
-        let got = parts.headers.get(name.as_str()).and_then(|v| v.to_str().ok());
+        let got = parts
+            .headers
+            .get(name.as_str())
+            .and_then(|v| v.to_str().ok());
         if got != Some(value.as_str()) {
             problems.push(format!("header {name} is {got:?}"));
         }

@@ -40,6 +40,13 @@ pub enum ForgeError {
         provider: &'static str,
         reason: String,
     },
+    /// The configuration or an argument cannot make a valid request (bad API URL, empty token,
+    /// malformed project or label): nothing was sent, the caller must fix it.
+    #[error("{provider} client misconfigured: {reason}")]
+    Config {
+        provider: &'static str,
+        reason: String,
+    },
 }
 
 impl ForgeError {
@@ -57,7 +64,7 @@ impl ForgeError {
     }
 
     /// A short label for metrics: `rate_limited`, `server_error`, `unreachable`, `unauthorized`,
-    /// `not_found`, `rejected`, `protocol`.
+    /// `not_found`, `rejected`, `protocol`, `config`.
     pub fn category(&self) -> &'static str {
         match self {
             Self::Retry { status: 429, .. } | Self::Retry { status: 403, .. } => "rate_limited",
@@ -67,6 +74,7 @@ impl ForgeError {
             Self::NotFound { .. } => "not_found",
             Self::Rejected { .. } => "rejected",
             Self::Protocol { .. } => "protocol",
+            Self::Config { .. } => "config",
         }
     }
 }

@@ -7,7 +7,15 @@
 //! Errors say what went wrong and whether a retry can help, never the token.
 
 mod error;
+mod gitea;
+mod github;
+mod gitlab;
+mod http;
+mod issues;
 mod secret;
+#[cfg(test)]
+mod test_server;
 
 pub use error::ForgeError;
+pub use issues::{Forge, ForgeConfig, ForgeKind, Issue};
 pub use secret::Secret;

@@ -17,6 +17,7 @@ pub mod cluster;
 pub mod exporter;
 pub mod helm;
 pub mod ingest;
+pub mod llm;
 pub mod manifests;
 pub mod namespace;
 pub mod pki;

@@ -1784,3 +1784,462 @@ fn out_of_range_values_are_refused_with_a_message_naming_the_field() {
         assert_eq!(of_kind(&docs, "Deployment").len(), 1, "{edge:?}");
     }
 }
+
+// ------------------------------------------------------------------------------------------------
+// Escalation: credentials and settings
+
+/// Credentials given as values, recognisable anywhere in the render.
+const SLACK_WEBHOOK: &str = "https://hooks.slack.com/services/T1/B1/escalation-webhook-secret";
+const SLACK_BOT_TOKEN: &str = "xoxb-escalation-bot-token-secret";
+const LLM_API_KEY: &str = "sk-escalation-llm-api-key-secret";
+const GITHUB_TOKEN: &str = "ghp_escalation-github-token-secret";
+const GITLAB_TOKEN: &str = "glpat-escalation-gitlab-token-secret";
+const GITEA_TOKEN: &str = "escalation-gitea-token-secret";
+const JIRA_TOKEN: &str = "escalation-jira-api-token-secret";
+const JIRA_EMAIL: &str = "oncall-escalation@example.com";
+
+/// The controller's escalation variables, by name.
+fn escalation_env(docs: &[Value]) -> BTreeMap<String, Value> {
+    env_of(controller_container(docs))
+        .into_iter()
+        .filter(|(name, _)| {
+            [
+                "AUTO_AGENT_SLACK_",
+                "AUTO_AGENT_LLM_",
+                "AUTO_AGENT_GITHUB_",
+                "AUTO_AGENT_GITLAB_",
+                "AUTO_AGENT_GITEA_",
+                "AUTO_AGENT_JIRA_",
+                "AUTO_AGENT_ESCALATION_",
+            ]
+            .iter()
+            .any(|p| name.starts_with(p))
+        })
+        .collect()
+}
+
+/// The Secret reference of an env var that must come from a Secret (and carry no literal value).
+fn secret_ref(env: &BTreeMap<String, Value>, name: &str) -> Value {
+    let var = env.get(name).unwrap_or_else(|| panic!("{name} is not set"));
+    assert!(var["value"].is_null(), "{name} has a literal value: {var}");
+    var["valueFrom"]["secretKeyRef"].clone()
+}
+
+fn literal(env: &BTreeMap<String, Value>, name: &str) -> String {
+    env.get(name).unwrap_or_else(|| panic!("{name} is not set"))["value"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{name} has no literal value"))
+        .to_owned()
+}
+
+fn secret_data(docs: &[Value], name: &str) -> BTreeMap<String, String> {
+    one(docs, "Secret", name)["data"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            let decoded = base64_decode(v.as_str().unwrap());
+            (k.clone(), String::from_utf8(decoded).unwrap())
+        })
+        .collect()
+}
+
+fn every_escalation_value() -> Vec<String> {
+    [
+        format!("slack.webhookUrl={SLACK_WEBHOOK}"),
+        format!("slack.botToken={SLACK_BOT_TOKEN}"),
+        "slack.apiUrl=https://slack-proxy.example.com/api".to_owned(),
+        "llm.enabled=true".to_owned(),
+        "llm.baseUrl=https://api.openai.com/v1".to_owned(),
+        "llm.model=gpt-4o-mini".to_owned(),
+        "llm.maxTokens=300".to_owned(),
+        "llm.maxTokensField=max_completion_tokens".to_owned(),
+        "llm.timeoutSeconds=15".to_owned(),
+        format!("llm.apiKey={LLM_API_KEY}"),
+        format!("tickets.github.token={GITHUB_TOKEN}"),
+        "tickets.github.apiUrl=https://github.example.com/api/v3".to_owned(),
+        format!("tickets.gitlab.token={GITLAB_TOKEN}"),
+        format!("tickets.gitea.token={GITEA_TOKEN}"),
+        "tickets.gitea.apiUrl=https://gitea.example.com/api/v1".to_owned(),
+        "tickets.jira.url=https://jira.example.com".to_owned(),
+        "tickets.jira.flavor=dataCenter".to_owned(),
+        "tickets.jira.issueType=Incident".to_owned(),
+        format!("tickets.jira.email={JIRA_EMAIL}"),
+        format!("tickets.jira.apiToken={JIRA_TOKEN}"),
+        "escalation.reopenWindowSeconds=3600".to_owned(),
+        "escalation.maxRecords=5000".to_owned(),
+    ]
+    .into_iter()
+    .collect()
+}
+
+fn set_args(values: &[String]) -> Vec<&str> {
+    values.iter().flat_map(|v| ["--set", v.as_str()]).collect()
+}
+
+#[test]
+fn escalation_credentials_live_in_secrets_and_reach_the_controller_by_secret_key_ref() {
+    let values = every_escalation_value();
+    let docs = render(&set_args(&values));
+    let name = fullname();
+
+    // One Secret per service, holding exactly its credentials.
+    let expected: [(&str, &[(&str, &str)]); 5] = [
+        (
+            "slack",
+            &[
+                ("webhook-url", SLACK_WEBHOOK),
+                ("bot-token", SLACK_BOT_TOKEN),
+            ],
+        ),
+        ("llm", &[("api-key", LLM_API_KEY)]),
+        ("github", &[("token", GITHUB_TOKEN)]),
+        ("gitlab", &[("token", GITLAB_TOKEN)]),
+        ("jira", &[("api-token", JIRA_TOKEN), ("email", JIRA_EMAIL)]),
+    ];
+    for (suffix, data) in expected {
+        let want: BTreeMap<String, String> = data
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        assert_eq!(secret_data(&docs, &format!("{name}-{suffix}")), want);
+    }
+    assert_eq!(
+        secret_data(&docs, &format!("{name}-gitea"))["token"],
+        GITEA_TOKEN
+    );
+
+    // Each credential reaches the controller by secretKeyRef, never as a literal.
+    let env = escalation_env(&docs);
+    for (var, secret, key) in [
+        ("AUTO_AGENT_SLACK_WEBHOOK_URL", "slack", "webhook-url"),
+        ("AUTO_AGENT_SLACK_BOT_TOKEN", "slack", "bot-token"),
+        ("AUTO_AGENT_LLM_API_KEY", "llm", "api-key"),
+        ("AUTO_AGENT_GITHUB_TOKEN", "github", "token"),
+        ("AUTO_AGENT_GITLAB_TOKEN", "gitlab", "token"),
+        ("AUTO_AGENT_GITEA_TOKEN", "gitea", "token"),
+        ("AUTO_AGENT_JIRA_API_TOKEN", "jira", "api-token"),
+        ("AUTO_AGENT_JIRA_EMAIL", "jira", "email"),
+    ] {
+        assert_eq!(
+            secret_ref(&env, var),
+            json!({"name": format!("{name}-{secret}"), "key": key}),
+            "{var}"
+        );
+    }
+    // The settings are literal values, named like the controller's flags.
+    for (var, value) in [
+        (
+            "AUTO_AGENT_SLACK_API_URL",
+            "https://slack-proxy.example.com/api",
+        ),
+        ("AUTO_AGENT_LLM_BASE_URL", "https://api.openai.com/v1"),
+        ("AUTO_AGENT_LLM_MODEL", "gpt-4o-mini"),
+        ("AUTO_AGENT_LLM_MAX_TOKENS", "300"),
+        ("AUTO_AGENT_LLM_MAX_TOKENS_FIELD", "max_completion_tokens"),
+        ("AUTO_AGENT_LLM_TIMEOUT_SECONDS", "15"),
+        (
+            "AUTO_AGENT_GITHUB_API_URL",
+            "https://github.example.com/api/v3",
+        ),
+        ("AUTO_AGENT_GITLAB_API_URL", "https://gitlab.com/api/v4"),
+        (
+            "AUTO_AGENT_GITEA_API_URL",
+            "https://gitea.example.com/api/v1",
+        ),
+        ("AUTO_AGENT_JIRA_URL", "https://jira.example.com"),
+        ("AUTO_AGENT_JIRA_FLAVOR", "data-center"),
+        ("AUTO_AGENT_JIRA_ISSUE_TYPE", "Incident"),
+        ("AUTO_AGENT_ESCALATION_REOPEN_WINDOW_SECONDS", "3600"),
+        ("AUTO_AGENT_ESCALATION_MAX_RECORDS", "5000"),
+    ] {
+        assert_eq!(literal(&env, var), value, "{var}");
+    }
+    assert_eq!(env.len(), 22, "{:?}", env.keys());
+
+    // No credential anywhere but in its Secret: not in args, env values, ConfigMaps or annotations.
+    for container in of_kind(&docs, "Deployment")
+        .into_iter()
+        .chain(of_kind(&docs, "DaemonSet"))
+        .flat_map(containers)
+    {
+        assert!(container["args"].is_null(), "configuration goes by env");
+    }
+    for doc in docs.iter().filter(|d| d["kind"] != "Secret") {
+        let text = serde_json::to_string(doc).unwrap();
+        for credential in [
+            SLACK_WEBHOOK,
+            SLACK_BOT_TOKEN,
+            LLM_API_KEY,
+            GITHUB_TOKEN,
+            GITLAB_TOKEN,
+            GITEA_TOKEN,
+            JIRA_TOKEN,
+            JIRA_EMAIL,
+        ] {
+            assert!(
+                !text.contains(credential),
+                "{} {} holds {credential}",
+                doc["kind"],
+                doc["metadata"]["name"]
+            );
+        }
+    }
+    assert_no_secret_outside_secrets(&docs);
+}
+
+#[test]
+fn existing_secrets_replace_the_charts_and_keep_their_keys() {
+    let docs = render(&[
+        "--set",
+        "slack.existingSecret=team-slack",
+        "--set",
+        "slack.existingSecretKey=hook",
+        "--set",
+        "slack.existingSecretBotTokenKey=bot",
+        // A value next to existingSecret is ignored: the existing Secret wins.
+        "--set",
+        &format!("slack.botToken={SLACK_BOT_TOKEN}"),
+        "--set",
+        "llm.enabled=true",
+        "--set",
+        "llm.baseUrl=http://ollama.ai.svc:11434",
+        "--set",
+        "llm.model=llama3.2:3b",
+        "--set",
+        "llm.existingSecret=team-llm",
+        "--set",
+        "llm.existingSecretKey=openai",
+        "--set",
+        "tickets.github.existingSecret=team-github",
+        "--set",
+        "tickets.github.existingSecretKey=pat",
+        "--set",
+        "tickets.jira.url=https://example.atlassian.net",
+        "--set",
+        "tickets.jira.existingSecret=team-jira",
+    ]);
+    // Only the chart's TLS Secret: every credential comes from the user's Secrets.
+    assert_eq!(
+        names_of(&docs, "Secret"),
+        BTreeSet::from([format!("{}-tls", controller_name())])
+    );
+    assert!(
+        !serde_json::to_string(&docs)
+            .unwrap()
+            .contains(SLACK_BOT_TOKEN)
+    );
+    let env = escalation_env(&docs);
+    for (var, reference) in [
+        // One Slack Secret may hold either credential or both: each key is optional.
+        (
+            "AUTO_AGENT_SLACK_WEBHOOK_URL",
+            json!({"name": "team-slack", "key": "hook", "optional": true}),
+        ),
+        (
+            "AUTO_AGENT_SLACK_BOT_TOKEN",
+            json!({"name": "team-slack", "key": "bot", "optional": true}),
+        ),
+        (
+            "AUTO_AGENT_LLM_API_KEY",
+            json!({"name": "team-llm", "key": "openai"}),
+        ),
+        (
+            "AUTO_AGENT_GITHUB_TOKEN",
+            json!({"name": "team-github", "key": "pat"}),
+        ),
+        // Data Center needs no email: optional in the user's Secret; the token is not.
+        (
+            "AUTO_AGENT_JIRA_EMAIL",
+            json!({"name": "team-jira", "key": "email", "optional": true}),
+        ),
+        (
+            "AUTO_AGENT_JIRA_API_TOKEN",
+            json!({"name": "team-jira", "key": "api-token"}),
+        ),
+    ] {
+        assert_eq!(secret_ref(&env, var), reference, "{var}");
+    }
+    assert_eq!(literal(&env, "AUTO_AGENT_JIRA_FLAVOR"), "cloud");
+    assert_eq!(literal(&env, "AUTO_AGENT_JIRA_ISSUE_TYPE"), "Task");
+    assert_eq!(
+        literal(&env, "AUTO_AGENT_SLACK_API_URL"),
+        "https://slack.com/api"
+    );
+    assert_eq!(
+        literal(&env, "AUTO_AGENT_GITHUB_API_URL"),
+        "https://api.github.com"
+    );
+    assert_eq!(literal(&env, "AUTO_AGENT_LLM_MAX_TOKENS"), "256");
+    assert_eq!(
+        literal(&env, "AUTO_AGENT_LLM_MAX_TOKENS_FIELD"),
+        "max_tokens"
+    );
+    assert_eq!(literal(&env, "AUTO_AGENT_LLM_TIMEOUT_SECONDS"), "20");
+    assert_eq!(
+        literal(&env, "AUTO_AGENT_ESCALATION_REOPEN_WINDOW_SECONDS"),
+        "86400"
+    );
+    assert_eq!(literal(&env, "AUTO_AGENT_ESCALATION_MAX_RECORDS"), "1000");
+    assert!(!env.contains_key("AUTO_AGENT_GITLAB_TOKEN"));
+    assert!(!env.contains_key("AUTO_AGENT_GITLAB_API_URL"));
+}
+
+#[test]
+fn without_escalation_settings_nothing_of_escalation_renders() {
+    // The defaults (and the all-features CI values, which set only the webhook) stay installable
+    // by a controller that has no escalation flags.
+    let defaults = render(&[]);
+    assert_eq!(escalation_env(&defaults), BTreeMap::new());
+    assert_eq!(
+        names_of(&defaults, "Secret"),
+        BTreeSet::from([format!("{}-tls", controller_name())])
+    );
+    let all = all_features();
+    assert_eq!(
+        escalation_env(&all).keys().collect::<Vec<_>>(),
+        vec!["AUTO_AGENT_SLACK_WEBHOOK_URL"]
+    );
+
+    // Credentials of a disabled LLM render nothing either, not even their Secret.
+    let docs = render(&["--set", &format!("llm.apiKey={LLM_API_KEY}")]);
+    assert_eq!(escalation_env(&docs), BTreeMap::new());
+    assert!(!serde_json::to_string(&docs).unwrap().contains(LLM_API_KEY));
+    assert!(
+        !serde_json::to_string(&docs)
+            .unwrap()
+            .contains(&helm_b64(LLM_API_KEY))
+    );
+
+    // An LLM without a key (a local server) gets its settings and no key variable.
+    let docs = render(&[
+        "--set",
+        "llm.enabled=true",
+        "--set",
+        "llm.baseUrl=http://127.0.0.1:8080",
+        "--set",
+        "llm.model=smollm2",
+    ]);
+    let env = escalation_env(&docs);
+    assert!(env.contains_key("AUTO_AGENT_LLM_BASE_URL"));
+    assert!(!env.contains_key("AUTO_AGENT_LLM_API_KEY"));
+    // The summarizer keeps no records: no escalation tuning for it alone.
+    assert!(!env.contains_key("AUTO_AGENT_ESCALATION_MAX_RECORDS"));
+}
+
+/// Standard base64 with padding, as Helm's b64enc writes it.
+fn helm_b64(s: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in s.as_bytes().chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn escalation_values_are_checked_by_the_schema_and_the_templates() {
+    // The schema: enums, bounds, URLs, unknown keys; the error names the field.
+    for (bad, path) in [
+        ("tickets.jira.flavor=server", "/tickets/jira/flavor"),
+        ("tickets.jira.flavor=data-center", "/tickets/jira/flavor"),
+        ("llm.maxTokensField=maxTokens", "/llm/maxTokensField"),
+        ("llm.maxTokens=0", "/llm/maxTokens"),
+        ("llm.maxTokens=4097", "/llm/maxTokens"),
+        ("llm.timeoutSeconds=0", "/llm/timeoutSeconds"),
+        ("llm.timeoutSeconds=301", "/llm/timeoutSeconds"),
+        ("llm.baseUrl=ollama:11434", "/llm/baseUrl"),
+        ("llm.enabled=yes", "/llm/enabled"),
+        ("slack.apiUrl=slack.com/api", "/slack/apiUrl"),
+        ("tickets.github.apiUrl=", "/tickets/github/apiUrl"),
+        (
+            "tickets.gitlab.existingSecretKey=a/b",
+            "/tickets/gitlab/existingSecretKey",
+        ),
+        ("tickets.jira.issueType=", "/tickets/jira/issueType"),
+        (
+            "escalation.reopenWindowSeconds=-1",
+            "/escalation/reopenWindowSeconds",
+        ),
+        (
+            "escalation.reopenWindowSeconds=2592001",
+            "/escalation/reopenWindowSeconds",
+        ),
+        ("escalation.maxRecords=0", "/escalation/maxRecords"),
+        ("escalation.maxRecords=100001", "/escalation/maxRecords"),
+        ("tickets.linear.token=x", "tickets"),
+        ("llm.temperature=1", "llm"),
+    ] {
+        let err = template_error(&["--set", bad]);
+        assert!(err.contains("schema"), "{bad}: {err}");
+        assert!(err.contains(path), "{bad}: the error names {path}: {err}");
+    }
+
+    // What the schema cannot express, the templates refuse, naming the value to set.
+    for (bad, says) in [
+        (
+            vec!["llm.enabled=true", "llm.model=m"],
+            "llm.baseUrl is required",
+        ),
+        (
+            vec!["llm.enabled=true", "llm.baseUrl=http://h"],
+            "llm.model is required",
+        ),
+        (
+            vec!["tickets.gitea.token=t"],
+            "tickets.gitea.apiUrl is required",
+        ),
+        (
+            vec!["tickets.jira.apiToken=t"],
+            "tickets.jira.url is required",
+        ),
+        (
+            vec![
+                "tickets.jira.url=https://jira.example.com",
+                "tickets.jira.flavor=dataCenter",
+            ],
+            "tickets.jira.url needs credentials",
+        ),
+        (
+            vec![
+                "tickets.jira.url=https://x.atlassian.net",
+                "tickets.jira.apiToken=t",
+            ],
+            "tickets.jira.email is required for Jira Cloud",
+        ),
+    ] {
+        let args: Vec<&str> = bad.iter().flat_map(|b| ["--set", *b]).collect();
+        let err = template_error(&args);
+        assert!(err.contains(says), "{bad:?}: {err}");
+    }
+
+    // The edges are accepted.
+    for edge in [
+        vec!["llm.maxTokens=16", "llm.timeoutSeconds=300"],
+        vec![
+            "escalation.reopenWindowSeconds=0",
+            "escalation.maxRecords=100000",
+        ],
+        vec![
+            "tickets.jira.url=https://jira.example.com",
+            "tickets.jira.flavor=dataCenter",
+            "tickets.jira.apiToken=personal-access-token",
+        ],
+    ] {
+        let args: Vec<&str> = edge.iter().flat_map(|b| ["--set", *b]).collect();
+        let docs = render(&args);
+        assert_eq!(of_kind(&docs, "Deployment").len(), 1, "{edge:?}");
+    }
+}

@@ -90,11 +90,12 @@ app.kubernetes.io/component: {{ .component }}
 {{- list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.%s" $svc $ns .Values.tls.clusterDomain) | toJson }}
 {{- end }}
 
-{{/* The Secret and key of the Slack webhook URL, if any: "name/key" or "". */}}
+{{/* The Secret holding the Slack credentials, if any: the existing one, else the chart's when a
+webhook URL or bot token is set, else "". */}}
 {{- define "auto-agent.slackSecretName" -}}
 {{- if .Values.slack.existingSecret }}
 {{- .Values.slack.existingSecret }}
-{{- else if .Values.slack.webhookUrl }}
+{{- else if or .Values.slack.webhookUrl .Values.slack.botToken }}
 {{- printf "%s-slack" (include "auto-agent.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 {{- end }}
@@ -104,6 +105,55 @@ app.kubernetes.io/component: {{ .component }}
 {{- .Values.slack.existingSecretKey }}
 {{- else }}
 {{- "webhook-url" }}
+{{- end }}
+{{- end }}
+
+{{/*
+The Secret of one escalation credential: dict "ctx" $ "existing" <existingSecret> "set" <whether
+the chart holds the value> "suffix" <name suffix>. The existing Secret wins; "" when neither.
+*/}}
+{{- define "auto-agent.credentialSecret" -}}
+{{- if .existing }}
+{{- .existing }}
+{{- else if .set }}
+{{- printf "%s-%s" (include "auto-agent.fullname" .ctx) .suffix | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{/* An env var from a Secret key: dict "name" "secret" "key" and "optional" (a key a user's
+Secret may lack). */}}
+{{- define "auto-agent.secretEnv" -}}
+- name: {{ .name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secret }}
+      key: {{ .key }}
+      {{- if .optional }}
+      optional: true
+      {{- end }}
+{{- end }}
+
+{{- define "auto-agent.llmSecret" -}}
+{{- include "auto-agent.credentialSecret" (dict "ctx" . "existing" .Values.llm.existingSecret "set" .Values.llm.apiKey "suffix" "llm") }}
+{{- end }}
+
+{{/* The Secret of a forge tracker's token: dict "ctx" $ "name" github|gitlab|gitea. */}}
+{{- define "auto-agent.trackerSecret" -}}
+{{- $t := index .ctx.Values.tickets .name }}
+{{- include "auto-agent.credentialSecret" (dict "ctx" .ctx "existing" $t.existingSecret "set" $t.token "suffix" .name) }}
+{{- end }}
+
+{{- define "auto-agent.jiraSecret" -}}
+{{- $j := .Values.tickets.jira }}
+{{- include "auto-agent.credentialSecret" (dict "ctx" . "existing" $j.existingSecret "set" (or $j.apiToken $j.email) "suffix" "jira") }}
+{{- end }}
+
+{{/* "true" when a route that keeps a thread or an issue per incident key is configured (a Slack
+bot token or a ticket tracker): only then do the escalation record settings render. */}}
+{{- define "auto-agent.escalationRecords" -}}
+{{- $t := .Values.tickets }}
+{{- if or .Values.slack.botToken .Values.slack.existingSecret (include "auto-agent.trackerSecret" (dict "ctx" . "name" "github")) (include "auto-agent.trackerSecret" (dict "ctx" . "name" "gitlab")) (include "auto-agent.trackerSecret" (dict "ctx" . "name" "gitea")) $t.jira.url }}
+{{- "true" }}
 {{- end }}
 {{- end }}
 
@@ -159,6 +209,27 @@ explicit expiry. kube-rs re-reads the rotated token file.
 {{- fail (printf "budgets.cluster names %s twice: one entry per action" .action) }}
 {{- end }}
 {{- $_ := set $budgeted .action true }}
+{{- end }}
+{{- if .Values.llm.enabled }}
+{{- if not .Values.llm.baseUrl }}
+{{- fail "llm.baseUrl is required when llm.enabled is true" }}
+{{- end }}
+{{- if not .Values.llm.model }}
+{{- fail "llm.model is required when llm.enabled is true" }}
+{{- end }}
+{{- end }}
+{{- $t := .Values.tickets }}
+{{- if and (include "auto-agent.trackerSecret" (dict "ctx" . "name" "gitea")) (not $t.gitea.apiUrl) }}
+{{- fail "tickets.gitea.apiUrl is required with a Gitea token (Gitea is self-hosted: e.g. https://gitea.example.com/api/v1)" }}
+{{- end }}
+{{- if and (include "auto-agent.jiraSecret" .) (not $t.jira.url) }}
+{{- fail "tickets.jira.url is required with Jira credentials" }}
+{{- end }}
+{{- if and $t.jira.url (not $t.jira.existingSecret) (not $t.jira.apiToken) }}
+{{- fail "tickets.jira.url needs credentials: set tickets.jira.apiToken (and email for Cloud) or tickets.jira.existingSecret" }}
+{{- end }}
+{{- if and $t.jira.url (eq $t.jira.flavor "cloud") (not $t.jira.existingSecret) (not $t.jira.email) }}
+{{- fail "tickets.jira.email is required for Jira Cloud (its API token authenticates with the account email)" }}
 {{- end }}
 {{- if lt (int .Values.auth.tokenExpirationSeconds) 600 }}
 {{- fail "auth.tokenExpirationSeconds must be at least 600 (the API server's minimum)" }}

@@ -147,7 +147,10 @@ mod tests {
         let mut d = Doc::new();
         d.push(Block::Heading("Crash loop\nin shop".into()))
             .push(Block::Fields(vec![
-                ("Incident key".into(), "pod/shop/Deployment/api/CrashLoopBackOff".into()),
+                (
+                    "Incident key".into(),
+                    "pod/shop/Deployment/api/CrashLoopBackOff".into(),
+                ),
                 ("Workload".into(), "Deployment shop/api".into()),
             ]))
             .push(Block::Bullets(vec!["restarted pod api-1".into()]))

@@ -7,3 +7,5 @@
 //! adapters (`slack`, `llm`, `jira`, and the forge crate for GitHub, GitLab and Gitea).
 
 pub mod doc;
+pub mod jira;
+pub mod slack;

@@ -9,8 +9,8 @@
 pub mod deliver;
 pub mod doc;
 pub mod channels;
-
+pub mod jira;
 pub mod llm;
 pub mod record;
 pub mod render;
-
+pub mod slack;

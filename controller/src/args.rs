@@ -405,7 +405,11 @@ mod tests {
 #[derive(Clone, Debug, clap::Args)]
 pub struct EscalationArgs {
     /// Slack Web API base (chat.postMessage, chat.update) used with a bot token.
-    #[arg(long, env = "AUTO_AGENT_SLACK_API_URL", default_value = "https://slack.com/api")]
+    #[arg(
+        long,
+        env = "AUTO_AGENT_SLACK_API_URL",
+        default_value = "https://slack.com/api"
+    )]
     pub slack_api_url: String,
 
     /// OpenAI-compatible endpoint for incident summaries (`{base}/v1/chat/completions`); without
@@ -431,11 +435,19 @@ pub struct EscalationArgs {
     pub llm_timeout_seconds: u64,
 
     /// GitHub REST API base for tickets (GitHub Enterprise: `https://host/api/v3`).
-    #[arg(long, env = "AUTO_AGENT_GITHUB_API_URL", default_value = "https://api.github.com")]
+    #[arg(
+        long,
+        env = "AUTO_AGENT_GITHUB_API_URL",
+        default_value = "https://api.github.com"
+    )]
     pub github_api_url: String,
 
     /// GitLab REST v4 base for tickets.
-    #[arg(long, env = "AUTO_AGENT_GITLAB_API_URL", default_value = "https://gitlab.com/api/v4")]
+    #[arg(
+        long,
+        env = "AUTO_AGENT_GITLAB_API_URL",
+        default_value = "https://gitlab.com/api/v4"
+    )]
     pub gitlab_api_url: String,
 
     /// Gitea API base for tickets (`https://host/api/v1`).

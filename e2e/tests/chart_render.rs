@@ -2170,15 +2170,15 @@ fn escalation_values_are_checked_by_the_schema_and_the_templates() {
         ),
         ("tickets.jira.issueType=", "/tickets/jira/issueType"),
         (
-            "escalation.reopenWindowSeconds=-1",
+            "escalation.reopenWindowSeconds=59",
             "/escalation/reopenWindowSeconds",
         ),
         (
             "escalation.reopenWindowSeconds=2592001",
             "/escalation/reopenWindowSeconds",
         ),
-        ("escalation.maxRecords=0", "/escalation/maxRecords"),
-        ("escalation.maxRecords=100001", "/escalation/maxRecords"),
+        ("escalation.maxRecords=9", "/escalation/maxRecords"),
+        ("escalation.maxRecords=10001", "/escalation/maxRecords"),
         ("tickets.linear.token=x", "tickets"),
         ("llm.temperature=1", "llm"),
     ] {

@@ -29,14 +29,24 @@ const NODE: &str = "kwok-node-0";
 const TIMEOUT: Duration = Duration::from_secs(120);
 const CHANNEL: &str = "#prod-incidents";
 
-fn env(gitea: &Gitea, slack: &ContractServer, model: Option<&ModelServer>) -> Vec<(String, String)> {
+fn env(
+    gitea: &Gitea,
+    slack: &ContractServer,
+    model: Option<&ModelServer>,
+) -> Vec<(String, String)> {
     let mut env = vec![
         ("AUTO_AGENT_SLACK_API_URL".into(), slack.slack_api_url()),
-        ("AUTO_AGENT_SLACK_BOT_TOKEN".into(), "xoxb-e2e-escalation-token".into()),
+        (
+            "AUTO_AGENT_SLACK_BOT_TOKEN".into(),
+            "xoxb-e2e-escalation-token".into(),
+        ),
         ("AUTO_AGENT_GITEA_API_URL".into(), gitea.api_url.clone()),
         ("AUTO_AGENT_GITEA_TOKEN".into(), gitea.token.clone()),
         // Resolve a healed workload quickly (the default waits 5 minutes without a failure).
-        ("AUTO_AGENT_ESCALATION_RESOLVE_QUIET_SECONDS".into(), "3".into()),
+        (
+            "AUTO_AGENT_ESCALATION_RESOLVE_QUIET_SECONDS".into(),
+            "3".into(),
+        ),
     ];
     if let Some(m) = model {
         env.push(("AUTO_AGENT_LLM_BASE_URL".into(), m.base_url.clone()));
@@ -70,7 +80,10 @@ fn scratch() -> std::path::PathBuf {
 
 /// Gitea's issues of the repository (all states), through its API.
 async fn issues(gitea: &Gitea, repo: &str) -> Vec<Value> {
-    let url = format!("{}/repos/{}/{repo}/issues?state=all&type=issues&limit=50", gitea.api_url, gitea.owner);
+    let url = format!(
+        "{}/repos/{}/{repo}/issues?state=all&type=issues&limit=50",
+        gitea.api_url, gitea.owner
+    );
     let v: Value = reqwest::Client::new()
         .get(url)
         .header("Authorization", format!("token {}", gitea.token))
@@ -84,7 +97,10 @@ async fn issues(gitea: &Gitea, repo: &str) -> Vec<Value> {
 }
 
 async fn comments(gitea: &Gitea, repo: &str, number: u64) -> Vec<String> {
-    let url = format!("{}/repos/{}/{repo}/issues/{number}/comments", gitea.api_url, gitea.owner);
+    let url = format!(
+        "{}/repos/{}/{repo}/issues/{number}/comments",
+        gitea.api_url, gitea.owner
+    );
     let v: Value = reqwest::Client::new()
         .get(url)
         .header("Authorization", format!("token {}", gitea.token))
@@ -95,7 +111,11 @@ async fn comments(gitea: &Gitea, repo: &str, number: u64) -> Vec<String> {
         .await
         .unwrap();
     v.as_array()
-        .map(|a| a.iter().map(|c| c["body"].as_str().unwrap_or("").to_owned()).collect())
+        .map(|a| {
+            a.iter()
+                .map(|c| c["body"].as_str().unwrap_or("").to_owned())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -134,8 +154,10 @@ async fn heal(admin: &kube::Client, ns: &str, pod: &str) {
         .and_then(|s| s.container_statuses)
         .unwrap_or_default()
         .into_iter()
-        .map(|c| json!({"name": c.name, "image": c.image, "imageID": "", "ready": true, "started": true,
-            "restartCount": c.restart_count, "state": {"running": {"startedAt": now}}}))
+        .map(|c| {
+            json!({"name": c.name, "image": c.image, "imageID": "", "ready": true, "started": true,
+            "restartCount": c.restart_count, "state": {"running": {"startedAt": now}}})
+        })
         .collect();
     let conditions = json!([
         {"type": "Ready", "status": "True", "lastTransitionTime": now},
@@ -163,7 +185,9 @@ fn chrono_now() -> Value {
 async fn first_restart(t: &Setup) -> (String, Duration) {
     let first = t.running_pod(Workload::new("api")).await;
     let started = Instant::now();
-    scenario::crash_loop(&t.admin, t.ns(), &first, None, 3, 1).await.unwrap();
+    scenario::crash_loop(&t.admin, t.ns(), &first, None, 3, 1)
+        .await
+        .unwrap();
     let pods = t.pods();
     poll_until("the first restart", TIMEOUT, || {
         let pods = pods.clone();
@@ -198,12 +222,17 @@ async fn a_crash_loop_past_its_budget_reaches_one_thread_and_one_ticket_across_a
         let t = &t;
         let first = first.clone();
         async move {
-            Ok(t.ready_pod_names("api").await.into_iter().find(|p| *p != first))
+            Ok(t.ready_pod_names("api")
+                .await
+                .into_iter()
+                .find(|p| *p != first))
         }
     })
     .await
     .unwrap();
-    scenario::crash_loop(&admin, &ns, &second, None, 3, 1).await.unwrap();
+    scenario::crash_loop(&admin, &ns, &second, None, 3, 1)
+        .await
+        .unwrap();
     let refused = t.wait_event("api", "BudgetExhausted").await;
     assert!(refused.contains(&key), "{refused}");
 
@@ -216,7 +245,12 @@ async fn a_crash_loop_past_its_budget_reaches_one_thread_and_one_ticket_across_a
     .unwrap();
     let body = issue["body"].as_str().unwrap();
     assert!(body.contains(&key), "{body}");
-    let labels: Vec<&str> = issue["labels"].as_array().unwrap().iter().filter_map(|l| l["name"].as_str()).collect();
+    let labels: Vec<&str> = issue["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["name"].as_str())
+        .collect();
     assert_eq!(labels.len(), 1);
     assert!(labels[0].starts_with("auto-agent-"), "{labels:?}");
     let rec = poll_until("the record with the thread and ticket", TIMEOUT, || {
@@ -224,22 +258,35 @@ async fn a_crash_loop_past_its_budget_reaches_one_thread_and_one_ticket_across_a
         let (controller_ns, key) = (controller_ns.clone(), key.clone());
         async move {
             Ok(record(&admin, &controller_ns, &key).await.filter(|r| {
-                r["slack"].is_object() && r["ticket"].is_object() && r["outbox"].as_array().is_none_or(|o| o.is_empty())
+                r["slack"].is_object()
+                    && r["ticket"].is_object()
+                    && r["outbox"].as_array().is_none_or(|o| o.is_empty())
             }))
         }
     })
     .await
     .unwrap();
     let summary = rec["summary"]["text"].as_str().unwrap();
-    assert_eq!(rec["summary"]["source"], format!("llm:{}", model.model), "{rec}");
+    assert_eq!(
+        rec["summary"]["source"],
+        format!("llm:{}", model.model),
+        "{rec}"
+    );
     assert!(!summary.trim().is_empty());
-    assert!(body.contains(summary.trim()), "the ticket carries the model's summary");
+    assert!(
+        body.contains(summary.trim()),
+        "the ticket carries the model's summary"
+    );
     let roots = slack_calls(&slack, "chat.postMessage").await;
     assert_eq!(roots.len(), 1, "one thread root: {roots:?}");
     assert_eq!(roots[0]["channel"], CHANNEL);
     assert!(roots[0]["thread_ts"].is_null());
     assert!(roots[0]["text"].as_str().unwrap().contains(&key));
-    assert!(roots[0]["blocks"].to_string().contains(summary.trim().split('\n').next().unwrap_or("")));
+    assert!(
+        roots[0]["blocks"]
+            .to_string()
+            .contains(summary.trim().split('\n').next().unwrap_or(""))
+    );
     let thread_ts = rec["slack"]["ts"].as_str().unwrap().to_owned();
 
     // Kill the leader; the next occurrence goes to the same thread and ticket.
@@ -251,7 +298,9 @@ async fn a_crash_loop_past_its_budget_reaches_one_thread_and_one_ticket_across_a
     })
     .await
     .unwrap();
-    scenario::crash_loop(&admin, &ns, &second, None, 4, 1).await.unwrap();
+    scenario::crash_loop(&admin, &ns, &second, None, 4, 1)
+        .await
+        .unwrap();
     let number = issue["number"].as_u64().unwrap();
     poll_until("a comment on the same issue", TIMEOUT, || {
         let gitea = &gitea;
@@ -268,8 +317,16 @@ async fn a_crash_loop_past_its_budget_reaches_one_thread_and_one_ticket_across_a
     })
     .await
     .unwrap();
-    assert_eq!(replies[1]["thread_ts"], thread_ts.as_str(), "the reply joins the thread");
-    assert_eq!(issues(&gitea, "incidents").await.len(), 1, "still exactly one ticket");
+    assert_eq!(
+        replies[1]["thread_ts"],
+        thread_ts.as_str(),
+        "the reply joins the thread"
+    );
+    assert_eq!(
+        issues(&gitea, "incidents").await.len(),
+        1,
+        "still exactly one ticket"
+    );
 
     // A human fixes it: the pod runs and is ready; after the quiet period both channels say so.
     heal(&admin, &ns, &second).await;
@@ -278,7 +335,10 @@ async fn a_crash_loop_past_its_budget_reaches_one_thread_and_one_ticket_across_a
         async move {
             let all = issues(gitea, "incidents").await;
             let closed = all.first().is_some_and(|i| i["state"] == "closed");
-            let said = comments(gitea, "incidents", number).await.iter().any(|c| c.starts_with("Resolved"));
+            let said = comments(gitea, "incidents", number)
+                .await
+                .iter()
+                .any(|c| c.starts_with("Resolved"));
             Ok(closed && said)
         }
     })
@@ -286,18 +346,26 @@ async fn a_crash_loop_past_its_budget_reaches_one_thread_and_one_ticket_across_a
     .unwrap();
     let updates = slack_calls(&slack, "chat.update").await;
     assert!(
-        updates.iter().any(|u| u["ts"] == thread_ts.as_str() && u["text"].as_str().unwrap_or("").starts_with("Resolved")),
+        updates.iter().any(|u| u["ts"] == thread_ts.as_str()
+            && u["text"].as_str().unwrap_or("").starts_with("Resolved")),
         "the thread's root shows it resolved: {updates:?}"
     );
     let posts = slack_calls(&slack, "chat.postMessage").await;
-    assert!(posts.iter().any(|p| p["thread_ts"] == thread_ts.as_str() && p["text"].as_str().unwrap_or("").starts_with("Resolved")));
+    assert!(posts.iter().any(|p| p["thread_ts"] == thread_ts.as_str()
+        && p["text"].as_str().unwrap_or("").starts_with("Resolved")));
     assert_eq!(issues(&gitea, "incidents").await.len(), 1);
-    assert!(slack.rejected().await.unwrap().is_empty(), "every Slack request was valid");
+    assert!(
+        slack.rejected().await.unwrap().is_empty(),
+        "every Slack request was valid"
+    );
     let delivered = t
         .stack()
         .metric("auto_agent_escalation_deliveries_total{channel=\"ticket\",outcome=\"delivered\"}")
         .await;
-    assert!(delivered >= 1.0, "the new leader counts its deliveries: {delivered}");
+    assert!(
+        delivered >= 1.0,
+        "the new leader counts its deliveries: {delivered}"
+    );
     t.finish().await;
 }
 
@@ -325,11 +393,18 @@ async fn slack_rate_limits_and_gitea_down_delay_escalation_but_not_remediation()
     let second = poll_until("the replacement pod", TIMEOUT, || {
         let t = &t;
         let first = first.clone();
-        async move { Ok(t.ready_pod_names("api").await.into_iter().find(|p| *p != first)) }
+        async move {
+            Ok(t.ready_pod_names("api")
+                .await
+                .into_iter()
+                .find(|p| *p != first))
+        }
     })
     .await
     .unwrap();
-    scenario::crash_loop(&admin, &ns, &second, None, 3, 1).await.unwrap();
+    scenario::crash_loop(&admin, &ns, &second, None, 3, 1)
+        .await
+        .unwrap();
     t.wait_event("api", "BudgetExhausted").await;
     println!("restart with Slack rate-limited and Gitea down took {restart_took:?}");
     // The escalation is owed, not lost: persisted in its record while the channels fail.
@@ -337,9 +412,11 @@ async fn slack_rate_limits_and_gitea_down_delay_escalation_but_not_remediation()
         let admin = admin.clone();
         let (controller_ns, key) = (controller_ns.clone(), key.clone());
         async move {
-            Ok(record(&admin, &controller_ns, &key)
-                .await
-                .filter(|r| r["outbox"].as_array().is_some_and(|o| o.iter().any(|d| d["attempts"].as_u64() > Some(0)))))
+            Ok(record(&admin, &controller_ns, &key).await.filter(|r| {
+                r["outbox"]
+                    .as_array()
+                    .is_some_and(|o| o.iter().any(|d| d["attempts"].as_u64() > Some(0)))
+            }))
         }
     })
     .await
@@ -349,12 +426,19 @@ async fn slack_rate_limits_and_gitea_down_delay_escalation_but_not_remediation()
     // Gitea comes back after a minute; everything arrives, once.
     let left = Duration::from_secs(60).saturating_sub(down.elapsed());
     tokio::time::sleep(left).await;
-    assert!(issues_unreachable(&gitea).await, "Gitea stayed down for the minute");
+    assert!(
+        issues_unreachable(&gitea).await,
+        "Gitea stayed down for the minute"
+    );
     gitea.start_again().await.unwrap();
-    poll_until("the ticket after the outage", Duration::from_secs(180), || {
-        let gitea = &gitea;
-        async move { Ok(issues(gitea, "incidents").await.len() == 1) }
-    })
+    poll_until(
+        "the ticket after the outage",
+        Duration::from_secs(180),
+        || {
+            let gitea = &gitea;
+            async move { Ok(issues(gitea, "incidents").await.len() == 1) }
+        },
+    )
     .await
     .unwrap();
     poll_until("the Slack thread after the rate limit", TIMEOUT, || {
@@ -375,14 +459,30 @@ async fn slack_rate_limits_and_gitea_down_delay_escalation_but_not_remediation()
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(issues(&gitea, "incidents").await.len(), 1, "one ticket, not one per retry");
-    assert_eq!(slack_calls(&slack, "chat.postMessage").await.len(), 1, "one message, not one per retry");
-    let limited = slack.requests("slack").await.unwrap().iter().filter(|r| r.status == 429).count();
+    assert_eq!(
+        issues(&gitea, "incidents").await.len(),
+        1,
+        "one ticket, not one per retry"
+    );
+    assert_eq!(
+        slack_calls(&slack, "chat.postMessage").await.len(),
+        1,
+        "one message, not one per retry"
+    );
+    let limited = slack
+        .requests("slack")
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.status == 429)
+        .count();
     assert_eq!(limited, 3, "the rate limit was hit and honoured");
     assert!(slack.rejected().await.unwrap().is_empty());
     assert!(
         t.stack()
-            .metric("auto_agent_escalation_deliveries_total{channel=\"ticket\",outcome=\"unreachable\"}")
+            .metric(
+                "auto_agent_escalation_deliveries_total{channel=\"ticket\",outcome=\"unreachable\"}"
+            )
             .await
             >= 1.0
     );

@@ -214,7 +214,12 @@ impl Tickets for Trackers {
         }
     }
 
-    async fn set_open(&self, route: &TicketRoute, id: &str, open: bool) -> Result<(), ChannelError> {
+    async fn set_open(
+        &self,
+        route: &TicketRoute,
+        id: &str,
+        open: bool,
+    ) -> Result<(), ChannelError> {
         match self.pick(route.provider)? {
             Tracker::Forge(f) => f
                 .set_open(&route.project, number(id)?, open)

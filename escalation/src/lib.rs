@@ -6,9 +6,9 @@
 //! escalate and what to send is pure (`record`, `render`, `deliver`); the channels are thin
 //! adapters (`slack`, `llm`, `jira`, and the forge crate for GitHub, GitLab and Gitea).
 
+pub mod channels;
 pub mod deliver;
 pub mod doc;
-pub mod channels;
 pub mod jira;
 pub mod llm;
 pub mod record;

@@ -39,19 +39,20 @@ pub fn deliverer(args: &EscalationArgs) -> anyhow::Result<Deliverer<Slack, Track
     .map(Slack::new)
     .transpose()
     .context("Slack client")?;
-    let forge = |kind: ForgeKind, api_url: Option<&String>, var: &str| -> anyhow::Result<Option<Forge>> {
-        match (api_url, secret(var)) {
-            (Some(url), Some(token)) => Ok(Some(
-                Forge::new(ForgeConfig {
-                    kind,
-                    api_url: url.clone(),
-                    token,
-                })
-                .with_context(|| format!("{} client", kind.name()))?,
-            )),
-            _ => Ok(None),
-        }
-    };
+    let forge =
+        |kind: ForgeKind, api_url: Option<&String>, var: &str| -> anyhow::Result<Option<Forge>> {
+            match (api_url, secret(var)) {
+                (Some(url), Some(token)) => Ok(Some(
+                    Forge::new(ForgeConfig {
+                        kind,
+                        api_url: url.clone(),
+                        token,
+                    })
+                    .with_context(|| format!("{} client", kind.name()))?,
+                )),
+                _ => Ok(None),
+            }
+        };
     let jira = match (&args.jira_url, secret("AUTO_AGENT_JIRA_API_TOKEN")) {
         (Some(url), Some(token)) => Some(
             Jira::new(JiraConfig {
@@ -72,9 +73,21 @@ pub fn deliverer(args: &EscalationArgs) -> anyhow::Result<Deliverer<Slack, Track
         _ => None,
     };
     let tickets = Trackers {
-        github: forge(ForgeKind::GitHub, Some(&args.github_api_url), "AUTO_AGENT_GITHUB_TOKEN")?,
-        gitlab: forge(ForgeKind::GitLab, Some(&args.gitlab_api_url), "AUTO_AGENT_GITLAB_TOKEN")?,
-        gitea: forge(ForgeKind::Gitea, args.gitea_api_url.as_ref(), "AUTO_AGENT_GITEA_TOKEN")?,
+        github: forge(
+            ForgeKind::GitHub,
+            Some(&args.github_api_url),
+            "AUTO_AGENT_GITHUB_TOKEN",
+        )?,
+        gitlab: forge(
+            ForgeKind::GitLab,
+            Some(&args.gitlab_api_url),
+            "AUTO_AGENT_GITLAB_TOKEN",
+        )?,
+        gitea: forge(
+            ForgeKind::Gitea,
+            args.gitea_api_url.as_ref(),
+            "AUTO_AGENT_GITEA_TOKEN",
+        )?,
         jira,
     };
     let llm = match &args.llm_base_url {
@@ -93,7 +106,9 @@ pub fn deliverer(args: &EscalationArgs) -> anyhow::Result<Deliverer<Slack, Track
         None => None,
     };
     tracing::info!(
-        slack = slack.as_ref().map(|s| if s.threads() { "bot" } else { "webhook" }),
+        slack = slack
+            .as_ref()
+            .map(|s| if s.threads() { "bot" } else { "webhook" }),
         github = tickets.github.is_some(),
         gitlab = tickets.gitlab.is_some(),
         gitea = tickets.gitea.is_some(),

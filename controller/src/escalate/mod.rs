@@ -7,7 +7,6 @@
 //! owes with retries. A new leader lists the records and carries on, so an outage or a failover
 //! delays delivery and loses nothing, and a ticket is never filed twice.
 
-
 pub mod channels;
 pub mod health;
 pub mod stage;

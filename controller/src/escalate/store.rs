@@ -84,7 +84,9 @@ impl Store {
                         },
                     );
                 }
-                Err(e) => tracing::warn!(configmap = %name, error = %e, "Skipping an escalation record that cannot be read"),
+                Err(e) => {
+                    tracing::warn!(configmap = %name, error = %e, "Skipping an escalation record that cannot be read")
+                }
             }
         }
         Ok(out)
@@ -166,6 +168,9 @@ mod tests {
         assert_eq!(a, name_of("pod/shop/Deployment/api/CrashLoopBackOff"));
         assert_ne!(a, name_of("pod/shop/Deployment/api/OOMKilled"));
         assert!(a.len() <= 63);
-        assert!(a.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        );
     }
 }

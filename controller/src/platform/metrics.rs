@@ -3,7 +3,9 @@
 //! always the owning workload (empty for a bare pod), never a pod or node name or a uid; node
 //! actions and incidents have metrics of their own with a `node` label.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 
 #[derive(Clone, Debug)]
 pub struct ControllerMetrics {

@@ -664,6 +664,7 @@ mod tests {
                 events,
                 metrics: metrics.clone(),
                 recent: recent.clone(),
+                escalations: crate::escalate::Escalations::off(),
             },
             policies,
             node_policies,

@@ -96,7 +96,13 @@ impl Outcomes {
             .inc();
         let note = format!("{note} (policy {})", policy.name());
         tracing::info!(action = kind.as_str(), policy = %policy.id(), target = %subject.target, "{note}");
-        self.escalate(subject, SignalKind::Acted { action: kind.as_str().to_owned() }, &note);
+        self.escalate(
+            subject,
+            SignalKind::Acted {
+                action: kind.as_str().to_owned(),
+            },
+            &note,
+        );
         self.show(
             policy,
             subject,

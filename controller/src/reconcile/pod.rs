@@ -491,6 +491,7 @@ mod tests {
                 events,
                 metrics: metrics.clone(),
                 recent: recent.clone(),
+                escalations: crate::escalate::Escalations::off(),
             },
             policies,
             workloads: Arc::new(WorkloadCache::new(client.clone(), Duration::from_secs(30))),

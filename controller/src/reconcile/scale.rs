@@ -919,6 +919,7 @@ mod tests {
                     events: crate::testing::event_sink(&client, &leader.leadership, m),
                     metrics: m.clone(),
                     recent: RecentActions::new(changed.clone(), changed.clone()),
+                    escalations: crate::escalate::Escalations::off(),
                 },
                 executor: Arc::new(Executor {
                     client: client.clone(),

@@ -546,7 +546,9 @@ fn default_render_is_least_privilege_and_hardened() {
     // this namespace only.
     for rule in role["rules"].as_array().unwrap() {
         let verbs = str_list(&rule["verbs"]);
-        if verbs == ["list", "delete"] || verbs == ["get", "update"] {
+        if verbs == ["list", "delete"]
+            || (verbs == ["get", "update"] && rule["resourceNames"].is_null())
+        {
             assert_eq!(str_list(&rule["resources"]), ["configmaps"], "{rule}");
             assert!(rule["resourceNames"].is_null(), "{rule}");
             continue;
@@ -628,7 +630,10 @@ fn every_feature_renders_and_keeps_secrets_in_secrets() {
     );
     assert_eq!(
         names_of(&docs, "Secret"),
-        BTreeSet::from(["auto-agent-slack".to_owned()])
+        ["gitea", "github", "gitlab", "jira", "llm", "slack"]
+            .iter()
+            .map(|s| format!("auto-agent-{s}"))
+            .collect::<BTreeSet<_>>()
     );
 
     // Slack: a Secret, reaching the controller by secretKeyRef only.
@@ -1952,10 +1957,11 @@ fn escalation_credentials_live_in_secrets_and_reach_the_controller_by_secret_key
         ("AUTO_AGENT_JIRA_ISSUE_TYPE", "Incident"),
         ("AUTO_AGENT_ESCALATION_REOPEN_WINDOW_SECONDS", "3600"),
         ("AUTO_AGENT_ESCALATION_MAX_RECORDS", "5000"),
+        ("AUTO_AGENT_ESCALATION_RESOLVE_QUIET_SECONDS", "300"),
     ] {
         assert_eq!(literal(&env, var), value, "{var}");
     }
-    assert_eq!(env.len(), 22, "{:?}", env.keys());
+    assert_eq!(env.len(), 23, "{:?}", env.keys());
 
     // No credential anywhere but in its Secret: not in args, env values, ConfigMaps or annotations.
     for container in of_kind(&docs, "Deployment")
@@ -2087,8 +2093,8 @@ fn existing_secrets_replace_the_charts_and_keep_their_keys() {
 
 #[test]
 fn without_escalation_settings_nothing_of_escalation_renders() {
-    // The defaults (and the all-features CI values, which set only the webhook) stay installable
-    // by a controller that has no escalation flags.
+    // The defaults render no escalation setting; the all-features CI values render every one
+    // (chart_packaging checks each name against the controller's flags).
     let defaults = render(&[]);
     assert_eq!(escalation_env(&defaults), BTreeMap::new());
     assert_eq!(
@@ -2096,10 +2102,19 @@ fn without_escalation_settings_nothing_of_escalation_renders() {
         BTreeSet::from([format!("{}-tls", controller_name())])
     );
     let all = all_features();
-    assert_eq!(
-        escalation_env(&all).keys().collect::<Vec<_>>(),
-        vec!["AUTO_AGENT_SLACK_WEBHOOK_URL"]
-    );
+    let env = escalation_env(&all);
+    let names: BTreeSet<&str> = env.keys().map(|k| k.as_str()).collect();
+    for name in [
+        "AUTO_AGENT_SLACK_WEBHOOK_URL",
+        "AUTO_AGENT_SLACK_BOT_TOKEN",
+        "AUTO_AGENT_LLM_API_KEY",
+        "AUTO_AGENT_GITHUB_TOKEN",
+        "AUTO_AGENT_GITLAB_TOKEN",
+        "AUTO_AGENT_GITEA_TOKEN",
+        "AUTO_AGENT_JIRA_API_TOKEN",
+    ] {
+        assert!(names.contains(name), "{name} missing from {names:?}");
+    }
 
     // Credentials of a disabled LLM render nothing either, not even their Secret.
     let docs = render(&["--set", &format!("llm.apiKey={LLM_API_KEY}")]);
@@ -2229,8 +2244,8 @@ fn escalation_values_are_checked_by_the_schema_and_the_templates() {
     for edge in [
         vec!["llm.maxTokens=16", "llm.timeoutSeconds=300"],
         vec![
-            "escalation.reopenWindowSeconds=0",
-            "escalation.maxRecords=100000",
+            "escalation.reopenWindowSeconds=60",
+            "escalation.maxRecords=10000",
         ],
         vec![
             "tickets.jira.url=https://jira.example.com",

@@ -129,6 +129,19 @@ fn port_of(addr: &str) -> u16 {
     addr.rsplit(':').next().unwrap().parse().unwrap()
 }
 
+/// Credentials the chart passes from Secrets; the controller reads them from its environment.
+const ESCALATION_CREDENTIALS: &[&str] = &[
+    "AUTO_AGENT_SLACK_WEBHOOK_URL",
+    "AUTO_AGENT_SLACK_BOT_TOKEN",
+    "AUTO_AGENT_LLM_API_KEY",
+    "AUTO_AGENT_GITHUB_TOKEN",
+    "AUTO_AGENT_GITLAB_TOKEN",
+    "AUTO_AGENT_GITEA_TOKEN",
+    "AUTO_AGENT_JIRA_EMAIL",
+    "AUTO_AGENT_JIRA_API_TOKEN",
+];
+const CHANNELS_SOURCE: &str = include_str!("../../controller/src/escalate/channels.rs");
+
 #[test]
 fn dockerfiles_match_the_chart_and_the_binaries() {
     let started = Instant::now();
@@ -311,14 +324,20 @@ fn dockerfiles_match_the_chart_and_the_binaries() {
                 .map(|p| p["containerPort"].as_u64().unwrap() as u16)
                 .collect();
             assert_eq!(ports, exposed, "{workload_kind}: container ports == EXPOSE");
-            // Every variable the chart sets is one of the binary's flags (Slack is wired ahead of
-            // its flag; POD_IP only feeds $(POD_IP) in AUTO_AGENT_GRPC_ADVERTISE).
+            // Every variable the chart sets is one of the binary's flags, except credentials: those
+            // are read from the environment only (never a flag, so never in args) by the
+            // controller's escalation channels. POD_IP only feeds $(POD_IP) in
+            // AUTO_AGENT_GRPC_ADVERTISE.
             for name in env_of(container).keys() {
-                if name == "POD_IP"
-                    || name == "AUTO_AGENT_SLACK_WEBHOOK_URL"
-                    || name == "AWS_REGION"
-                    || name == "RUST_BACKTRACE"
-                {
+                if ESCALATION_CREDENTIALS.contains(&name.as_str()) {
+                    assert!(!flags.contains_key(name), "{name} must not be a flag");
+                    assert!(
+                        CHANNELS_SOURCE.contains(&format!("\"{name}\"")),
+                        "the controller does not read {name}"
+                    );
+                    continue;
+                }
+                if name == "POD_IP" || name == "AWS_REGION" || name == "RUST_BACKTRACE" {
                     continue;
                 }
                 assert!(flags.contains_key(name), "{bin} has no flag for {name}");

@@ -15,6 +15,7 @@ pub mod agents;
 pub mod bench;
 pub mod cluster;
 pub mod exporter;
+pub mod gitea;
 pub mod helm;
 pub mod ingest;
 pub mod llm;

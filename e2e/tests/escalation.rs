@@ -18,7 +18,7 @@ use auto_agent_e2e::contract::ContractServer;
 use auto_agent_e2e::gitea::Gitea;
 use auto_agent_e2e::llm::ModelServer;
 use auto_agent_e2e::scenario;
-use auto_agent_e2e::wait::poll_until;
+use auto_agent_e2e::wait::{poll_until, poll_value};
 use auto_agent_e2e::{Setup, Workload};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::Api;
@@ -218,7 +218,7 @@ async fn a_crash_loop_past_its_budget_reaches_one_thread_and_one_ticket_across_a
 
     let (first, _) = first_restart(&t).await;
     // The replacement crash-loops too: the budget (1 restart per hour) is spent -> escalate.
-    let second = poll_until("the replacement pod", TIMEOUT, || {
+    let second = poll_value("the replacement pod", TIMEOUT, || {
         let t = &t;
         let first = first.clone();
         async move {
@@ -237,7 +237,7 @@ async fn a_crash_loop_past_its_budget_reaches_one_thread_and_one_ticket_across_a
     assert!(refused.contains(&key), "{refused}");
 
     // One Gitea issue with the key's label, the key and the model's summary in its body.
-    let issue = poll_until("the Gitea issue", TIMEOUT, || {
+    let issue = poll_value("the Gitea issue", TIMEOUT, || {
         let gitea = &gitea;
         async move { Ok(issues(gitea, "incidents").await.into_iter().next()) }
     })
@@ -253,7 +253,7 @@ async fn a_crash_loop_past_its_budget_reaches_one_thread_and_one_ticket_across_a
         .collect();
     assert_eq!(labels.len(), 1);
     assert!(labels[0].starts_with("auto-agent-"), "{labels:?}");
-    let rec = poll_until("the record with the thread and ticket", TIMEOUT, || {
+    let rec = poll_value("the record with the thread and ticket", TIMEOUT, || {
         let admin = admin.clone();
         let (controller_ns, key) = (controller_ns.clone(), key.clone());
         async move {
@@ -308,7 +308,7 @@ async fn a_crash_loop_past_its_budget_reaches_one_thread_and_one_ticket_across_a
     })
     .await
     .unwrap();
-    let replies = poll_until("a reply in the thread", TIMEOUT, || {
+    let replies = poll_value("a reply in the thread", TIMEOUT, || {
         let slack = &slack;
         async move {
             let posts = slack_calls(slack, "chat.postMessage").await;
@@ -390,7 +390,7 @@ async fn slack_rate_limits_and_gitea_down_delay_escalation_but_not_remediation()
     gitea.stop();
     let down = Instant::now();
     let (first, restart_took) = first_restart(&t).await;
-    let second = poll_until("the replacement pod", TIMEOUT, || {
+    let second = poll_value("the replacement pod", TIMEOUT, || {
         let t = &t;
         let first = first.clone();
         async move {
@@ -408,7 +408,7 @@ async fn slack_rate_limits_and_gitea_down_delay_escalation_but_not_remediation()
     t.wait_event("api", "BudgetExhausted").await;
     println!("restart with Slack rate-limited and Gitea down took {restart_took:?}");
     // The escalation is owed, not lost: persisted in its record while the channels fail.
-    let owed = poll_until("the escalation owed in its record", TIMEOUT, || {
+    let owed = poll_value("the escalation owed in its record", TIMEOUT, || {
         let admin = admin.clone();
         let (controller_ns, key) = (controller_ns.clone(), key.clone());
         async move {

@@ -8,5 +8,7 @@
 
 pub mod deliver;
 pub mod doc;
+pub mod jira;
 pub mod record;
 pub mod render;
+pub mod slack;

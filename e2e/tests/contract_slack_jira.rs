@@ -648,3 +648,173 @@ async fn jira_cloud_search_lag_rate_limits_and_credentials() {
     assert!(!format!("{e:?}").contains("not-the-token"));
     assert_none_rejected(&server).await;
 }
+
+/// The forge contract servers keep issues the way GitHub and GitLab document, so a forge client
+/// can find by label, create, comment, close and reopen; faults and restarts behave like the
+/// Slack and Jira ones.
+#[tokio::test]
+async fn github_and_gitlab_contract_servers_keep_issue_state() {
+    let mut server = server("forges").await;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let gh = |req: reqwest::RequestBuilder| {
+        req.header(
+            "Authorization",
+            format!("Bearer {}", contract::GITHUB_TOKEN),
+        )
+        .header("Accept", "application/vnd.github+json")
+        .header("X-GitHub-Api-Version", "2022-11-28")
+        .header("User-Agent", "contract-test")
+        .header("Content-Type", "application/json")
+    };
+    let send = |req: reqwest::RequestBuilder| async move {
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text)),
+        )
+    };
+    let gh_url = |p: &str| format!("{}/repos/acme/shop{p}", server.github_api_url());
+    let label = "auto-agent:3f9a1c";
+    let list = gh_url(&format!("/issues?labels={label}&state=all&per_page=100"));
+    let (s, found) = send(gh(http.get(&list))).await;
+    assert_eq!((s, found), (200, json!([])));
+    let (s, issue) = send(
+        gh(http.post(gh_url("/issues"))).body(
+            json!({"title": "Crash loop", "body": "<!-- auto-agent:3f9a1c -->", "labels": [label]})
+                .to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(s, 201, "{issue}");
+    let n = issue["number"].as_u64().unwrap();
+    let (s, _) = send(
+        gh(http.post(gh_url(&format!("/issues/{n}/comments"))))
+            .body(json!({"body": "again"}).to_string()),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let (s, closed) = send(
+        gh(http.patch(gh_url(&format!("/issues/{n}"))))
+            .body(json!({"state": "closed", "state_reason": "completed"}).to_string()),
+    )
+    .await;
+    assert_eq!((s, closed["state"].clone()), (200, json!("closed")));
+    let (_, open_only) = send(gh(
+        http.get(gh_url(&format!("/issues?labels={label}&state=open")))
+    ))
+    .await;
+    assert_eq!(open_only, json!([]));
+    let (s, reopened) = send(
+        gh(http.patch(gh_url(&format!("/issues/{n}"))))
+            .body(json!({"state": "open", "state_reason": "reopened"}).to_string()),
+    )
+    .await;
+    assert_eq!(
+        (s, reopened["state_reason"].clone()),
+        (200, json!("reopened"))
+    );
+    let (_, found) = send(gh(http.get(&list))).await;
+    assert_eq!(found[0]["number"].as_u64(), Some(n));
+    assert_eq!(found[0]["comments"], 1);
+    assert_eq!(send(gh(http.get(gh_url("/issues/999")))).await.0, 404);
+    // GitHub's secondary rate limit: 403 with retry-after.
+    server
+        .fault(Provider::GitHub, 403, Some(60), 1)
+        .await
+        .unwrap();
+    let resp = gh(http.get(&list)).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    assert_eq!(resp.headers()["retry-after"], "60");
+
+    let gl_url = |p: &str| format!("{}/projects/acme%2Fshop{p}", server.gitlab_api_url());
+    let gl = |req: reqwest::RequestBuilder| {
+        req.header("PRIVATE-TOKEN", contract::GITLAB_TOKEN)
+            .header("Content-Type", "application/json")
+    };
+    let (s, issue) = send(
+        gl(http.post(gl_url("/issues")))
+            .body(json!({"title": "Crash loop", "description": "d", "labels": label}).to_string()),
+    )
+    .await;
+    assert_eq!(s, 201, "{issue}");
+    let iid = issue["iid"].as_u64().unwrap();
+    assert_eq!(
+        send(
+            gl(http.post(gl_url(&format!("/issues/{iid}/notes"))))
+                .body(json!({"body": "again"}).to_string())
+        )
+        .await
+        .0,
+        201
+    );
+    let (_, closed) = send(
+        gl(http.put(gl_url(&format!("/issues/{iid}"))))
+            .body(json!({"state_event": "close"}).to_string()),
+    )
+    .await;
+    assert_eq!(closed["state"], "closed");
+    let (_, found) = send(gl(
+        http.get(gl_url(&format!("/issues?labels={label}&state=closed")))
+    ))
+    .await;
+    assert_eq!(found[0]["iid"].as_u64(), Some(iid));
+    let (_, reopened) = send(
+        gl(http.put(gl_url(&format!("/issues/{iid}"))))
+            .body(json!({"state_event": "reopen"}).to_string()),
+    )
+    .await;
+    assert_eq!(reopened["state"], "opened");
+    let commit = json!({"branch": "auto-agent/fix", "start_branch": "main", "commit_message": "bump memory",
+        "actions": [{"action": "update", "file_path": "apps/shop/deploy.yaml", "content": "x"}]});
+    assert_eq!(
+        send(gl(http.post(gl_url("/repository/commits"))).body(commit.to_string()))
+            .await
+            .0,
+        201
+    );
+    let mr =
+        json!({"source_branch": "auto-agent/fix", "target_branch": "main", "title": "bump memory"});
+    assert_eq!(
+        send(gl(http.post(gl_url("/merge_requests"))).body(mr.to_string()))
+            .await
+            .0,
+        201
+    );
+    assert_eq!(
+        send(gl(http.post(gl_url("/merge_requests"))).body(mr.to_string()))
+            .await
+            .0,
+        409
+    );
+    assert_none_rejected(&server).await;
+
+    // An operation the server does not keep state for is refused, never faked.
+    let (s, _) = send(gh(http.get(gh_url("/pulls")))).await;
+    assert_eq!(s, 501);
+    let rejected = server.rejected().await.unwrap();
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0].rule.as_deref(), Some("unserved"));
+    assert_eq!(rejected[0].operation.as_deref(), Some("pulls/list"));
+
+    // An outage: the client sees a connection error, then the same URLs work again.
+    server.stop();
+    let slack = bot(&server);
+    let e = slack
+        .post("#alerts", &incident_message("x"), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, SlackError::Unreachable { .. }) && e.retryable(),
+        "{e}"
+    );
+    server.start_again().await.unwrap();
+    slack
+        .post("#alerts", &incident_message("x"), None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_none_rejected(&server).await;
+}

@@ -1160,7 +1160,7 @@ def coerce_query(instance, query):
                 out[k] = int(query[k])
             except ValueError:
                 pass
-    for k in ("fieldsByKeys", "updateHistory", "skipRemoteOnlyCondition", "includeUnavailableTransitions", "sortByOpsBarAndStatus", "failFast", "updateHistory"):
+    for k in ("fieldsByKeys", "updateHistory", "skipRemoteOnlyCondition", "includeUnavailableTransitions", "sortByOpsBarAndStatus", "failFast"):
         if k in query and query[k] in ("true", "false"):
             out[k] = query[k] == "true"
     if "fields" in query and isinstance(query["fields"], str):
@@ -1253,7 +1253,14 @@ class App:
         rec = {"provider": provider, "method": method, "path": rest, "query": query, "auth": redact_auth(headers), "body": None,
                "headers": {k: v for k, v in headers.items() if k in ("content-type", "accept", "user-agent", "x-github-api-version")}}
         if provider not in PROVIDERS:
-            return Reply(404, {"error": f"unknown provider prefix /{provider} (one of {', '.join(PROVIDERS)})"})
+            # Recorded too: a client with a wrong base URL must show up among the rejected.
+            rec.update(provider="unknown", path=path, valid=False, rule="route", reason=f"unknown provider prefix /{provider}")
+            reply = Reply(404, {"error": f"unknown provider prefix /{provider} (one of {', '.join(PROVIDERS)})"})
+            with self.state.lock:
+                rec["seq"] = self.state.next_seq()
+                rec["status"] = reply.status
+                self.state.records.append(rec)
+            return reply
         if body_raw and rec["body"] is None:
             try:
                 rec["body"] = json.loads(body_raw)

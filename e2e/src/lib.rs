@@ -14,6 +14,7 @@
 pub mod agents;
 pub mod bench;
 pub mod cluster;
+pub mod contract;
 pub mod exporter;
 pub mod gitea;
 pub mod helm;

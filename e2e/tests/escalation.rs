@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use auto_agent_e2e::contract::ContractServer;
+use auto_agent_e2e::contract::{ContractServer, Provider};
 use auto_agent_e2e::gitea::Gitea;
 use auto_agent_e2e::llm::ModelServer;
 use auto_agent_e2e::scenario;
@@ -135,11 +135,11 @@ async fn record(admin: &kube::Client, namespace: &str, key: &str) -> Option<Valu
 /// Slack calls the contract server accepted, by method (`chat.postMessage`, `chat.update`).
 async fn slack_calls(slack: &ContractServer, method: &str) -> Vec<Value> {
     slack
-        .requests("slack")
+        .requests(Provider::Slack)
         .await
         .unwrap()
         .into_iter()
-        .filter(|r| r.accepted() && r.path.ends_with(method))
+        .filter(|r| r.valid && (200..300).contains(&r.status) && r.path.ends_with(method))
         .map(|r| r.body.clone())
         .collect()
 }
@@ -386,7 +386,7 @@ async fn slack_rate_limits_and_gitea_down_delay_escalation_but_not_remediation()
     let key = format!("pod/{ns}/Deployment/api/CrashLoopBackOff");
 
     // Slack answers 429 (Retry-After 5 s) to the next three calls; Gitea is down.
-    slack.fault("slack", 429, Some(5), 3).await.unwrap();
+    slack.fault(Provider::Slack, 429, Some(5), 3).await.unwrap();
     gitea.stop();
     let down = Instant::now();
     let (first, restart_took) = first_restart(&t).await;
@@ -470,7 +470,7 @@ async fn slack_rate_limits_and_gitea_down_delay_escalation_but_not_remediation()
         "one message, not one per retry"
     );
     let limited = slack
-        .requests("slack")
+        .requests(Provider::Slack)
         .await
         .unwrap()
         .iter()

@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: setup demo demo-down test lint unit e2e release cluster-build cluster-up cluster-down crdgen clean
+.PHONY: setup demo demo-down test lint unit e2e integrations release cluster-build cluster-up cluster-down crdgen clean
 
 ## setup: install what the build needs (Debian packages, cargo components); idempotent
 setup:
@@ -27,10 +27,16 @@ lint:
 unit:
 	$(CARGO) test --workspace --exclude auto-agent-e2e
 
-## e2e: start (or reuse) the local control plane, building its binaries on a cache miss, and run the e2e tests
-## (among them `make demo`, through e2e/tests/demo.rs)
-e2e: cluster-up
+## e2e: start (or reuse) the local control plane, building its binaries on a cache miss, build (or
+## reuse) the escalation tests' servers, and run the e2e tests (among them `make demo`, through
+## e2e/tests/demo.rs)
+e2e: cluster-up integrations
 	$(CARGO) test -p auto-agent-e2e
+
+## integrations: Gitea, the local model server and the contract servers' environment, cached
+## whole-or-absent under ~/.cache/auto-agent (e2e/integrations)
+integrations:
+	e2e/integrations build
 
 ## release: the images' build step run natively (no container engine here): each binary on its own,
 ## locked, with the workspace's release profile, exactly as Dockerfile.sensor / Dockerfile.controller

@@ -15,6 +15,13 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)
 command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v prometheus >/dev/null || need+=(prometheus)
+# The escalation tests' servers (e2e/integrations): npm and node fetch and convert the providers'
+# API descriptions; cmake and g++ build llama-cpp-python; python3-venv holds both environments.
+command -v npm >/dev/null || need+=(npm)
+command -v node >/dev/null || need+=(nodejs)
+command -v cmake >/dev/null || need+=(cmake)
+command -v g++ >/dev/null || need+=(g++)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 if ((${#need[@]})); then
   log "installing Debian packages: ${need[*]}"
   sudo=""

@@ -818,3 +818,95 @@ async fn github_and_gitlab_contract_servers_keep_issue_state() {
         .unwrap();
     assert_none_rejected(&server).await;
 }
+
+/// What escalation renders (Block Kit root and replies, ticket bodies and comments, the incident
+/// label) passes the providers' validation as sent by these clients, including an incident whose
+/// texts are long and full of markup.
+#[tokio::test]
+async fn rendered_incident_messages_and_tickets_pass_the_contracts() {
+    use auto_agent_escalation::record::{Facts, Line, Record, Routes, Status, What};
+    use auto_agent_escalation::render;
+
+    let server = server("rendered").await;
+    let record = |log_line: String, target: String| Record {
+        key: format!("pod/shop/Deployment/{target}/CrashLoopBackOff"),
+        status: Status::Escalated,
+        revision: 2,
+        routes: Routes::default(),
+        facts: Facts {
+            target: format!("Deployment/shop/{target}"),
+            namespace: Some("shop".into()),
+            policy: "shop/restart".into(),
+            failure: "CrashLoopBackOff".into(),
+            evidence: Some("s3://bundles/shop/api/1.json".into()),
+            log_tail: vec![log_line; 40],
+        },
+        reason: "BudgetExhausted".into(),
+        opened_at_ms: 0,
+        last_at_ms: 0,
+        last_failure_ms: 0,
+        escalate_at_ms: None,
+        resolved_at_ms: None,
+        repeats: 3,
+        history: (0..30)
+            .map(|i| Line {
+                at_ms: i,
+                text: format!("RestartPod: restarted api-{i} <&>*_`"),
+            })
+            .collect(),
+        summary: None,
+        slack: None,
+        ticket: None,
+        outbox: vec![],
+    };
+    let records = [
+        record("panic: <boom> & more".into(), "api".into()),
+        record("x".repeat(5000), "a".repeat(300)),
+    ];
+    let slack = bot(&server);
+    let cloud = jira_cloud(&server);
+    let dc = jira_dc(&server);
+    for r in &records {
+        let summary = render::template_summary(r);
+        let root = render::slack_root(r, &summary, Some("https://jira.example.com/browse/OPS-1"));
+        let thread = slack
+            .post("#prod-incidents", &root, None)
+            .await
+            .unwrap()
+            .unwrap();
+        for what in [What::Update, What::Resolve] {
+            slack
+                .post(
+                    &thread.channel,
+                    &render::slack_reply(r, what, &summary),
+                    Some(&thread),
+                )
+                .await
+                .unwrap();
+        }
+        slack.update(&thread, &root).await.unwrap();
+        let label = render::label(&r.key);
+        for jira in [&cloud, &dc] {
+            let issue = jira
+                .create_issue(
+                    "OPS",
+                    &render::ticket_title(r),
+                    &render::ticket_body(r, &summary),
+                    &label,
+                )
+                .await
+                .unwrap();
+            jira.comment(
+                &issue.key,
+                &render::ticket_comment(r, What::Update, &summary),
+            )
+            .await
+            .unwrap();
+            assert_eq!(
+                jira.find_issue("OPS", &label).await.unwrap().map(|i| i.key),
+                Some(issue.key)
+            );
+        }
+    }
+    assert_none_rejected(&server).await;
+}

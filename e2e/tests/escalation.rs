@@ -181,7 +181,8 @@ fn chrono_now() -> Value {
     .unwrap()
 }
 
-/// Crash-loops the one pod of `api` and waits for the agent to restart it (its budget of one).
+/// Creates `api` (one replica), crash-loops its pod and waits for the agent to restart it (its
+/// budget of one).
 async fn first_restart(t: &Setup) -> (String, Duration) {
     let first = t.running_pod(Workload::new("api")).await;
     let started = Instant::now();
@@ -205,7 +206,7 @@ async fn a_crash_loop_past_its_budget_reaches_one_thread_and_one_ticket_across_a
     let gitea = Gitea::start(&dir.join("gitea")).await.unwrap();
     gitea.create_repo("incidents").await.unwrap();
     let slack = ContractServer::start(&dir.join("contract")).await.unwrap();
-    let model = ModelServer::start(&dir.join("model")).await.unwrap();
+    let model = ModelServer::start(&ModelServer::default_dir()).await.unwrap();
     let mut t = Setup::new("escalate", NODE).await;
     t.start_agents(2, env(&gitea, &slack, Some(&model))).await;
     let admin = t.admin.clone();
@@ -213,7 +214,6 @@ async fn a_crash_loop_past_its_budget_reaches_one_thread_and_one_ticket_across_a
     let controller_ns = t.stack().namespace.name.clone();
     let project = format!("{}/incidents", gitea.owner);
     t.policy("esc", policy(&project));
-    t.rollout(Workload::new("api").replicas(1)).await;
     let key = format!("pod/{ns}/Deployment/api/CrashLoopBackOff");
 
     let (first, _) = first_restart(&t).await;
@@ -382,7 +382,6 @@ async fn slack_rate_limits_and_gitea_down_delay_escalation_but_not_remediation()
     let ns = t.ns().to_owned();
     let controller_ns = t.stack().namespace.name.clone();
     t.policy("esc", policy(&format!("{}/incidents", gitea.owner)));
-    t.rollout(Workload::new("api").replicas(1)).await;
     let key = format!("pod/{ns}/Deployment/api/CrashLoopBackOff");
 
     // Slack answers 429 (Retry-After 5 s) to the next three calls; Gitea is down.

@@ -1,5 +1,6 @@
-//! The real channels behind the delivery traits: the Slack client, the forge clients (GitHub,
-//! GitLab, Gitea) and Jira as ticket trackers, and the model client as summarizer. Thin: each maps
+//! The real channels behind the delivery traits: the forge clients (GitHub, GitLab, Gitea) and
+//! Jira as ticket trackers, and the model client as summarizer (the Slack client implements
+//! `SlackApi` in slack.rs). Thin: each maps
 //! its client's error to a `ChannelError` (retryable or not, Retry-After, a metric category and a
 //! message without credentials).
 
@@ -7,33 +8,13 @@ use std::time::Duration;
 
 use auto_agent_forge::{Forge, ForgeError};
 
-use crate::deliver::{ChannelError, SlackApi, Summarizer, TicketInfo, Tickets};
+use crate::deliver::{ChannelError, Summarizer, TicketInfo, Tickets};
 use crate::doc::Doc;
-use crate::jira::{Jira, JiraError};
+use crate::jira::Jira;
 use crate::llm::{Llm, LlmError, SYSTEM_PROMPT};
-use crate::record::{self, TicketProvider, TicketRoute};
-use crate::render::SlackText;
-use crate::slack::{Slack, SlackError, SlackMessage, SlackThread};
+use crate::record::{TicketProvider, TicketRoute};
 
 fn forge_error(e: ForgeError) -> ChannelError {
-    ChannelError {
-        retryable: e.retryable(),
-        after: e.retry_after(),
-        category: e.category(),
-        message: e.to_string(),
-    }
-}
-
-fn slack_error(e: SlackError) -> ChannelError {
-    ChannelError {
-        retryable: e.retryable(),
-        after: e.retry_after(),
-        category: e.category(),
-        message: e.to_string(),
-    }
-}
-
-fn jira_error(e: JiraError) -> ChannelError {
     ChannelError {
         retryable: e.retryable(),
         after: e.retry_after(),
@@ -48,53 +29,6 @@ fn llm_error(e: LlmError) -> ChannelError {
         after: e.retry_after(),
         category: e.category(),
         message: e.to_string(),
-    }
-}
-
-impl SlackApi for Slack {
-    fn threads(&self) -> bool {
-        Slack::threads(self)
-    }
-
-    async fn post(
-        &self,
-        channel: &str,
-        msg: &SlackText,
-        thread: Option<&record::SlackThread>,
-    ) -> Result<Option<record::SlackThread>, ChannelError> {
-        let message = SlackMessage {
-            text: msg.text.clone(),
-            blocks: msg.blocks.clone(),
-        };
-        let thread = thread.map(|t| SlackThread {
-            channel: t.channel.clone(),
-            ts: t.ts.clone(),
-        });
-        let posted = Slack::post(self, channel, &message, thread.as_ref())
-            .await
-            .map_err(slack_error)?;
-        Ok(posted.map(|t| record::SlackThread {
-            channel: t.channel,
-            ts: t.ts,
-        }))
-    }
-
-    async fn update(
-        &self,
-        thread: &record::SlackThread,
-        msg: &SlackText,
-    ) -> Result<(), ChannelError> {
-        let message = SlackMessage {
-            text: msg.text.clone(),
-            blocks: msg.blocks.clone(),
-        };
-        let thread = SlackThread {
-            channel: thread.channel.clone(),
-            ts: thread.ts.clone(),
-        };
-        Slack::update(self, &thread, &message)
-            .await
-            .map_err(slack_error)
     }
 }
 
@@ -162,7 +96,7 @@ impl Tickets for Trackers {
             Tracker::Jira(j) => Ok(j
                 .find_issue(&route.project, label)
                 .await
-                .map_err(jira_error)?
+                .map_err(ChannelError::from)?
                 .map(|i| TicketInfo {
                     id: i.key,
                     url: i.url,
@@ -194,7 +128,7 @@ impl Tickets for Trackers {
                 let i = j
                     .create_issue(&route.project, title, body, label)
                     .await
-                    .map_err(jira_error)?;
+                    .map_err(ChannelError::from)?;
                 Ok(TicketInfo {
                     id: i.key,
                     url: i.url,
@@ -210,7 +144,7 @@ impl Tickets for Trackers {
                 .comment(&route.project, number(id)?, &body.to_markdown())
                 .await
                 .map_err(forge_error),
-            Tracker::Jira(j) => j.comment(id, body).await.map_err(jira_error),
+            Tracker::Jira(j) => j.comment(id, body).await.map_err(ChannelError::from),
         }
     }
 
@@ -225,7 +159,7 @@ impl Tickets for Trackers {
                 .set_open(&route.project, number(id)?, open)
                 .await
                 .map_err(forge_error),
-            Tracker::Jira(j) => j.set_open(id, open).await.map_err(jira_error),
+            Tracker::Jira(j) => j.set_open(id, open).await.map_err(ChannelError::from),
         }
     }
 }

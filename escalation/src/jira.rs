@@ -14,6 +14,7 @@ use auto_agent_forge::Secret;
 use base64::Engine;
 use serde_json::{Value, json};
 
+use crate::deliver::ChannelError;
 use crate::doc::Doc;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -123,6 +124,17 @@ impl JiraError {
             Self::NoTransition { .. } => "no_transition",
             Self::Protocol { .. } => "protocol",
             Self::Config(_) => "config",
+        }
+    }
+}
+
+impl From<JiraError> for ChannelError {
+    fn from(e: JiraError) -> Self {
+        Self {
+            retryable: e.retryable(),
+            after: e.retry_after(),
+            category: e.category(),
+            message: e.to_string(),
         }
     }
 }
@@ -756,6 +768,11 @@ mod tests {
         }
         assert_eq!(errors[0].category(), "rate_limited");
         assert_eq!(errors[0].retry_after(), Some(Duration::from_secs(12)));
+        let channel = ChannelError::from(JiraError::Unauthorized { status: 401 });
+        assert_eq!(
+            (channel.retryable, channel.category),
+            (false, "unauthorized")
+        );
         assert!(errors[1].retryable() && errors[1].retry_after() == Some(Duration::from_secs(4)));
         assert!(errors[2].retryable() && errors[2].category() == "server_error");
         assert_eq!(errors[3].category(), "unauthorized");

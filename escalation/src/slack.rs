@@ -9,6 +9,8 @@ use std::time::Duration;
 use auto_agent_forge::Secret;
 use serde_json::{Value, json};
 
+use crate::deliver::{ChannelError, SlackApi};
+
 /// Slack's Web API base, for `SlackRoute::Bot`.
 pub const DEFAULT_API_URL: &str = "https://slack.com/api";
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,20 +37,12 @@ impl SlackRoute {
 }
 
 /// A message: `text` is the fallback Slack shows in notifications and where blocks cannot be
-/// rendered; `blocks` is a Block Kit array (or `null` for text only).
-#[derive(Clone, Debug, PartialEq)]
-pub struct SlackMessage {
-    pub text: String,
-    pub blocks: Value,
-}
+/// rendered; `blocks` is a Block Kit array (or `null` for text only). The renderer's type.
+pub use crate::render::SlackText as SlackMessage;
 
 /// A posted message a thread hangs off: the channel ID Slack returned (not the `#name`) and the
-/// message's `ts`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SlackThread {
-    pub channel: String,
-    pub ts: String,
-}
+/// message's `ts`. The record keeps it.
+pub use crate::record::SlackThread;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SlackError {
@@ -322,6 +316,36 @@ impl Slack {
                 }),
             },
         }
+    }
+}
+
+impl From<SlackError> for ChannelError {
+    fn from(e: SlackError) -> Self {
+        Self {
+            retryable: e.retryable(),
+            after: e.retry_after(),
+            category: e.category(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl SlackApi for Slack {
+    fn threads(&self) -> bool {
+        Slack::threads(self)
+    }
+
+    async fn post(
+        &self,
+        channel: &str,
+        msg: &SlackMessage,
+        thread: Option<&SlackThread>,
+    ) -> Result<Option<SlackThread>, ChannelError> {
+        Ok(Slack::post(self, channel, msg, thread).await?)
+    }
+
+    async fn update(&self, thread: &SlackThread, msg: &SlackMessage) -> Result<(), ChannelError> {
+        Ok(Slack::update(self, thread, msg).await?)
     }
 }
 
@@ -644,6 +668,12 @@ mod tests {
             matches!(errors[7], SlackError::Protocol { .. }),
             "ok without ts"
         );
+        // What the deliverer sees carries the same verdict.
+        let channel = ChannelError::from(errors.swap_remove(0));
+        assert_eq!(
+            (channel.retryable, channel.after, channel.category),
+            (true, Some(Duration::from_secs(7)), "rate_limited")
+        );
     }
 
     #[tokio::test]
@@ -680,7 +710,19 @@ mod tests {
         drop(server);
         let e = slack.post("#x", &msg(), None).await.unwrap_err();
         assert!(e.retryable(), "{e}");
-        for shown in [e.to_string(), format!("{e:?}"), format!("{slack:?}")] {
+        let channel = ChannelError::from(SlackError::Unreachable {
+            reason: match &e {
+                SlackError::Unreachable { reason } => reason.clone(),
+                other => panic!("{other}"),
+            },
+        });
+        assert!(channel.retryable && channel.category == "unreachable");
+        for shown in [
+            e.to_string(),
+            format!("{e:?}"),
+            format!("{slack:?}"),
+            channel.message,
+        ] {
             assert!(!shown.contains("topsecretpart"), "{shown}");
         }
         // chat.update needs a bot token.

@@ -1,13 +1,14 @@
 //! The Grafana dashboard against real data: Debian's Prometheus scrapes the controller and the
-//! sensor during a scenario run (a crash-loop restart with its bundle, an opted-out refusal, and a
-//! scaling policy fed by a second Prometheus), and every PromQL expression in the dashboard JSON
-//! returns data.
+//! sensor during a scenario run (a crash-loop restart with its bundle, an opted-out refusal, a
+//! budget refusal escalated to a Slack webhook, and a scaling policy fed by a second Prometheus),
+//! and every PromQL expression in the dashboard JSON returns data.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
 use auto_agent_e2e::cluster::repo_root;
+use auto_agent_e2e::contract::ContractServer;
 use auto_agent_e2e::exporter::Exporter;
 use auto_agent_e2e::prometheus::{Prometheus, ScrapeTarget};
 use auto_agent_e2e::scenario;
@@ -69,7 +70,14 @@ async fn every_dashboard_query_returns_data_during_a_scenario() {
     let signals = Prometheus::start(&[ScrapeTarget::http("app", exporter.addr())])
         .await
         .unwrap();
+    // Escalations go to a Slack webhook (the contract server), so the Escalation row has data.
+    let slack_dir = std::env::temp_dir().join(format!("e2e-dash-contract-{}", std::process::id()));
+    let slack = ContractServer::start(&slack_dir).await.unwrap();
     let env = vec![
+        (
+            "AUTO_AGENT_SLACK_WEBHOOK_URL".to_owned(),
+            slack.slack_webhook_url(),
+        ),
         ("AUTO_AGENT_PROMETHEUS_URL".to_owned(), signals.url()),
         (
             "AUTO_AGENT_SCALE_INTERVAL_SECONDS".to_owned(),
@@ -95,7 +103,8 @@ async fn every_dashboard_query_returns_data_during_a_scenario() {
                                      "anomaly": {"query": "max(test_cpu_ratio{workload=\"$workload\"})",
                                                  "windowSeconds": 60, "stepSeconds": 1}}},
                "safety": {"minReadyReplicas": 0, "maxUnhealthyPercent": 100, "cooldownSeconds": 0},
-               "budgets": [{"action": "RestartPod", "scope": "Policy", "max": 1, "windowSeconds": 3600}]}),
+               "budgets": [{"action": "RestartPod", "scope": "Policy", "max": 1, "windowSeconds": 3600}],
+               "escalation": {"slackChannel": "#alerts"}}),
     );
     t.rollout(Workload::new("api").replicas(3).label("tier", "api"))
         .await;
@@ -146,6 +155,10 @@ async fn every_dashboard_query_returns_data_during_a_scenario() {
         missing.is_empty(),
         "dashboard queries without data:\n{}",
         missing.join("\n")
+    );
+    assert!(
+        slack.rejected().await.unwrap().is_empty(),
+        "the webhook posts kept the contract"
     );
     t.finish().await;
 }

@@ -38,7 +38,7 @@ fn env(
         ("AUTO_AGENT_SLACK_API_URL".into(), slack.slack_api_url()),
         (
             "AUTO_AGENT_SLACK_BOT_TOKEN".into(),
-            "xoxb-e2e-escalation-token".into(),
+            auto_agent_e2e::contract::SLACK_TOKEN.into(),
         ),
         ("AUTO_AGENT_GITEA_API_URL".into(), gitea.api_url.clone()),
         ("AUTO_AGENT_GITEA_TOKEN".into(), gitea.token.clone()),
@@ -206,7 +206,9 @@ async fn a_crash_loop_past_its_budget_reaches_one_thread_and_one_ticket_across_a
     let gitea = Gitea::start(&dir.join("gitea")).await.unwrap();
     gitea.create_repo("incidents").await.unwrap();
     let slack = ContractServer::start(&dir.join("contract")).await.unwrap();
-    let model = ModelServer::start(&ModelServer::default_dir()).await.unwrap();
+    let model = ModelServer::start(&ModelServer::default_dir())
+        .await
+        .unwrap();
     let mut t = Setup::new("escalate", NODE).await;
     t.start_agents(2, env(&gitea, &slack, Some(&model))).await;
     let admin = t.admin.clone();

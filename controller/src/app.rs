@@ -177,6 +177,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         store: Store::new(client.clone(), &args.namespace, leadership.clone()),
         leadership: leadership.clone(),
         metrics: metrics.clone(),
+        events: events.clone(),
         deliverer: channels::deliverer(&args.escalation)?,
         rules: auto_agent_escalation::record::Rules {
             reopen_window_ms: i64::try_from(args.escalation.escalation_reopen_window_seconds)

@@ -83,6 +83,7 @@ fn signal(key: &str, at_ms: i64, kind: SignalKind, ticket: &TicketRoute) -> Sign
             failure: "CrashLoopBackOff".into(),
             evidence: Some("s3://incident-evidence/shop/api/1.json".into()),
             log_tail: vec!["panic: connection refused".into()],
+            subject: None,
         },
         routes: Routes {
             slack_channel: Some("#prod-incidents".into()),

@@ -99,6 +99,22 @@ pub struct Facts {
     /// The last lines of the failing container's log, already redacted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub log_tail: Vec<String>,
+    /// The object the incident's Events are written on (a workload or a node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<SubjectRef>,
+}
+
+/// A Kubernetes object reference, as far as Events need one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubjectRef {
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub uid: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -642,6 +658,7 @@ mod tests {
                 failure: "CrashLoopBackOff".into(),
                 evidence: None,
                 log_tail: vec![],
+                subject: None,
             },
             routes: routes(),
         }

@@ -274,6 +274,7 @@ mod tests {
                 failure: "CrashLoopBackOff".into(),
                 evidence: Some("s3://bundles/shop/api/1.json".into()),
                 log_tail: vec!["panic: <boom> & more".into()],
+                subject: None,
             },
             reason: "BudgetExhausted".into(),
             opened_at_ms: 0,

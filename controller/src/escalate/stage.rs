@@ -4,13 +4,18 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use auto_agent_escalation::deliver::{Deliverer, SlackApi, Summarizer, Tickets};
-use auto_agent_escalation::record::{self, Applied, Record, Rules, Signal, SignalKind, Status};
+use auto_agent_escalation::record::{
+    self, Applied, Channel, Record, Rules, Signal, SignalKind, Status, What,
+};
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
+use kube::runtime::events::EventType;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::health;
 use super::store::{Store, StoreError, Stored};
+use crate::platform::events::EventSink;
 use crate::platform::leader::Leadership;
 use crate::platform::metrics::ControllerMetrics;
 
@@ -24,6 +29,8 @@ pub struct Stage<S, T, L> {
     pub store: Store,
     pub leadership: Leadership,
     pub metrics: ControllerMetrics,
+    /// Events on the incident's workload or node when a thread or ticket is made or resolved.
+    pub events: EventSink,
     pub deliverer: Deliverer<S, T, L>,
     pub rules: Rules,
     /// A pod incident counts as resolved after this long without a failure, its workload ready.
@@ -297,6 +304,7 @@ impl<S: SlackApi, T: Tickets, L: Summarizer> Stage<S, T, L> {
                             .with_label_values(&[channel])
                             .observe(waited);
                         tracing::info!(incident = %key, channel, what = ?attempt.what, "Escalation delivered");
+                        self.announce(&r, attempt.channel, attempt.what).await;
                     }
                     Err(e) => {
                         self.metrics
@@ -322,6 +330,46 @@ impl<S: SlackApi, T: Tickets, L: Summarizer> Stage<S, T, L> {
         self.metrics
             .escalation_records
             .set(i64::try_from(st.records.len()).unwrap_or(i64::MAX));
+    }
+}
+
+impl<S, T, L> Stage<S, T, L> {
+    /// An Event on the incident's subject naming where people were told, so `kubectl describe`
+    /// shows the thread and ticket next to the refusal.
+    async fn announce(&self, r: &Record, channel: Channel, what: What) {
+        let Some(on) = &r.facts.subject else { return };
+        let place = match channel {
+            Channel::Ticket => r
+                .ticket
+                .as_ref()
+                .map_or_else(|| "a ticket".to_owned(), |t| format!("ticket {}", t.url)),
+            Channel::Slack => format!(
+                "Slack {}",
+                r.routes.slack_channel.as_deref().unwrap_or("channel")
+            ),
+        };
+        let (type_, reason, note) = match what {
+            What::Open => (
+                EventType::Warning,
+                "Escalated",
+                format!("incident {} escalated ({}): {place}", r.key, r.reason),
+            ),
+            What::Update => return,
+            What::Resolve => (
+                EventType::Normal,
+                "EscalationResolved",
+                format!("incident {} resolved: {place} updated", r.key),
+            ),
+        };
+        let reference = ObjectReference {
+            api_version: Some(on.api_version.clone()).filter(|s| !s.is_empty()),
+            kind: Some(on.kind.clone()).filter(|s| !s.is_empty()),
+            namespace: Some(on.namespace.clone()).filter(|s| !s.is_empty()),
+            name: Some(on.name.clone()).filter(|s| !s.is_empty()),
+            uid: Some(on.uid.clone()).filter(|s| !s.is_empty()),
+            ..ObjectReference::default()
+        };
+        self.events.publish(&reference, type_, reason, note).await;
     }
 }
 

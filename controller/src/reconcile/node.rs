@@ -104,6 +104,7 @@ fn escalating_node_subject(
                 failure: f.kind.as_str().to_owned(),
                 evidence: None,
                 log_tail: Vec::new(),
+                subject: None,
             },
         ),
         ..node_subject(node_ref, &f.node)

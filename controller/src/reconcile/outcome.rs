@@ -4,7 +4,7 @@
 //! outcome looks the same whatever produced it.
 
 use auto_agent_engine::decide::ActionKind;
-use auto_agent_escalation::record::{Signal, SignalKind};
+use auto_agent_escalation::record::{Facts, Signal, SignalKind, SubjectRef};
 use auto_agent_shared::crd::ActionOutcome;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::EventType;
@@ -260,12 +260,23 @@ impl Outcomes {
     /// Tells the escalation stage, when the subject carries an incident with routes.
     fn escalate(&self, subject: &Subject, kind: SignalKind, note: &str) {
         let Some(e) = &subject.escalation else { return };
+        let on = &subject.event_on;
+        let facts = Facts {
+            subject: Some(SubjectRef {
+                api_version: on.api_version.clone().unwrap_or_default(),
+                kind: on.kind.clone().unwrap_or_default(),
+                namespace: on.namespace.clone().unwrap_or_default(),
+                name: on.name.clone().unwrap_or_default(),
+                uid: on.uid.clone().unwrap_or_default(),
+            }),
+            ..e.facts.clone()
+        };
         self.escalations.signal(Signal {
             incident: e.incident.clone(),
             at_ms: auto_agent_shared::clock::now_ms(),
             kind,
             note: note.to_owned(),
-            facts: e.facts.clone(),
+            facts,
             routes: e.routes.clone(),
         });
     }

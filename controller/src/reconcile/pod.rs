@@ -195,6 +195,7 @@ impl PodReconciler {
                     evidence: None,
                     // Logs are redacted before they leave the controller, as in a bundle.
                     log_tail: auto_agent_evidence::redact::redact_lines(&f.log_lines).0,
+                    subject: None,
                 },
             ),
         };

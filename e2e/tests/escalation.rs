@@ -290,6 +290,9 @@ async fn a_crash_loop_past_its_budget_reaches_one_thread_and_one_ticket_across_a
             .contains(summary.trim().split('\n').next().unwrap_or(""))
     );
     let thread_ts = rec["slack"]["ts"].as_str().unwrap().to_owned();
+    // kubectl describe shows where people were told.
+    let escalated = t.wait_event("api", "Escalated").await;
+    assert!(escalated.contains(&key), "{escalated}");
 
     // Kill the leader; the next occurrence goes to the same thread and ticket.
     let leader = t.stack().leader().await.unwrap();
@@ -360,6 +363,22 @@ async fn a_crash_loop_past_its_budget_reaches_one_thread_and_one_ticket_across_a
         slack.rejected().await.unwrap().is_empty(),
         "every Slack request was valid"
     );
+    // No credential in any controller's log.
+    for c in &t.stack().controllers {
+        let log = std::fs::read_to_string(&c.process.log).unwrap_or_default();
+        assert!(!log.is_empty());
+        for secret in [
+            gitea.token.as_str(),
+            auto_agent_e2e::contract::SLACK_TOKEN,
+            model.api_key.as_str(),
+        ] {
+            assert!(
+                !log.contains(secret),
+                "a credential in {}",
+                c.process.log.display()
+            );
+        }
+    }
     let delivered = t
         .stack()
         .metric("auto_agent_escalation_deliveries_total{channel=\"ticket\",outcome=\"delivered\"}")

@@ -840,6 +840,7 @@ async fn rendered_incident_messages_and_tickets_pass_the_contracts() {
             failure: "CrashLoopBackOff".into(),
             evidence: Some("s3://bundles/shop/api/1.json".into()),
             log_tail: vec![log_line; 40],
+            subject: None,
         },
         reason: "BudgetExhausted".into(),
         opened_at_ms: 0,

@@ -200,6 +200,28 @@ async fn first_restart(t: &Setup) -> (String, Duration) {
     (first, started.elapsed())
 }
 
+/// The first restart, then the replacement crash-loops too: the budget (1 restart per hour) is
+/// spent, so the agent refuses and escalates. Returns the replacement and how long the restart
+/// took.
+async fn past_the_budget(t: &Setup) -> (String, Duration) {
+    let (first, took) = first_restart(t).await;
+    let second = poll_value("the replacement pod", TIMEOUT, || {
+        let first = first.clone();
+        async move {
+            Ok(t.ready_pod_names("api")
+                .await
+                .into_iter()
+                .find(|p| *p != first))
+        }
+    })
+    .await
+    .unwrap();
+    scenario::crash_loop(&t.admin, t.ns(), &second, None, 3, 1)
+        .await
+        .unwrap();
+    (second, took)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_loop_past_its_budget_reaches_one_thread_and_one_ticket_across_a_leader_kill() {
     let dir = scratch();
@@ -218,23 +240,7 @@ async fn a_crash_loop_past_its_budget_reaches_one_thread_and_one_ticket_across_a
     t.policy("esc", policy(&project));
     let key = format!("pod/{ns}/Deployment/api/CrashLoopBackOff");
 
-    let (first, _) = first_restart(&t).await;
-    // The replacement crash-loops too: the budget (1 restart per hour) is spent -> escalate.
-    let second = poll_value("the replacement pod", TIMEOUT, || {
-        let t = &t;
-        let first = first.clone();
-        async move {
-            Ok(t.ready_pod_names("api")
-                .await
-                .into_iter()
-                .find(|p| *p != first))
-        }
-    })
-    .await
-    .unwrap();
-    scenario::crash_loop(&admin, &ns, &second, None, 3, 1)
-        .await
-        .unwrap();
+    let (second, _) = past_the_budget(&t).await;
     let refused = t.wait_event("api", "BudgetExhausted").await;
     assert!(refused.contains(&key), "{refused}");
 
@@ -409,22 +415,7 @@ async fn slack_rate_limits_and_gitea_down_delay_escalation_but_not_remediation()
     slack.fault(Provider::Slack, 429, Some(5), 3).await.unwrap();
     gitea.stop();
     let down = Instant::now();
-    let (first, restart_took) = first_restart(&t).await;
-    let second = poll_value("the replacement pod", TIMEOUT, || {
-        let t = &t;
-        let first = first.clone();
-        async move {
-            Ok(t.ready_pod_names("api")
-                .await
-                .into_iter()
-                .find(|p| *p != first))
-        }
-    })
-    .await
-    .unwrap();
-    scenario::crash_loop(&admin, &ns, &second, None, 3, 1)
-        .await
-        .unwrap();
+    let (_, restart_took) = past_the_budget(&t).await;
     t.wait_event("api", "BudgetExhausted").await;
     println!("restart with Slack rate-limited and Gitea down took {restart_took:?}");
     // The escalation is owed, not lost: persisted in its record while the channels fail.

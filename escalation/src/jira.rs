@@ -21,7 +21,6 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 // Issues created by this process remembered for the search's lag (Cloud's search is eventually
 // consistent): a handful per incident burst is plenty.
 const CREATED_CACHE: usize = 256;
-const MAX_ERROR_TEXT: usize = 300;
 // Jira refuses longer summaries.
 const MAX_SUMMARY_CHARS: usize = 255;
 
@@ -190,7 +189,7 @@ impl Jira {
             JiraFlavor::DataCenter => Secret::new(format!("Bearer {}", config.token.expose())),
         };
         Ok(Self {
-            http: http_client(timeout)?,
+            http: crate::http::client(timeout).map_err(JiraError::Config)?,
             flavor: config.flavor,
             base,
             auth,
@@ -399,10 +398,10 @@ impl Jira {
         if let Some(body) = body {
             req = req.json(body);
         }
-        let resp = req.send().await.map_err(unreachable)?;
+        let resp = req.send().await.map_err(transport_error)?;
         let status = resp.status().as_u16();
-        let after = retry_after(resp.headers());
-        let text = resp.text().await.map_err(unreachable)?;
+        let after = crate::http::retry_after(resp.headers());
+        let text = resp.text().await.map_err(transport_error)?;
         match status {
             200..=299 if text.trim().is_empty() => Ok(Value::Null),
             200..=299 => serde_json::from_str(&text)
@@ -423,7 +422,7 @@ impl Jira {
 /// Jira's error body: `errorMessages` and the per-field `errors`, cut short.
 fn error_reason(text: &str) -> String {
     let Ok(v) = serde_json::from_str::<Value>(text) else {
-        return cut(text.trim());
+        return crate::http::cut(text.trim());
     };
     let mut parts: Vec<String> = v["errorMessages"]
         .as_array()
@@ -439,9 +438,9 @@ fn error_reason(text: &str) -> String {
         );
     }
     if parts.is_empty() {
-        cut(text.trim())
+        crate::http::cut(text.trim())
     } else {
-        cut(&parts.join("; "))
+        crate::http::cut(&parts.join("; "))
     }
 }
 
@@ -506,51 +505,9 @@ fn protocol(reason: &str) -> JiraError {
     }
 }
 
-fn http_client(timeout: Duration) -> Result<reqwest::Client, JiraError> {
-    // reqwest built with `rustls-no-provider` panics in `build()` when the process has no default
-    // provider; install ring's unless the binary already chose one. Losing a race is fine.
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .user_agent(concat!(
-            env!("CARGO_PKG_NAME"),
-            "/",
-            env!("CARGO_PKG_VERSION")
-        ))
-        .build()
-        .map_err(|e| JiraError::Config(format!("building the HTTP client: {}", e.without_url())))
-}
-
-fn unreachable(e: reqwest::Error) -> JiraError {
-    let e = e.without_url();
-    let mut reason = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(cause) = source {
-        reason.push_str(": ");
-        reason.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    JiraError::Unreachable { reason }
-}
-
-/// `Retry-After` in seconds (what Jira sends with 429 and some 503s).
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
-}
-
-fn cut(text: &str) -> String {
-    match text.char_indices().nth(MAX_ERROR_TEXT) {
-        Some((i, _)) => format!("{}...", &text[..i]),
-        None => text.to_owned(),
+fn transport_error(e: reqwest::Error) -> JiraError {
+    JiraError::Unreachable {
+        reason: crate::http::cause_chain(e),
     }
 }
 

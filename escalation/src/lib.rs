@@ -9,6 +9,7 @@
 pub mod channels;
 pub mod deliver;
 pub mod doc;
+mod http;
 pub mod jira;
 pub mod llm;
 pub mod record;

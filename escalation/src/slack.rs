@@ -15,7 +15,6 @@ use crate::deliver::{ChannelError, SlackApi};
 pub const DEFAULT_API_URL: &str = "https://slack.com/api";
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 // Slack's error texts are short codes; anything longer is cut so an odd answer cannot flood a log.
-const MAX_ERROR_TEXT: usize = 300;
 
 /// Where messages go.
 #[derive(Clone, Debug)]
@@ -179,7 +178,7 @@ impl Slack {
             }
         }
         Ok(Self {
-            http: http_client(timeout).map_err(SlackError::Config)?,
+            http: crate::http::client(timeout).map_err(SlackError::Config)?,
             route,
         })
     }
@@ -254,19 +253,22 @@ impl Slack {
             .json(body)
             .send()
             .await
-            .map_err(unreachable)?;
+            .map_err(transport_error)?;
         let status = resp.status().as_u16();
-        let after = retry_after(resp.headers());
-        let text = resp.text().await.map_err(unreachable)?;
+        let after = crate::http::retry_after(resp.headers());
+        let text = resp.text().await.map_err(transport_error)?;
         match status {
             200 if text.trim() == "ok" => Ok(()),
             200 => Err(SlackError::Protocol {
-                reason: format!("webhook answered 200 `{}`, not `ok`", cut(&text)),
+                reason: format!(
+                    "webhook answered 200 `{}`, not `ok`",
+                    crate::http::cut(&text)
+                ),
             }),
             429 | 500..=599 => Err(SlackError::Retry { status, after }),
             _ => Err(SlackError::Webhook {
                 status,
-                text: cut(text.trim()),
+                text: crate::http::cut(text.trim()),
             }),
         }
     }
@@ -288,10 +290,10 @@ impl Slack {
             .body(body.to_string())
             .send()
             .await
-            .map_err(unreachable)?;
+            .map_err(transport_error)?;
         let status = resp.status().as_u16();
-        let after = retry_after(resp.headers());
-        let text = resp.text().await.map_err(unreachable)?;
+        let after = crate::http::retry_after(resp.headers());
+        let text = resp.text().await.map_err(transport_error)?;
         let answer: Option<Value> = serde_json::from_str(&text).ok();
         let code = answer
             .as_ref()
@@ -312,7 +314,7 @@ impl Slack {
             _ => match code {
                 Some(code) => Err(SlackError::Api { code, after }),
                 None => Err(SlackError::Protocol {
-                    reason: format!("{method} answered {status}: {}", cut(&text)),
+                    reason: format!("{method} answered {status}: {}", crate::http::cut(&text)),
                 }),
             },
         }
@@ -367,52 +369,9 @@ fn check_url(url: &str, what: &str) -> Result<(), SlackError> {
     }
 }
 
-fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
-    // reqwest built with `rustls-no-provider` panics in `build()` when the process has no default
-    // provider; install ring's unless the binary already chose one. Losing a race is fine.
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .user_agent(concat!(
-            env!("CARGO_PKG_NAME"),
-            "/",
-            env!("CARGO_PKG_VERSION")
-        ))
-        .build()
-        .map_err(|e| format!("building the HTTP client: {}", e.without_url()))
-}
-
-fn unreachable(e: reqwest::Error) -> SlackError {
-    // reqwest's message names the URL, and a webhook URL is a secret: drop it, keep the causes.
-    let e = e.without_url();
-    let mut reason = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(cause) = source {
-        reason.push_str(": ");
-        reason.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    SlackError::Unreachable { reason }
-}
-
-/// `Retry-After` in seconds (Slack sends seconds).
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
-}
-
-fn cut(text: &str) -> String {
-    match text.char_indices().nth(MAX_ERROR_TEXT) {
-        Some((i, _)) => format!("{}...", &text[..i]),
-        None => text.to_owned(),
+fn transport_error(e: reqwest::Error) -> SlackError {
+    SlackError::Unreachable {
+        reason: crate::http::cause_chain(e),
     }
 }
 

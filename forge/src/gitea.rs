@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::ForgeError;
-use crate::github::{RepoIssue, newest};
+use crate::github::{RepoIssue, newest, repo_path, what_issue, what_repo};
 use crate::http::Http;
 use crate::issues::{Created, Issue, Project};
 
@@ -25,21 +25,6 @@ const LABEL_DESCRIPTION: &str = "auto-agent incident key: one issue per incident
 struct Label {
     id: u64,
     name: String,
-}
-
-fn repo_path<'a>(project: &Project<'a>, rest: &[&'a str]) -> Vec<&'a str> {
-    let mut path = vec!["repos"];
-    path.extend(&project.segments);
-    path.extend(rest);
-    path
-}
-
-fn what_repo(project: &Project<'_>) -> String {
-    format!("repository {}", project.display)
-}
-
-fn what_issue(project: &Project<'_>, number: u64) -> String {
-    format!("issue #{number} in {}", project.display)
 }
 
 /// `GET /repos/{o}/{r}/issues?labels=..&state=all&type=issues`, newest first.
@@ -127,25 +112,6 @@ pub(crate) async fn create_issue(
         .json(Method::POST, url, Some(&request), &what_repo(project))
         .await?;
     Ok(created.into_created(label))
-}
-
-/// `POST /repos/{o}/{r}/issues/{n}/comments {body}` (201).
-pub(crate) async fn comment(
-    http: &Http,
-    project: &Project<'_>,
-    number: u64,
-    body: &str,
-) -> Result<(), ForgeError> {
-    let n = number.to_string();
-    let url = http.url(&repo_path(project, &["issues", &n, "comments"]), &[]);
-    http.send(
-        Method::POST,
-        url,
-        Some(&json!({ "body": body })),
-        &what_issue(project, number),
-    )
-    .await?;
-    Ok(())
 }
 
 /// `PATCH /repos/{o}/{r}/issues/{n} {state: open | closed}` (201).

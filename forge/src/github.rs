@@ -52,18 +52,18 @@ pub(crate) fn newest(items: Vec<RepoIssue>, label: &str) -> Option<Issue> {
         .map(RepoIssue::into_issue)
 }
 
-fn repo_path<'a>(project: &Project<'a>, rest: &[&'a str]) -> Vec<&'a str> {
+pub(crate) fn repo_path<'a>(project: &Project<'a>, rest: &[&'a str]) -> Vec<&'a str> {
     let mut path = vec!["repos"];
     path.extend(&project.segments);
     path.extend(rest);
     path
 }
 
-fn what_repo(project: &Project<'_>) -> String {
+pub(crate) fn what_repo(project: &Project<'_>) -> String {
     format!("repository {}", project.display)
 }
 
-fn what_issue(project: &Project<'_>, number: u64) -> String {
+pub(crate) fn what_issue(project: &Project<'_>, number: u64) -> String {
     format!("issue #{number} in {}", project.display)
 }
 
@@ -100,7 +100,8 @@ pub(crate) async fn create_issue(
     Ok(created.into_created(label))
 }
 
-/// `POST /repos/{o}/{r}/issues/{n}/comments {body}`.
+/// `POST /repos/{o}/{r}/issues/{n}/comments {body}` (Gitea's API has the same call; it answers
+/// 201 too).
 pub(crate) async fn comment(
     http: &Http,
     project: &Project<'_>,

@@ -164,9 +164,11 @@ impl Forge {
     ) -> Result<(), ForgeError> {
         let project = Project::parse(self.kind(), project)?;
         match self.kind() {
-            ForgeKind::GitHub => github::comment(&self.http, &project, number, body_markdown).await,
+            // Gitea's comment call is GitHub's.
+            ForgeKind::GitHub | ForgeKind::Gitea => {
+                github::comment(&self.http, &project, number, body_markdown).await
+            }
             ForgeKind::GitLab => gitlab::comment(&self.http, &project, number, body_markdown).await,
-            ForgeKind::Gitea => gitea::comment(&self.http, &project, number, body_markdown).await,
         }
     }
 

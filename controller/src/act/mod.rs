@@ -57,6 +57,8 @@ impl ActError {
 #[derive(Debug)]
 pub struct Done {
     pub note: String,
+    /// Where the evidence bundle went (a restart's), for the escalation's messages.
+    pub evidence: Option<String>,
 }
 
 pub struct Executor {

@@ -32,6 +32,7 @@ impl Executor {
             .await?;
         Ok(Done {
             note: format!("cordoned node {node}: {reason}"),
+            evidence: None,
         })
     }
 
@@ -55,6 +56,7 @@ impl Executor {
             .await?;
         Ok(Done {
             note: format!("uncordoned node {node}: {reason}"),
+            evidence: None,
         })
     }
 }

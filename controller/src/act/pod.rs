@@ -63,6 +63,7 @@ impl Executor {
                 pod.name,
                 saved.describe()
             ),
+            evidence: Some(saved.describe()),
         })
     }
 }

@@ -138,6 +138,7 @@ impl Executor {
         self.patch_container(w, &at, ops).await?;
         Ok(Done {
             note: format!("{} {}: {reason}", w.kind, w.name),
+            evidence: None,
         })
     }
 
@@ -171,6 +172,7 @@ impl Executor {
                 "{} {}: image {from} -> {to} (original kept in an annotation)",
                 w.kind, w.name
             ),
+            evidence: None,
         })
     }
 
@@ -195,6 +197,7 @@ impl Executor {
                 "scaled {} {} from {from} to {to} replicas: {reason}",
                 w.kind, w.name
             ),
+            evidence: None,
         })
     }
 }

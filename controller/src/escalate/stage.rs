@@ -50,8 +50,14 @@ impl<S, T, L> std::fmt::Debug for Stage<S, T, L> {
     }
 }
 
+/// Incidents whose last evidence bundle is remembered for a record made later (a restart's
+/// bundle, then a refusal that escalates), at most.
+const EVIDENCE_KEPT: usize = 10_000;
+
 struct State {
     records: BTreeMap<String, Stored>,
+    /// The last evidence bundle per incident (in memory; a new leader starts without).
+    evidence: std::collections::HashMap<String, String>,
     /// Records whose last write failed; written again on the next tick.
     dirty: BTreeSet<String>,
 }
@@ -128,6 +134,7 @@ impl<S: SlackApi, T: Tickets, L: Summarizer> Stage<S, T, L> {
                 );
                 *state = Some(State {
                     records,
+                    evidence: std::collections::HashMap::new(),
                     dirty: BTreeSet::new(),
                 });
                 true
@@ -139,8 +146,20 @@ impl<S: SlackApi, T: Tickets, L: Summarizer> Stage<S, T, L> {
         }
     }
 
-    async fn on_signal(&self, st: &mut State, signal: Signal) {
+    async fn on_signal(&self, st: &mut State, mut signal: Signal) {
         let key = signal.incident.clone();
+        match &signal.facts.evidence {
+            Some(bundle) => {
+                if st.evidence.len() >= EVIDENCE_KEPT && !st.evidence.contains_key(&key) {
+                    st.evidence.clear();
+                }
+                st.evidence.insert(key.clone(), bundle.clone());
+            }
+            None if !signal.facts.target.is_empty() => {
+                signal.facts.evidence = st.evidence.get(&key).cloned();
+            }
+            None => {}
+        }
         let prev = st.records.remove(&key);
         let version = prev.as_ref().and_then(|s| s.version.clone());
         let was_stored = prev.is_some();

@@ -326,8 +326,14 @@ impl PodReconciler {
                             if kind == ActionKind::RestartPod {
                                 failing.forget(&workload, &pod_uid);
                             }
+                            let mut about = subject.about(action);
+                            // The escalation's messages point at the bundle this restart saved.
+                            if let (Some(bundle), Some(e)) = (done.evidence, &mut about.escalation)
+                            {
+                                std::sync::Arc::make_mut(e).facts.evidence = Some(bundle);
+                            }
                             self.outcomes
-                                .executed(&policy, &subject.about(action), kind, done.note)
+                                .executed(&policy, &about, kind, done.note)
                                 .await;
                         }
                         Err(e) => {

@@ -285,6 +285,11 @@ async fn a_crash_loop_past_its_budget_reaches_one_thread_and_one_ticket_across_a
         body.contains(summary.trim()),
         "the ticket carries the model's summary"
     );
+    // ... and where the first restart's evidence bundle went.
+    let bundle = rec["facts"]["evidence"]
+        .as_str()
+        .expect("the bundle of the restart");
+    assert!(body.contains(bundle), "{body}");
     let roots = slack_calls(&slack, "chat.postMessage").await;
     assert_eq!(roots.len(), 1, "one thread root: {roots:?}");
     assert_eq!(roots[0]["channel"], CHANNEL);

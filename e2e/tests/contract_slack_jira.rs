@@ -846,6 +846,7 @@ async fn rendered_incident_messages_and_tickets_pass_the_contracts() {
         opened_at_ms: 0,
         last_at_ms: 0,
         last_failure_ms: 0,
+        last_acted_ms: None,
         escalate_at_ms: None,
         resolved_at_ms: None,
         repeats: 3,

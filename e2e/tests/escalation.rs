@@ -513,3 +513,77 @@ async fn issues_unreachable(gitea: &Gitea) -> bool {
         .await
         .is_err()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incident_still_failing_after_seconds_past_an_action_escalates_through_a_webhook() {
+    let dir = scratch();
+    let slack = ContractServer::start(&dir.join("contract")).await.unwrap();
+    let mut t = Setup::new("escwait", NODE).await;
+    t.start_agents(
+        1,
+        vec![(
+            "AUTO_AGENT_SLACK_WEBHOOK_URL".into(),
+            slack.slack_webhook_url(),
+        )],
+    )
+    .await;
+    // One restart, then the cooldown (a refusal that does not escalate) holds further ones; what
+    // escalates is the incident still failing a minute after the agent acted.
+    t.policy(
+        "esc",
+        json!({
+            "targetSelector": {"matchLabels": {"app": "api"}},
+            "actions": {"restartStuckPods": true},
+            "safety": {"minReadyReplicas": 0, "cooldownSeconds": 600},
+            "escalation": {"slackChannel": "#alerts", "afterSeconds": 60},
+        }),
+    );
+    let key = format!("pod/{}/Deployment/api/CrashLoopBackOff", t.ns());
+    let (first, _) = first_restart(&t).await;
+    let acted = Instant::now();
+    // The replacement fails too; the cooldown keeps the agent from acting again.
+    let second = poll_value("the replacement pod", TIMEOUT, || {
+        let first = first.clone();
+        let t = &t;
+        async move {
+            Ok(t.ready_pod_names("api")
+                .await
+                .into_iter()
+                .find(|p| *p != first))
+        }
+    })
+    .await
+    .unwrap();
+    scenario::crash_loop(&t.admin, t.ns(), &second, None, 3, 1)
+        .await
+        .unwrap();
+    let posts = poll_value("the webhook message", Duration::from_secs(150), || {
+        let slack = &slack;
+        async move {
+            let posts: Vec<_> = slack
+                .requests(Provider::Slack)
+                .await?
+                .into_iter()
+                .filter(|r| r.valid && r.status == 200 && r.path.starts_with("/webhook"))
+                .collect();
+            Ok((!posts.is_empty()).then_some(posts))
+        }
+    })
+    .await
+    .unwrap();
+    let waited = acted.elapsed();
+    assert!(
+        waited >= Duration::from_secs(55),
+        "not before the deadline: {waited:?}"
+    );
+    assert_eq!(posts.len(), 1, "one message");
+    let body = posts[0].body.to_string();
+    assert!(body.contains(&key), "{body}");
+    assert!(body.contains("still open after the agent acted"), "{body}");
+    let escalated = t.wait_event("api", "Escalated").await;
+    assert!(escalated.contains("StillOpen"), "{escalated}");
+    assert!(slack.rejected().await.unwrap().is_empty());
+    let refused = t.wait_event("api", "Cooldown").await;
+    assert!(refused.contains(&key), "{refused}");
+    t.finish().await;
+}

@@ -220,6 +220,9 @@ pub struct Record {
     pub last_at_ms: i64,
     /// The last failure seen (for the quiet period before a pod incident counts as resolved).
     pub last_failure_ms: i64,
+    /// The last action the agent carried out on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_acted_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub escalate_at_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -297,6 +300,7 @@ impl Record {
             opened_at_ms: signal.at_ms,
             last_at_ms: signal.at_ms,
             last_failure_ms: signal.at_ms,
+            last_acted_ms: None,
             escalate_at_ms: None,
             resolved_at_ms: None,
             repeats: 0,
@@ -453,6 +457,7 @@ pub fn apply(record: Option<Record>, signal: &Signal, rules: &Rules) -> (Option<
             };
             let mut r = Record::new(signal);
             r.take_facts(signal, rules);
+            r.last_acted_ms = Some(now);
             r.escalate_at_ms = Some(now + i64::from(after) * 1000);
             r.note(now, &format!("{action}: {}", signal.note), rules);
             (Some(r), Applied::Recorded)
@@ -496,6 +501,7 @@ pub fn apply(record: Option<Record>, signal: &Signal, rules: &Rules) -> (Option<
                 }
                 (Status::Resolved, SignalKind::Resolved) => Applied::Ignored,
                 (Status::Watching, SignalKind::Acted { action }) => {
+                    r.last_acted_ms = Some(now);
                     r.take_facts(signal, rules);
                     r.note(now, &format!("{action}: {}", signal.note), rules);
                     // The deadline counts from the first action: repeated actions that do not
@@ -620,6 +626,14 @@ pub fn tick(record: Record, now_ms: i64, rules: &Rules) -> (Option<Record>, Appl
         }
         _ => (Some(r), Applied::Ignored),
     }
+}
+
+/// Whether a failure was seen after the agent's last action: a watched incident at its deadline
+/// escalates if so (or if its workload is not healthy); otherwise the action worked.
+pub fn failed_since_acting(record: &Record) -> bool {
+    record
+        .last_acted_ms
+        .is_none_or(|acted| record.last_failure_ms > acted)
 }
 
 /// Whether an escalated pod incident may count as resolved: no failure for `quiet_ms` (the caller
@@ -899,6 +913,20 @@ mod tests {
         assert_eq!(r.status, Status::Escalated);
         assert_eq!(r.reason, "StillOpen");
         assert_eq!(r.outbox.len(), 2);
+    }
+
+    #[test]
+    fn a_failure_after_the_last_action_means_it_did_not_work() {
+        let rules = Rules::default();
+        let (r, _) = apply(None, &acted(1_000), &rules);
+        let rec = r.clone().unwrap();
+        assert_eq!(rec.last_acted_ms, Some(1_000));
+        assert!(!failed_since_acting(&rec));
+        let (r, _) = apply(r, &signal(2_000, SignalKind::Seen), &rules);
+        assert!(failed_since_acting(r.as_ref().unwrap()));
+        // acting again after that failure: not failing since
+        let (r, _) = apply(r, &acted(3_000), &rules);
+        assert!(!failed_since_acting(r.as_ref().unwrap()));
     }
 
     #[test]

@@ -280,6 +280,7 @@ mod tests {
             opened_at_ms: 0,
             last_at_ms: 0,
             last_failure_ms: 0,
+            last_acted_ms: None,
             escalate_at_ms: None,
             resolved_at_ms: None,
             repeats: 1,

@@ -286,6 +286,20 @@ impl<S: SlackApi, T: Tickets, L: Summarizer> Stage<S, T, L> {
             let Some(stored) = st.records.remove(&key) else {
                 continue;
             };
+            // A watched incident at its deadline: if nothing failed since the last action and
+            // the workload is whole, the action worked and nobody needs to hear of it.
+            if stored.record.status == Status::Watching
+                && stored.record.escalate_at_ms.is_some_and(|at| at <= now)
+                && !record::failed_since_acting(&stored.record)
+                && matches!(
+                    health::healthy(&self.client, &stored.record.facts.target).await,
+                    Ok(Some(true))
+                )
+            {
+                tracing::info!(incident = %key, "The action worked: nothing to escalate");
+                self.forget(st, &key).await;
+                continue;
+            }
             let version = stored.version.clone();
             let before = stored.record.clone();
             let (next, applied) = record::tick(stored.record, now, &self.rules);

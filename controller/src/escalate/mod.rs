@@ -95,3 +95,73 @@ impl Escalations {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use auto_agent_shared::crd::policy::Ticket;
+
+    use super::*;
+
+    #[test]
+    fn policy_routes_map_every_provider_and_no_routes_means_no_escalation() {
+        for (crd, ours) in [
+            (CrdProvider::GitHub, TicketProvider::GitHub),
+            (CrdProvider::GitLab, TicketProvider::GitLab),
+            (CrdProvider::Gitea, TicketProvider::Gitea),
+            (CrdProvider::Jira, TicketProvider::Jira),
+        ] {
+            let e = Escalation {
+                slack_channel: Some("#ops".into()),
+                ticket: Some(Ticket {
+                    provider: crd,
+                    project: "acme/ops".into(),
+                }),
+                after_seconds: Some(900),
+            };
+            let r = routes(Some(&e));
+            assert_eq!(r.ticket.as_ref().map(|t| t.provider), Some(ours));
+            assert_eq!(
+                r.ticket.as_ref().map(|t| t.project.as_str()),
+                Some("acme/ops")
+            );
+            assert_eq!(r.slack_channel.as_deref(), Some("#ops"));
+            assert_eq!(r.after_seconds, Some(900));
+        }
+        assert!(routes(None).is_empty());
+        assert!(escalating("k", None, Facts::default()).is_none());
+        // afterSeconds alone routes nowhere: nobody to tell
+        let only_after = Escalation {
+            after_seconds: Some(60),
+            ..Escalation::default()
+        };
+        assert!(escalating("k", Some(&only_after), Facts::default()).is_none());
+        let slack_only = Escalation {
+            slack_channel: Some("C0123456789".into()),
+            ..Escalation::default()
+        };
+        let e = escalating("k", Some(&slack_only), Facts::default()).unwrap();
+        assert_eq!(e.incident, "k");
+        assert!(e.routes.ticket.is_none());
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_instead_of_waiting() {
+        let registry = prometheus::Registry::new();
+        let metrics = ControllerMetrics::register(&registry).unwrap();
+        let (tx, _rx) = mpsc::channel(1);
+        let e = Escalations::new(tx, metrics.clone());
+        let s = Signal {
+            incident: "k".into(),
+            at_ms: 0,
+            kind: auto_agent_escalation::record::SignalKind::Seen,
+            note: String::new(),
+            facts: Facts::default(),
+            routes: Routes::default(),
+        };
+        e.signal(s.clone());
+        assert_eq!(metrics.escalation_signals_dropped.get(), 0);
+        e.signal(s.clone());
+        assert_eq!(metrics.escalation_signals_dropped.get(), 1);
+        Escalations::off().signal(s);
+    }
+}

@@ -542,13 +542,11 @@ fn default_render_is_least_privilege_and_hardened() {
     assert_eq!(triples(role), expand(CONTROLLER_ROLE_KNOWN_TO_WORK));
     // Reads and updates of the Lease and the ledger are limited to their names. The rules
     // without names are the spool hand-off's (ConfigMap names are per bundle: list and delete)
-    // and the escalation records' (names are per incident key: get and update), on ConfigMaps in
-    // this namespace only.
+    // and the escalation records' (names are per incident key: update), on ConfigMaps in this
+    // namespace only; never get.
     for rule in role["rules"].as_array().unwrap() {
         let verbs = str_list(&rule["verbs"]);
-        if verbs == ["list", "delete"]
-            || (verbs == ["get", "update"] && rule["resourceNames"].is_null())
-        {
+        if verbs == ["list", "delete"] || (verbs == ["update"] && rule["resourceNames"].is_null()) {
             assert_eq!(str_list(&rule["resources"]), ["configmaps"], "{rule}");
             assert!(rule["resourceNames"].is_null(), "{rule}");
             continue;

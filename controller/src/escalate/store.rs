@@ -92,9 +92,18 @@ impl Store {
         Ok(out)
     }
 
-    /// The stored copy of one record (after a conflict).
+    /// The stored copy of one record (after a conflict), through the labelled list: the role
+    /// may list and update ConfigMaps of its namespace but not get them.
     pub async fn get(&self, key: &str) -> Result<Option<Stored>, StoreError> {
-        let Some(cm) = self.api.get_opt(&name_of(key)).await? else {
+        let list = self
+            .api
+            .list(
+                &ListParams::default()
+                    .labels(&format!("{LABEL}=record"))
+                    .fields(&format!("metadata.name={}", name_of(key))),
+            )
+            .await?;
+        let Some(cm) = list.items.into_iter().next() else {
             return Ok(None);
         };
         let Some(json) = cm.data.as_ref().and_then(|d| d.get(DATA_KEY)) else {

@@ -171,7 +171,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // Escalation: reconcile stages signal without waiting; the stage (leader only) keeps the
     // records in the cluster and delivers to Slack and ticket trackers off the action path.
     let (escalation_tx, escalation_rx) = mpsc::channel(4096);
-    let escalations = Escalations::new(escalation_tx, metrics.clone());
+    let allowed_routes = auto_agent_escalation::allow::Allowlist::parse(
+        &args.escalation.escalation_allowed_slack_channels,
+        &args.escalation.escalation_allowed_ticket_projects,
+    )
+    .context("--escalation-allowed-ticket-projects")?;
+    let escalations = Escalations::new(escalation_tx, metrics.clone(), allowed_routes);
     let escalation_stage = Stage {
         client: client.clone(),
         store: Store::new(client.clone(), &args.namespace, leadership.clone()),

@@ -475,6 +475,25 @@ pub struct EscalationArgs {
     #[arg(long, env = "AUTO_AGENT_ESCALATION_MAX_RECORDS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=10_000))]
     pub escalation_max_records: u64,
 
+    /// Slack channels policies may route escalations to (comma-separated `#name`, name or ID;
+    /// `*` for any). None listed: no Slack route is followed.
+    #[arg(
+        long,
+        env = "AUTO_AGENT_ESCALATION_ALLOWED_SLACK_CHANNELS",
+        value_delimiter = ','
+    )]
+    pub escalation_allowed_slack_channels: Vec<String>,
+
+    /// Ticket projects policies may route escalations to (comma-separated `provider:project`,
+    /// e.g. `github:acme/ops`, `jira:OPS`, `gitlab:*`; `*` for any). None listed: no ticket is
+    /// filed.
+    #[arg(
+        long,
+        env = "AUTO_AGENT_ESCALATION_ALLOWED_TICKET_PROJECTS",
+        value_delimiter = ','
+    )]
+    pub escalation_allowed_ticket_projects: Vec<String>,
+
     /// An escalated pod incident counts as resolved after this long without a failure, once its
     /// workload has all replicas ready.
     #[arg(long, env = "AUTO_AGENT_ESCALATION_RESOLVE_QUIET_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]

@@ -1871,6 +1871,8 @@ fn every_escalation_value() -> Vec<String> {
         format!("tickets.jira.apiToken={JIRA_TOKEN}"),
         "escalation.reopenWindowSeconds=3600".to_owned(),
         "escalation.maxRecords=5000".to_owned(),
+        "escalation.allowedSlackChannels={#prod-incidents,C0123456789}".to_owned(),
+        "escalation.allowedTicketProjects={github:acme/ops,jira:*}".to_owned(),
     ]
     .into_iter()
     .collect()
@@ -1956,10 +1958,18 @@ fn escalation_credentials_live_in_secrets_and_reach_the_controller_by_secret_key
         ("AUTO_AGENT_ESCALATION_REOPEN_WINDOW_SECONDS", "3600"),
         ("AUTO_AGENT_ESCALATION_MAX_RECORDS", "5000"),
         ("AUTO_AGENT_ESCALATION_RESOLVE_QUIET_SECONDS", "300"),
+        (
+            "AUTO_AGENT_ESCALATION_ALLOWED_SLACK_CHANNELS",
+            "#prod-incidents,C0123456789",
+        ),
+        (
+            "AUTO_AGENT_ESCALATION_ALLOWED_TICKET_PROJECTS",
+            "github:acme/ops,jira:*",
+        ),
     ] {
         assert_eq!(literal(&env, var), value, "{var}");
     }
-    assert_eq!(env.len(), 23, "{:?}", env.keys());
+    assert_eq!(env.len(), 25, "{:?}", env.keys());
 
     // No credential anywhere but in its Secret: not in args, env values, ConfigMaps or annotations.
     for container in of_kind(&docs, "Deployment")
@@ -2192,6 +2202,18 @@ fn escalation_values_are_checked_by_the_schema_and_the_templates() {
         ),
         ("escalation.maxRecords=9", "/escalation/maxRecords"),
         ("escalation.maxRecords=10001", "/escalation/maxRecords"),
+        (
+            "escalation.allowedTicketProjects={acme/ops}",
+            "/escalation/allowedTicketProjects/0",
+        ),
+        (
+            "escalation.allowedTicketProjects={bitbucket:acme/ops}",
+            "/escalation/allowedTicketProjects/0",
+        ),
+        (
+            "escalation.allowedSlackChannels={#ops,a b}",
+            "/escalation/allowedSlackChannels/1",
+        ),
         ("tickets.linear.token=x", "tickets"),
         ("llm.temperature=1", "llm"),
     ] {

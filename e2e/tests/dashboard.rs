@@ -78,6 +78,10 @@ async fn every_dashboard_query_returns_data_during_a_scenario() {
             "AUTO_AGENT_SLACK_WEBHOOK_URL".to_owned(),
             slack.slack_webhook_url(),
         ),
+        (
+            "AUTO_AGENT_ESCALATION_ALLOWED_SLACK_CHANNELS".to_owned(),
+            "#alerts".to_owned(),
+        ),
         ("AUTO_AGENT_PROMETHEUS_URL".to_owned(), signals.url()),
         (
             "AUTO_AGENT_SCALE_INTERVAL_SECONDS".to_owned(),

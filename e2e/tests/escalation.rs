@@ -42,6 +42,15 @@ fn env(
         ),
         ("AUTO_AGENT_GITEA_API_URL".into(), gitea.api_url.clone()),
         ("AUTO_AGENT_GITEA_TOKEN".into(), gitea.token.clone()),
+        // The installation allows the channel and the project the policies name (nothing else).
+        (
+            "AUTO_AGENT_ESCALATION_ALLOWED_SLACK_CHANNELS".into(),
+            CHANNEL.into(),
+        ),
+        (
+            "AUTO_AGENT_ESCALATION_ALLOWED_TICKET_PROJECTS".into(),
+            format!("gitea:{}/incidents", gitea.owner),
+        ),
         // Resolve a healed workload quickly (the default waits 5 minutes without a failure).
         (
             "AUTO_AGENT_ESCALATION_RESOLVE_QUIET_SECONDS".into(),
@@ -521,10 +530,16 @@ async fn an_incident_still_failing_after_seconds_past_an_action_escalates_throug
     let mut t = Setup::new("escwait", NODE).await;
     t.start_agents(
         1,
-        vec![(
-            "AUTO_AGENT_SLACK_WEBHOOK_URL".into(),
-            slack.slack_webhook_url(),
-        )],
+        vec![
+            (
+                "AUTO_AGENT_SLACK_WEBHOOK_URL".into(),
+                slack.slack_webhook_url(),
+            ),
+            (
+                "AUTO_AGENT_ESCALATION_ALLOWED_SLACK_CHANNELS".into(),
+                "#alerts".into(),
+            ),
+        ],
     )
     .await;
     // One restart, then the cooldown (a refusal that does not escalate) holds further ones; what

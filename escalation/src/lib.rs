@@ -6,6 +6,7 @@
 //! escalate and what to send is pure (`record`, `render`, `deliver`); the channels are thin
 //! adapters (`slack`, `llm`, `jira`, and the forge crate for GitHub, GitLab and Gitea).
 
+pub mod allow;
 pub mod channels;
 pub mod deliver;
 pub mod doc;

@@ -12,6 +12,7 @@ pub mod health;
 pub mod stage;
 pub mod store;
 
+use auto_agent_escalation::allow::Allowlist;
 use auto_agent_escalation::record::{Facts, Routes, Signal, TicketProvider, TicketRoute};
 use auto_agent_shared::crd::policy::{Escalation, TicketProvider as CrdProvider};
 use tokio::sync::mpsc;
@@ -67,13 +68,15 @@ pub fn escalating(
 pub struct Escalations {
     tx: Option<mpsc::Sender<Signal>>,
     metrics: Option<ControllerMetrics>,
+    allow: std::sync::Arc<Allowlist>,
 }
 
 impl Escalations {
-    pub fn new(tx: mpsc::Sender<Signal>, metrics: ControllerMetrics) -> Self {
+    pub fn new(tx: mpsc::Sender<Signal>, metrics: ControllerMetrics, allow: Allowlist) -> Self {
         Self {
             tx: Some(tx),
             metrics: Some(metrics),
+            allow: std::sync::Arc::new(allow),
         }
     }
 
@@ -82,12 +85,31 @@ impl Escalations {
         Self {
             tx: None,
             metrics: None,
+            allow: std::sync::Arc::default(),
         }
     }
 
     /// Hands a signal to the stage without waiting: remediation never waits for escalation.
-    pub fn signal(&self, signal: Signal) {
+    /// Routes the installation does not allow are dropped here, said in the log and counted.
+    pub fn signal(&self, mut signal: Signal) {
         let Some(tx) = &self.tx else { return };
+        if !signal.routes.is_empty() {
+            let (routes, refused) = self.allow.filter(std::mem::take(&mut signal.routes));
+            if !refused.is_empty() {
+                tracing::warn!(
+                    incident = %signal.incident,
+                    refused = %refused.join(", "),
+                    "Escalation route not allowed by this installation (escalation.allowedSlackChannels / allowedTicketProjects)"
+                );
+                if let Some(m) = &self.metrics {
+                    m.escalation_routes_refused.inc_by(refused.len() as u64);
+                }
+            }
+            if routes.is_empty() {
+                return;
+            }
+            signal.routes = routes;
+        }
         if tx.try_send(signal).is_err()
             && let Some(m) = &self.metrics
         {
@@ -149,7 +171,7 @@ mod tests {
         let registry = prometheus::Registry::new();
         let metrics = ControllerMetrics::register(&registry).unwrap();
         let (tx, _rx) = mpsc::channel(1);
-        let e = Escalations::new(tx, metrics.clone());
+        let e = Escalations::new(tx, metrics.clone(), Allowlist::default());
         let s = Signal {
             incident: "k".into(),
             at_ms: 0,
@@ -163,5 +185,40 @@ mod tests {
         e.signal(s.clone());
         assert_eq!(metrics.escalation_signals_dropped.get(), 1);
         Escalations::off().signal(s);
+    }
+
+    #[test]
+    fn routes_the_installation_does_not_allow_never_reach_the_stage() {
+        let registry = prometheus::Registry::new();
+        let metrics = ControllerMetrics::register(&registry).unwrap();
+        let (tx, mut rx) = mpsc::channel(8);
+        let allow = Allowlist::parse(&["#ops".into()], &["gitea:acme/ops".into()]).unwrap();
+        let e = Escalations::new(tx, metrics.clone(), allow);
+        let signal = |channel: &str, project: &str| Signal {
+            incident: "k".into(),
+            at_ms: 0,
+            kind: auto_agent_escalation::record::SignalKind::Refused {
+                reason: "BudgetExhausted".into(),
+            },
+            note: String::new(),
+            facts: Facts::default(),
+            routes: Routes {
+                slack_channel: Some(channel.into()),
+                ticket: Some(TicketRoute {
+                    provider: TicketProvider::Gitea,
+                    project: project.into(),
+                }),
+                after_seconds: None,
+            },
+        };
+        e.signal(signal("#ops", "acme/ops"));
+        let got = rx.try_recv().unwrap();
+        assert!(got.routes.slack_channel.is_some() && got.routes.ticket.is_some());
+        e.signal(signal("#other-team", "acme/ops"));
+        let got = rx.try_recv().unwrap();
+        assert!(got.routes.slack_channel.is_none() && got.routes.ticket.is_some());
+        e.signal(signal("#other-team", "other/repo"));
+        assert!(rx.try_recv().is_err(), "nothing left to route to");
+        assert_eq!(metrics.escalation_routes_refused.get(), 3);
     }
 }

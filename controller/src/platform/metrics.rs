@@ -41,6 +41,7 @@ pub struct ControllerMetrics {
     pub escalation_records: IntGauge,
     pub escalation_summaries: IntCounterVec,
     pub escalation_signals_dropped: IntCounter,
+    pub escalation_routes_refused: IntCounter,
 }
 
 /// Label values known in advance, created at 0 so dashboards and `rate()` see a series from the
@@ -352,6 +353,11 @@ impl ControllerMetrics {
                 "auto_agent_escalation_signals_dropped_total",
                 "Escalation signals dropped because the stage's queue or its record limit was full",
             )?,
+            escalation_routes_refused: IntCounter::new(
+                "auto_agent_escalation_routes_refused_total",
+                "Escalation routes (a Slack channel or a ticket project) a policy named but the \
+                 installation does not allow",
+            )?,
         };
         m.touch_known_labels();
         registry.register(Box::new(m.forged_findings.clone()))?;
@@ -367,6 +373,7 @@ impl ControllerMetrics {
         registry.register(Box::new(m.escalation_records.clone()))?;
         registry.register(Box::new(m.escalation_summaries.clone()))?;
         registry.register(Box::new(m.escalation_signals_dropped.clone()))?;
+        registry.register(Box::new(m.escalation_routes_refused.clone()))?;
         registry.register(Box::new(m.actions.clone()))?;
         registry.register(Box::new(m.node_actions.clone()))?;
         registry.register(Box::new(m.node_incidents.clone()))?;

@@ -1,0 +1,9 @@
+//! GitOps proposals: a change the agent would make live (a memory bump, an image swap, a scale)
+//! written instead into the file a GitOps tool applies, as a pull request a human merges.
+//!
+//! This crate is pure: `edit` changes exactly one scalar of a YAML file and proves that nothing
+//! else changed; `path` names that scalar (`spec.template.spec.containers[name=app].image`).
+//! The forge clients (branches, commits, pull requests) live in the forge crate.
+
+pub mod edit;
+pub mod path;

@@ -51,7 +51,11 @@ pub(crate) async fn find_issue(
 
 /// The label's id: looked up by name through the label pages, created when missing (Gitea
 /// does not refuse a second label of the same name, so looking first is what keeps one).
-async fn label_id(http: &Http, project: &Project<'_>, label: &str) -> Result<u64, ForgeError> {
+pub(crate) async fn label_id(
+    http: &Http,
+    project: &Project<'_>,
+    label: &str,
+) -> Result<u64, ForgeError> {
     let limit = PAGE.to_string();
     let mut seen = 0usize;
     for page in 1..=MAX_LABEL_PAGES {

@@ -100,6 +100,10 @@ impl Forge {
         self.http.kind()
     }
 
+    pub(crate) fn http(&self) -> &Http {
+        &self.http
+    }
+
     /// The newest issue (never a pull request) carrying `label`, open or closed; `None` if
     /// there is none. Lists by label (consistent right after a create), never via search.
     pub async fn find_issue(
@@ -200,7 +204,7 @@ pub(crate) struct Project<'a> {
 }
 
 impl<'a> Project<'a> {
-    fn parse(kind: ForgeKind, project: &'a str) -> Result<Self, ForgeError> {
+    pub(crate) fn parse(kind: ForgeKind, project: &'a str) -> Result<Self, ForgeError> {
         let parts: Vec<&str> = project.split('/').collect();
         let well_formed = parts
             .iter()

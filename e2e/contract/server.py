@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import copy
 import hashlib
 import json
 import re
@@ -373,6 +374,7 @@ class GitHub:
                     self.routes.append((method.upper(), regex, names, template, op, literal))
         # More literal segments first, so /issues/comments beats /issues/{issue_number}.
         self.routes.sort(key=lambda r: -r[5])
+        self.ops = {op.get("operationId"): op for _, _, _, _, op, _ in self.routes}
         self.validators = {}
 
     def validator(self, pointer: str):
@@ -475,7 +477,12 @@ class GitHub:
             ptr = f"{pointer_base}/responses/{reply.status}"
         if "application/json" not in self.resolve(self.pointer(ptr)).get("content", {}):
             return reply
-        err = first_error(self.validator(ptr + "/content/application~1json/schema"), reply.body)
+        validator = self.validator(ptr + "/content/application~1json/schema")
+        # Some documented error answers are a oneOf of two open schemas (409: basic-error or
+        # repository-rule-violation-error) that any object satisfies both of; an answer valid
+        # under each alternative matches the description, so only other errors count.
+        errors = [e for e in validator.iter_errors(reply.body) if not (e.validator == "oneOf" and "valid under each of" in e.message)]
+        err = first_error(validator, reply.body) if errors else None
         if err:
             return Reply(500, {"errorMessages": [f"contract server answer does not match {op.get('operationId')} {reply.status}: {err}"]}, headers={"X-Contract-Self-Check": "failed"})
         return reply
@@ -508,8 +515,145 @@ class GitHub:
         key = f"{owner}/{name}"
         with self.state.lock:
             if key not in self.state.repos:
-                self.state.repos[key] = {"issues": [], "labels": {}, "comments": []}
+                root = "0" * 40
+                # Git: branches point at commits, each commit at a tree {path: {content, sha}}.
+                self.state.repos[key] = {"issues": [], "labels": {}, "comments": [], "branches": {"main": root}, "trees": {root: {}}}
             return key, self.state.repos[key]
+
+    def example(self, op_id, status):
+        """The operation's documented example answer, to fill in: it satisfies the response
+        schema (which the self-check enforces) with every field a client may read."""
+        response = self.resolve(self.ops[op_id]["responses"][str(status)])
+        example = next(iter(response["content"]["application/json"]["examples"].values()))
+        return copy.deepcopy(self.resolve(example)["value"])
+
+    def pull_view(self, key, pr, simple=False):
+        v = self.example("pulls/list", 200)[0] if simple else self.example("pulls/create", 201)
+        api = f"https://api.github.com/repos/{key}/pulls/{pr['number']}"
+        html = f"https://github.com/{key}/pull/{pr['number']}"
+        v.update({"id": pr["id"], "node_id": f"PR_{pr['id']}", "number": pr["number"], "state": pr["state"], "title": pr["title"],
+                  "body": pr["body"], "url": api, "html_url": html, "diff_url": html + ".diff", "patch_url": html + ".patch",
+                  "issue_url": f"https://api.github.com/repos/{key}/issues/{pr['number']}", "created_at": pr["created_at"],
+                  "updated_at": pr["updated_at"], "closed_at": pr["closed_at"], "merged_at": None, "merge_commit_sha": None,
+                  "labels": [dict(self.label_obj(key, n), description="") for n in pr["labels"]], "draft": False,
+                  # The spec's own example lists a team without its required `type`; nobody is requested here.
+                  "requested_teams": [], "requested_reviewers": [], "assignees": [], "assignee": None, "milestone": None})
+        v["head"] = dict(v["head"], ref=pr["head"], sha=self.state.repos[key]["branches"].get(pr["head"], "0" * 40), label=f"{key.split('/')[0]}:{pr['head']}")
+        v["base"] = dict(v["base"], ref=pr["base"], sha=self.state.repos[key]["branches"].get(pr["base"], "0" * 40), label=f"{key.split('/')[0]}:{pr['base']}")
+        if not simple:
+            v.update({"merged": False, "mergeable": None, "rebaseable": None, "mergeable_state": "unknown", "merged_by": None,
+                      "comments": pr["comments"], "maintainer_can_modify": False})
+        return v
+
+    def commit(self, repo, branch, path, content_b64, message):
+        tree = dict(repo["trees"][repo["branches"][branch]])
+        blob = hashlib.sha1(base64.b64decode(content_b64)).hexdigest()
+        tree[path] = {"content": content_b64, "sha": blob}
+        sha = hashlib.sha1(json.dumps([branch, path, blob, message, self.state.next_seq()]).encode()).hexdigest()
+        repo["trees"][sha] = tree
+        repo["branches"][branch] = sha
+        return sha, blob
+
+    def serve_git(self, op, key, repo, params, query, body):
+        """Refs, contents and pull requests; None when `op` is not one of them."""
+        if op == "git/get-ref":
+            ref = params["ref"]
+            branch = ref[len("heads/"):] if ref.startswith("heads/") else None
+            sha = repo["branches"].get(branch) if branch else None
+            if sha is None:
+                return Reply(404, self.error(404, "Not Found"))
+            v = self.example(op, 200)
+            v.update({"ref": f"refs/{ref}", "url": f"https://api.github.com/repos/{key}/git/refs/{ref}"})
+            v["object"] = dict(v["object"], sha=sha, type="commit", url=f"https://api.github.com/repos/{key}/git/commits/{sha}")
+            return Reply(200, v)
+        if op == "git/create-ref":
+            ref = body["ref"]
+            if not ref.startswith("refs/heads/") or ref.count("/") < 2:
+                return Reply(422, self.error(422, "Reference name is not fully qualified (refs/heads/...)"))
+            branch = ref[len("refs/heads/"):]
+            if branch in repo["branches"]:
+                return Reply(422, self.error(422, "Reference already exists"))
+            if body["sha"] not in repo["trees"]:
+                return Reply(422, self.error(422, "Object does not exist"))
+            repo["branches"][branch] = body["sha"]
+            v = self.example(op, 201)
+            v.update({"ref": ref, "url": f"https://api.github.com/repos/{key}/git/{ref}"})
+            v["object"] = dict(v["object"], sha=body["sha"], type="commit")
+            return Reply(201, v)
+        if op == "repos/get-content":
+            branch = query.get("ref", "main")
+            head = repo["branches"].get(branch)
+            f = repo["trees"][head].get(params["path"]) if head else None
+            if f is None:
+                return Reply(404, self.error(404, "Not Found"))
+            raw = base64.b64decode(f["content"])
+            wrapped = "\n".join(f["content"][i:i + 60] for i in range(0, len(f["content"]), 60)) + "\n"
+            v = self.example(op, 200)
+            path = params["path"]
+            v.update({"type": "file", "encoding": "base64", "size": len(raw), "name": path.rsplit("/", 1)[-1], "path": path,
+                      "content": wrapped, "sha": f["sha"], "url": f"https://api.github.com/repos/{key}/contents/{path}?ref={branch}",
+                      "git_url": f"https://api.github.com/repos/{key}/git/blobs/{f['sha']}",
+                      "html_url": f"https://github.com/{key}/blob/{branch}/{path}",
+                      "download_url": f"https://raw.githubusercontent.com/{key}/{branch}/{path}"})
+            return Reply(200, v)
+        if op == "repos/create-or-update-file-contents":
+            branch = body.get("branch", "main")
+            if branch not in repo["branches"]:
+                return Reply(404, self.error(404, f"Branch {branch} not found"))
+            if branch == "main" and repo.get("protected_main"):
+                return Reply(409, self.error(409, "Changes must be made through a pull request."))
+            try:
+                base64.b64decode(body["content"], validate=True)
+            except ValueError:
+                return Reply(422, self.error(422, "content is not valid Base64"))
+            current = repo["trees"][repo["branches"][branch]].get(params["path"])
+            if current is not None and "sha" not in body:
+                return Reply(422, self.error(422, "Invalid request.\n\n\"sha\" wasn't supplied."))
+            if current is not None and body["sha"] != current["sha"]:
+                return Reply(409, self.error(409, f"{params['path']} does not match {body['sha']}"))
+            sha, blob = self.commit(repo, branch, params["path"], body["content"], body["message"])
+            status = 200 if current is not None else 201
+            v = self.example(op, status)
+            v["content"] = dict(v["content"], name=params["path"].rsplit("/", 1)[-1], path=params["path"], sha=blob)
+            v["commit"] = dict(v["commit"], sha=sha, message=body["message"])
+            return Reply(status, v)
+        if op == "pulls/list":
+            state = query.get("state", "open")
+            head = query.get("head")
+            items = [i for i in repo["issues"] if i.get("pull") and (state == "all" or i["state"] == state)
+                     and (head is None or f"{key.split('/')[0]}:{i['head']}" == head)
+                     and query.get("base", i["base"]) == i["base"]]
+            items.sort(key=lambda i: i["number"], reverse=True)
+            per_page, page = int(query.get("per_page", 30)), int(query.get("page", 1))
+            return Reply(200, [self.pull_view(key, i, simple=True) for i in items[(page - 1) * per_page: page * per_page]])
+        if op == "pulls/create":
+            head, base = body["head"], body["base"]
+            if head not in repo["branches"] or base not in repo["branches"]:
+                return Reply(422, self.error(422, "Validation Failed", [{"resource": "PullRequest", "field": "head" if head not in repo["branches"] else "base", "code": "invalid"}]))
+            if repo["branches"][head] == repo["branches"][base]:
+                return Reply(422, self.error(422, "Validation Failed", [{"resource": "PullRequest", "code": "custom", "message": f"No commits between {base} and {head}"}]))
+            for i in repo["issues"]:
+                if i.get("pull") and i["state"] == "open" and i["head"] == head and i["base"] == base:
+                    return Reply(422, self.error(422, "Validation Failed", [{"resource": "PullRequest", "code": "custom", "message": f"A pull request already exists for {key.split('/')[0]}:{head}."}]))
+            pr = {"id": 3000 + self.state.next_seq(), "number": len(repo["issues"]) + 1, "title": str(body["title"]), "body": body.get("body"),
+                  "state": "open", "state_reason": None, "labels": [], "comments": 0, "closed_at": None, "created_at": now_iso(),
+                  "updated_at": now_iso(), "pull": True, "head": head, "base": base}
+            repo["issues"].append(pr)
+            return Reply(201, self.pull_view(key, pr))
+        if op == "pulls/update":
+            pr = self.find_issue(repo, int(params["pull_number"]))
+            if pr is None or not pr.get("pull"):
+                return Reply(404, self.error(404, "Not Found"))
+            for field in ("title", "body", "base"):
+                if field in body:
+                    pr[field] = body[field]
+            if body.get("state") == "closed" and pr["state"] == "open":
+                pr["state"], pr["closed_at"] = "closed", now_iso()
+            elif body.get("state") == "open" and pr["state"] == "closed":
+                pr["state"], pr["closed_at"] = "open", None
+            pr["updated_at"] = now_iso()
+            return Reply(200, self.pull_view(key, pr))
+        return None
 
     def label_obj(self, repo_key, name):
         n = int(hashlib.sha256(f"{repo_key}/{name}".encode()).hexdigest()[:8], 16)
@@ -528,6 +672,11 @@ class GitHub:
             "labels": [self.label_obj(repo_key, n) for n in issue["labels"]], "assignee": None, "assignees": [], "milestone": None,
             "locked": False, "active_lock_reason": None, "comments": issue["comments"], "closed_at": issue["closed_at"],
             "created_at": issue["created_at"], "updated_at": issue["updated_at"], "author_association": "NONE",
+            **({"pull_request": {"url": f"https://api.github.com/repos/{repo_key}/pulls/{issue['number']}",
+                                 "html_url": f"https://github.com/{repo_key}/pull/{issue['number']}",
+                                 "diff_url": f"https://github.com/{repo_key}/pull/{issue['number']}.diff",
+                                 "patch_url": f"https://github.com/{repo_key}/pull/{issue['number']}.patch", "merged_at": None}}
+               if issue.get("pull") else {}),
         }
 
     def comment_view(self, repo_key, c):
@@ -549,6 +698,9 @@ class GitHub:
             return Reply(501, self.error(501, f"the contract server does not serve {op}"), headers={"X-Contract-Unserved": op})
         key, repo = self.repo(owner, name)
         with st.lock:
+            served = self.serve_git(op, key, repo, params, query, body)
+            if served is not None:
+                return served
             if op == "issues/list-for-repo":
                 state = query.get("state", "open")
                 labels = [l for l in query.get("labels", "").split(",") if l]
@@ -622,7 +774,9 @@ class GitHub:
 
 def template_regex(template: str):
     names = re.findall(r"{([^}]+)}", template)
-    pattern = re.sub(r"{[^}]+}", "([^/]+)", re.escape(template).replace(r"\{", "{").replace(r"\}", "}"))
+    # A file path (`contents/{path}`) and a git ref (`git/ref/{ref}`: heads/a/b) span segments.
+    escaped = re.escape(template).replace(r"\{", "{").replace(r"\}", "}")
+    pattern = re.sub(r"{([^}]+)}", lambda m: "(.+)" if m.group(1) in ("path", "ref") else "([^/]+)", escaped)
     return re.compile(pattern), names
 
 
@@ -660,6 +814,9 @@ class GitLab:
         "ProjectIssueManager": {"issue_type"},
         "ProjectMergeRequestManager": set(),
         "ProjectIssueNoteManager": {"internal"},
+        "ProjectMergeRequestNoteManager": {"internal"},
+        "ProjectBranchManager": set(),
+        "ProjectFileManager": set(),
         "ProjectLabelManager": set(),
     }
     PAGINATION = {"page", "per_page", "pagination", "order_by", "sort"}
@@ -670,7 +827,8 @@ class GitLab:
         self.state = state
         self.managers = {
             name: getattr(objects, name)
-            for name in ("ProjectIssueManager", "ProjectIssueNoteManager", "ProjectMergeRequestManager", "ProjectCommitManager", "ProjectLabelManager")
+            for name in ("ProjectIssueManager", "ProjectIssueNoteManager", "ProjectMergeRequestManager", "ProjectMergeRequestNoteManager",
+                         "ProjectCommitManager", "ProjectLabelManager", "ProjectBranchManager", "ProjectFileManager")
         }
 
     def attrs(self, manager, kind):
@@ -731,7 +889,8 @@ class GitLab:
         if token != self.state.config["gitlab_token"]:
             raise Unauthorized(Reply(401, {"message": "401 Unauthorized"}))
         with self.state.lock:
-            proj = self.state.projects.setdefault(project, {"issues": [], "notes": [], "labels": {}, "mrs": [], "commits": [], "files": {}})
+            proj = self.state.projects.setdefault(project, {"issues": [], "notes": [], "labels": {}, "mrs": [], "commits": [], "files": {},
+                                                              "branches": {"main": "0" * 40}})
             return handler(project, proj, query, body, *args)
 
     def route(self, method, sub):
@@ -749,11 +908,17 @@ class GitLab:
             ("GET", r"/merge_requests/(\d+)", "ProjectMergeRequestManager", "get", self.get_mr),
             ("PUT", r"/merge_requests/(\d+)", "ProjectMergeRequestManager", "update", self.update_mr),
             ("POST", r"/repository/commits", "ProjectCommitManager", "create", self.create_commit),
+            ("POST", r"/merge_requests/(\d+)/notes", "ProjectMergeRequestNoteManager", "create", self.create_mr_note),
+            ("GET", r"/repository/branches/([^/]+)", "ProjectBranchManager", "get", self.get_branch),
+            ("POST", r"/repository/branches", "ProjectBranchManager", "create", self.create_branch),
+            ("GET", r"/repository/files/([^/]+)", "ProjectFileManager", "get", self.get_file),
+            ("PUT", r"/repository/files/([^/]+)", "ProjectFileManager", "update", self.update_file),
         ]
         for m, pattern, manager, kind, handler in table:
             found = re.fullmatch(pattern, sub)
             if m == method and found:
-                return manager, kind, handler, tuple(int(g) for g in found.groups())
+                # Numbers are iids; a branch or a file path is one URL-encoded segment.
+                return manager, kind, handler, tuple(int(g) if g.isdigit() else unquote(g) for g in found.groups())
         return None
 
     @staticmethod
@@ -844,7 +1009,8 @@ class GitLab:
     def mr_view(self, project, mr):
         return {"id": mr["id"], "iid": mr["iid"], "project_id": project_id(project), "title": mr["title"], "description": mr.get("description"),
                 "state": mr["state"], "source_branch": mr["source_branch"], "target_branch": mr["target_branch"],
-                "web_url": f"https://gitlab.example.com/{project}/-/merge_requests/{mr['iid']}", "created_at": mr["created_at"]}
+                "web_url": f"https://gitlab.example.com/{project}/-/merge_requests/{mr['iid']}", "created_at": mr["created_at"],
+                "labels": mr.get("labels", [])}
 
     def list_mrs(self, project, proj, query, body):
         state = query.get("state", "all")
@@ -858,7 +1024,10 @@ class GitLab:
             if m["state"] == "opened" and m["source_branch"] == body["source_branch"] and m["target_branch"] == body["target_branch"]:
                 return Reply(409, {"message": [f"Another open merge request already exists for this source branch: !{m['iid']}"]})
         mr = {"id": 700 + self.state.next_seq(), "iid": len(proj["mrs"]) + 1, "title": body["title"], "description": body.get("description"),
-              "state": "opened", "source_branch": body["source_branch"], "target_branch": body["target_branch"], "created_at": now_iso()}
+              "state": "opened", "source_branch": body["source_branch"], "target_branch": body["target_branch"], "created_at": now_iso(),
+              "labels": self.labels_of(body.get("labels"))}
+        if body["source_branch"] not in proj["branches"]:
+            return Reply(400, {"message": [f"Source branch {body['source_branch']} does not exist"]})
         proj["mrs"].append(mr)
         return Reply(201, self.mr_view(project, mr))
 
@@ -879,6 +1048,68 @@ class GitLab:
             mr["state"] = "opened"
         return Reply(200, self.mr_view(project, mr))
 
+    def create_mr_note(self, project, proj, query, body, iid):
+        mr = self.find(proj["mrs"], iid)
+        if mr is None:
+            return Reply(404, {"message": "404 Not found"})
+        note = {"id": 900 + self.state.next_seq(), "mr": iid, "body": body["body"], "created_at": now_iso()}
+        proj.setdefault("mr_notes", []).append(note)
+        return Reply(201, {"id": note["id"], "body": note["body"], "noteable_type": "MergeRequest", "noteable_iid": iid, "created_at": note["created_at"]})
+
+    def branch_view(self, project, name, sha):
+        return {"name": name, "merged": False, "protected": name == "main", "default": name == "main",
+                "web_url": f"https://gitlab.example.com/{project}/-/tree/{name}", "commit": {"id": sha, "short_id": sha[:8]}}
+
+    def get_branch(self, project, proj, query, body, name):
+        sha = proj["branches"].get(name)
+        if sha is None:
+            return Reply(404, {"message": "404 Branch Not Found"})
+        return Reply(200, self.branch_view(project, name, sha))
+
+    def create_branch(self, project, proj, query, body):
+        name, ref = body["branch"], body["ref"]
+        if name in proj["branches"]:
+            return Reply(400, {"message": "Branch already exists"})
+        sha = proj["branches"].get(ref)
+        if sha is None:
+            return Reply(400, {"message": "Invalid reference name: " + ref})
+        proj["branches"][name] = sha
+        for k, f in list(proj["files"].items()):
+            branch, path = k.split(":", 1)
+            if branch == ref:
+                proj["files"][f"{name}:{path}"] = dict(f)
+        return Reply(201, self.branch_view(project, name, sha))
+
+    def get_file(self, project, proj, query, body, path):
+        ref = query.get("ref")
+        if not ref:
+            raise Rejected("required", "ref is missing")
+        f = proj["files"].get(f"{ref}:{path}")
+        if f is None:
+            return Reply(404, {"message": "404 File Not Found"})
+        return Reply(200, {"file_name": path.rsplit("/", 1)[-1], "file_path": path, "size": len(base64.b64decode(f["content"])),
+                           "encoding": "base64", "content": f["content"], "ref": ref, "blob_id": f["blob_id"],
+                           "commit_id": f["last_commit_id"], "last_commit_id": f["last_commit_id"]})
+
+    def update_file(self, project, proj, query, body, path):
+        if body["file_path"] != path:
+            raise Rejected("file_path", f"file_path {body['file_path']!r} is not the path in the URL {path!r}")
+        if body.get("encoding", "text") not in ("text", "base64"):
+            raise Rejected("encoding", "encoding is text or base64")
+        f = proj["files"].get(f"{body['branch']}:{path}")
+        if f is None:
+            return Reply(400, {"message": "A file with this name doesn't exist"})
+        if body["branch"] == "main":
+            return Reply(400, {"message": "You are not allowed to push into this branch"})
+        if "last_commit_id" in body and body["last_commit_id"] != f["last_commit_id"]:
+            return Reply(400, {"message": "You are attempting to update a file that has changed since you started editing it."})
+        content = body["content"] if body.get("encoding") == "base64" else base64.b64encode(body["content"].encode()).decode()
+        sha = hashlib.sha1(json.dumps([project, path, content, self.state.next_seq()]).encode()).hexdigest()
+        proj["files"][f"{body['branch']}:{path}"] = {"content": content, "blob_id": hashlib.sha1(content.encode()).hexdigest(), "last_commit_id": sha}
+        proj["branches"][body["branch"]] = sha
+        proj["commits"].append({"id": sha, "branch": body["branch"], "message": body["commit_message"], "actions": [{"action": "update", "file_path": path}]})
+        return Reply(200, {"file_path": path, "branch": body["branch"]})
+
     def create_commit(self, project, proj, query, body):
         actions = body["actions"]
         if not isinstance(actions, list) or not actions:
@@ -887,6 +1118,11 @@ class GitLab:
             if not isinstance(a, dict) or a.get("action") not in ("create", "delete", "move", "update", "chmod") or not a.get("file_path"):
                 raise Rejected("actions", "each action needs action (create, delete, move, update, chmod) and file_path")
         sha = hashlib.sha1(json.dumps([project, body, self.state.next_seq()]).encode()).hexdigest()
+        for a in actions:
+            if a["action"] in ("create", "update") and "content" in a:
+                content = a["content"] if a.get("encoding") == "base64" else base64.b64encode(str(a["content"]).encode()).decode()
+                proj["files"][f"{body['branch']}:{a['file_path']}"] = {"content": content, "blob_id": hashlib.sha1(content.encode()).hexdigest(), "last_commit_id": sha}
+        proj["branches"][body["branch"]] = sha
         proj["commits"].append({"id": sha, "branch": body["branch"], "message": body["commit_message"], "actions": actions})
         return Reply(201, {"id": sha, "short_id": sha[:8], "title": body["commit_message"].split("\n")[0], "message": body["commit_message"], "created_at": now_iso()})
 

@@ -234,7 +234,9 @@ impl Forge {
             }
             ForgeKind::GitLab => {
                 let url = http.url(&gitlab_path(&parsed, &["repository", "files", path]), &[]);
+                // python-gitlab sends the path in the body too; GitLab reads either.
                 let body = json!({
+                    "file_path": path,
                     "branch": branch,
                     "content": encoded,
                     "encoding": "base64",

@@ -168,7 +168,7 @@ async fn gitlab_branch_file_and_merge_request() {
                 ),
             Expect::put(
                 &format!("{project}/repository/files/kustomize%2Fpatch.yaml"),
-                json!({"branch": BRANCH, "content": STANDARD.encode(EDITED), "encoding": "base64", "commit_message": "m", "last_commit_id": "aa11"}),
+                json!({"file_path": "kustomize/patch.yaml", "branch": BRANCH, "content": STANDARD.encode(EDITED), "encoding": "base64", "commit_message": "m", "last_commit_id": "aa11"}),
             )
             .answer(200, json!({"file_path": "kustomize/patch.yaml", "branch": BRANCH})),
             Expect::get(&format!("{project}/merge_requests"))

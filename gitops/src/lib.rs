@@ -3,9 +3,11 @@
 //!
 //! This crate is pure: `edit` changes exactly one scalar of a YAML file and proves that nothing
 //! else changed; `path` names that scalar (`spec.template.spec.containers[name=app].image`);
-//! `target` maps a workload's container and a change to the file's document and key path.
+//! `target` maps a workload's container and a change to the file's document and key path;
+//! `proposal` plans the commit on the incident's branch and writes the pull request's texts.
 //! The forge clients (branches, commits, pull requests) live in the forge crate.
 
 pub mod edit;
 pub mod path;
+pub mod proposal;
 pub mod target;

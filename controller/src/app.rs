@@ -16,7 +16,6 @@ use crate::act::Executor;
 use crate::args::{Args, cluster_budgets, sensor_user};
 use crate::cluster::workloads::WorkloadCache;
 use crate::escalate::stage::Stage;
-use crate::escalate::store::Store;
 use crate::escalate::{Escalations, channels};
 use crate::evidence::{bundle, handoff};
 use crate::ingest::limits::{NodeStreams, PeerHandshakes};
@@ -26,6 +25,7 @@ use crate::platform::events::EventSink;
 use crate::platform::features::Features;
 use crate::platform::leader::{self, LeaderConfig};
 use crate::platform::metrics::ControllerMetrics;
+use crate::platform::records::Store;
 use crate::platform::tls::{self, ReloadingIdentity};
 use crate::policies::health::ScaleHealth;
 use crate::policies::index::{self as policies, PolicyIndex};
@@ -177,13 +177,25 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     )
     .context("--escalation-allowed-ticket-projects")?;
     let escalations = Escalations::new(escalation_tx, metrics.clone(), allowed_routes);
+    let deliverer = channels::deliverer(&args.escalation)?;
+    // GitOps proposals use the same forge clients (the installation's tokens) as tickets.
+    let forges = crate::gitops::stage::Forges {
+        github: deliverer.tickets.github.clone(),
+        gitlab: deliverer.tickets.gitlab.clone(),
+        gitea: deliverer.tickets.gitea.clone(),
+    };
     let escalation_stage = Stage {
         client: client.clone(),
-        store: Store::new(client.clone(), &args.namespace, leadership.clone()),
+        store: Store::new(
+            client.clone(),
+            &args.namespace,
+            leadership.clone(),
+            "escalation",
+        ),
         leadership: leadership.clone(),
         metrics: metrics.clone(),
         events: events.clone(),
-        deliverer: channels::deliverer(&args.escalation)?,
+        deliverer,
         rules: auto_agent_escalation::record::Rules {
             reopen_window_ms: i64::try_from(args.escalation.escalation_reopen_window_seconds)
                 .unwrap_or(86_400)
@@ -195,11 +207,42 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         health_every: Duration::from_secs(5),
     };
     let escalation_task = tokio::spawn(escalation_stage.run(escalation_rx, stop.clone()));
+    // GitOps: proposals for workloads GitOps manages go to a pull request, off the action path.
+    let (gitops_tx, gitops_rx) = mpsc::channel(4096);
+    let gitops_defaults = crate::gitops::route::Defaults {
+        provider: args
+            .gitops
+            .gitops_provider
+            .as_deref()
+            .and_then(crate::gitops::route::Provider::parse),
+        project: args.gitops.gitops_repo.clone(),
+        base: args.gitops.gitops_branch.clone(),
+        file: args.gitops.gitops_values_file.clone(),
+        allowed: crate::gitops::route::Defaults::parse_allowed(&args.gitops.gitops_allowed_repos)
+            .context("--gitops-allowed-repos")?,
+    };
+    let proposals = crate::gitops::Proposals::new(gitops_tx, metrics.clone(), gitops_defaults);
+    let gitops_stage = crate::gitops::stage::Stage {
+        client: client.clone(),
+        store: Store::new(
+            client.clone(),
+            &args.namespace,
+            leadership.clone(),
+            "gitops",
+        ),
+        leadership: leadership.clone(),
+        metrics: metrics.clone(),
+        events: events.clone(),
+        forges,
+        check_every: Duration::from_secs(10),
+    };
+    let gitops_task = tokio::spawn(gitops_stage.run(gitops_rx, stop.clone()));
     let outcomes = Outcomes {
         events: events.clone(),
         metrics: metrics.clone(),
         recent: recent.clone(),
         escalations: escalations.clone(),
+        proposals,
     };
     let ledger = Ledger::new(
         client.clone(),
@@ -379,7 +422,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         sweeper,
         delivery,
         scale_task,
-        escalation_task
+        escalation_task,
+        gitops_task
     );
     // What the store could not take yet leaves with us unless handed to the cluster.
     handoff::hand_off(

@@ -320,6 +320,9 @@ pub struct Args {
     #[command(flatten)]
     pub escalation: EscalationArgs,
 
+    #[command(flatten)]
+    pub gitops: GitOpsArgs,
+
     /// Kubeconfig file; in a pod the in-cluster configuration is used.
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
@@ -498,4 +501,31 @@ pub struct EscalationArgs {
     /// workload has all replicas ready.
     #[arg(long, env = "AUTO_AGENT_ESCALATION_RESOLVE_QUIET_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub escalation_resolve_quiet_seconds: u64,
+}
+
+/// GitOps proposals: the installation's default repository, base branch and file (a policy's
+/// `gitOps` overrides each), and the other repositories policies may name. The forges' API URLs
+/// and tokens are the escalation ones (`--github-api-url`, `AUTO_AGENT_GITHUB_TOKEN`, ...).
+#[derive(Clone, Debug, clap::Args)]
+pub struct GitOpsArgs {
+    /// Forge of the default repository: github, gitlab or gitea.
+    #[arg(long, env = "AUTO_AGENT_GITOPS_PROVIDER", value_parser = ["github", "gitlab", "gitea"])]
+    pub gitops_provider: Option<String>,
+
+    /// The default repository (`owner/name`, GitLab `group/project`).
+    #[arg(long, env = "AUTO_AGENT_GITOPS_REPO")]
+    pub gitops_repo: Option<String>,
+
+    /// The default base branch of the pull requests.
+    #[arg(long, env = "AUTO_AGENT_GITOPS_BRANCH", default_value = "main")]
+    pub gitops_branch: String,
+
+    /// The default file inside the repository (Helm values, manifests or kustomization.yaml).
+    #[arg(long, env = "AUTO_AGENT_GITOPS_VALUES_FILE")]
+    pub gitops_values_file: Option<String>,
+
+    /// Other repositories policies may propose into (comma-separated `provider:project`,
+    /// `provider:*`). The default repository is always allowed; none listed: only it.
+    #[arg(long, env = "AUTO_AGENT_GITOPS_ALLOWED_REPOS", value_delimiter = ',')]
+    pub gitops_allowed_repos: Vec<String>,
 }

@@ -8,6 +8,8 @@
 //! ingest     sensor authentication, gRPC streams, the incident pipeline
 //! evidence   evidence bundles for restarts and the spool hand-off between replicas
 //! act        the executor: fenced writes for every planned action
+//! escalate   Slack threads and tickets per incident key (leader-only stage)
+//! gitops     pull requests instead of live patches for GitOps-managed workloads (leader-only stage)
 //! reconcile  gather -> decide (engine) -> reserve (ledger) -> act -> report, for pods, nodes, scaling
 //! app        the wiring
 //! ```
@@ -20,6 +22,7 @@ pub mod args;
 pub mod cluster;
 pub mod escalate;
 pub mod evidence;
+pub mod gitops;
 pub mod ingest;
 pub mod platform;
 pub mod policies;

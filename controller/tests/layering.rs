@@ -18,6 +18,7 @@ const STAGES: &[&str] = &[
     "evidence",
     "act",
     "escalate",
+    "gitops",
     "reconcile",
     "app",
 ];

@@ -2278,3 +2278,45 @@ fn escalation_values_are_checked_by_the_schema_and_the_templates() {
         assert_eq!(of_kind(&docs, "Deployment").len(), 1, "{edge:?}");
     }
 }
+
+#[test]
+fn gitops_defaults_render_into_env_and_the_schema_checks_them() {
+    let env = env_of(controller_container(&all_features()));
+    for (var, value) in [
+        ("AUTO_AGENT_GITOPS_PROVIDER", "github"),
+        ("AUTO_AGENT_GITOPS_REPO", "acme/deploy"),
+        ("AUTO_AGENT_GITOPS_BRANCH", "main"),
+        ("AUTO_AGENT_GITOPS_VALUES_FILE", "apps/api/values.yaml"),
+        (
+            "AUTO_AGENT_GITOPS_ALLOWED_REPOS",
+            "gitlab:platform/deploy,gitea:*",
+        ),
+    ] {
+        assert_eq!(literal(&env, var), value, "{var}");
+    }
+    // Nothing set: nothing rendered (no repository, no proposals).
+    let defaults = env_of(controller_container(&render(&[])));
+    assert!(
+        defaults
+            .keys()
+            .all(|k| !k.starts_with("AUTO_AGENT_GITOPS_"))
+    );
+    for (bad, path) in [
+        ("gitops.provider=bitbucket", "/gitops/provider"),
+        ("gitops.repo=no-slash", "/gitops/repo"),
+        ("gitops.valuesFile=/etc/passwd", "/gitops/valuesFile"),
+        (
+            "gitops.allowedRepos={acme/deploy}",
+            "/gitops/allowedRepos/0",
+        ),
+        (
+            "gitops.allowedRepos={github:acme/*}",
+            "/gitops/allowedRepos/0",
+        ),
+        ("gitops.branch=", "/gitops/branch"),
+    ] {
+        let err = template_error(&["--set", bad]);
+        assert!(err.contains("schema"), "{bad}: {err}");
+        assert!(err.contains(path), "{bad}: the error names {path}: {err}");
+    }
+}

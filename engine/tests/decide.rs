@@ -134,7 +134,7 @@ fn deployment() -> WorkloadTarget {
 fn outcome(d: &Decision) -> Result<Vec<ActionKind>, RefusalReason> {
     match d {
         Decision::Act(plan) => Ok(plan.actions.iter().map(|a| a.kind()).collect()),
-        Decision::Refuse(r) => Err(r.reason),
+        Decision::Refuse(r) | Decision::Propose(_, r) => Err(r.reason),
     }
 }
 
@@ -543,13 +543,13 @@ fn the_chain_runs_in_the_documented_order() {
             "mirror_pod",
             "daemonset",
             "opt_out",
-            "gitops",
             "breaker",
             "storm_window",
             "min_ready",
             "cooldown",
             "loops",
-            "budget"
+            "budget",
+            "gitops"
         ]
     );
     // With every rule firing, the first one in the chain decides the reason.
@@ -934,4 +934,69 @@ fn template_changes_only_touch_what_the_template_has() {
     }
     assert!(!RefusalReason::TemplateMismatch.escalates());
     assert_eq!(RefusalReason::TemplateMismatch.as_str(), "TemplateMismatch");
+}
+
+#[test]
+fn gitops_workloads_get_the_live_plan_as_a_proposal_only_where_every_rule_allows_it() {
+    let oom = finding(FindingKind::OomKilled);
+    let key = IncidentKey::for_finding(&oom).unwrap();
+    let managed = Facts {
+        gitops_managed: true,
+        ..facts()
+    };
+    let far = 10_000_000;
+    let live = run(
+        &oom,
+        Some(&policy()),
+        &facts(),
+        &History::default(),
+        &[],
+        far,
+    );
+    let proposed = run(
+        &oom,
+        Some(&policy()),
+        &managed,
+        &History::default(),
+        &[],
+        far,
+    );
+    let (Decision::Act(live), Decision::Propose(plan, why)) = (&live, &proposed) else {
+        panic!("{live:?} / {proposed:?}");
+    };
+    // The same plan as live: the same bump, to the same value.
+    assert_eq!(plan, live);
+    assert_eq!(why.reason, RefusalReason::GitOpsManaged);
+    assert!(matches!(
+        plan.actions[..],
+        [PlannedAction::BumpMemory { .. }]
+    ));
+
+    // Another rule refusing comes first: a cooldown after a bump holds the proposal too.
+    let mut bumped = History::default();
+    bumped.record(ActionRecord {
+        at_ms: far - 1000,
+        action: ActionKind::BumpMemory,
+        target: "Deployment/prod/api".into(),
+        namespace: "prod".into(),
+        policy: "prod/api-prod".into(),
+        incident: key.as_str().to_owned(),
+    });
+    assert_eq!(
+        outcome(&run(&oom, Some(&policy()), &managed, &bumped, &[], far)),
+        Err(RefusalReason::Cooldown)
+    );
+    // A restart is not a spec change: acted on live even when GitOps manages the workload.
+    let crash = finding(FindingKind::CrashLoopBackOff);
+    assert!(matches!(
+        run(
+            &crash,
+            Some(&policy()),
+            &managed,
+            &History::default(),
+            &[],
+            far
+        ),
+        Decision::Act(_)
+    ));
 }

@@ -14,7 +14,7 @@ use crate::edit::{self, EditError, Edited};
 use crate::target::{Change, FileKind, TargetError, ValuePaths, Workload, repository, target};
 
 /// A change the agent would make live, for a GitOps-managed workload.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Proposal {
     /// The incident key: the branch, the label and every text carry it.
     pub incident: String,

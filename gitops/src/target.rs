@@ -46,7 +46,7 @@ impl FileKind {
 }
 
 /// What the agent would change.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Change {
     MemoryLimit {
         container: String,
@@ -63,7 +63,7 @@ pub enum Change {
 }
 
 /// The workload the change is for, as the API server has it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Workload {
     pub kind: String,
     pub name: String,
@@ -72,7 +72,7 @@ pub struct Workload {
 }
 
 /// A policy's `gitOps.valuePaths`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ValuePaths {
     pub memory_limit: Option<String>,
     pub memory_request: Option<String>,

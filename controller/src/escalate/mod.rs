@@ -3,14 +3,13 @@
 //!
 //! The reconcile stages report through `Escalations::signal` (never blocks: a full queue drops and
 //! counts); the stage, on the leader only, applies the pure rules of the escalation crate to the
-//! incident's record, persists it (store.rs: one ConfigMap per key), and delivers what the record
+//! incident's record, persists it (platform/records.rs: one ConfigMap per key), and delivers what the record
 //! owes with retries. A new leader lists the records and carries on, so an outage or a failover
 //! delays delivery and loses nothing, and a ticket is never filed twice.
 
 pub mod channels;
 pub mod health;
 pub mod stage;
-pub mod store;
 
 use auto_agent_escalation::allow::Allowlist;
 use auto_agent_escalation::record::{Facts, Routes, Signal, TicketProvider, TicketRoute};
@@ -115,6 +114,12 @@ impl Escalations {
         {
             m.escalation_signals_dropped.inc();
         }
+    }
+}
+
+impl crate::platform::records::Keyed for auto_agent_escalation::record::Record {
+    fn key(&self) -> &str {
+        &self.key
     }
 }
 

@@ -14,7 +14,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::health;
-use super::store::{Store, StoreError, Stored};
+use crate::platform::records::{Store, StoreError};
+
+type Stored = crate::platform::records::Stored<Record>;
 use crate::platform::events::EventSink;
 use crate::platform::leader::Leadership;
 use crate::platform::metrics::ControllerMetrics;
@@ -26,7 +28,7 @@ const PER_RECORD: usize = 4;
 
 pub struct Stage<S, T, L> {
     pub client: Client,
-    pub store: Store,
+    pub store: Store<Record>,
     pub leadership: Leadership,
     pub metrics: ControllerMetrics,
     /// Events on the incident's workload or node when a thread or ticket is made or resolved.

@@ -4,7 +4,7 @@
 //! actions and incidents have metrics of their own with a `node` label.
 
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
 
 #[derive(Clone, Debug)]
@@ -42,6 +42,9 @@ pub struct ControllerMetrics {
     pub escalation_summaries: IntCounterVec,
     pub escalation_signals_dropped: IntCounter,
     pub escalation_routes_refused: IntCounter,
+    pub gitops_proposals: IntCounterVec,
+    pub gitops_pending: IntGauge,
+    pub gitops_delivery_latency: Histogram,
 }
 
 /// Label values known in advance, created at 0 so dashboards and `rate()` see a series from the
@@ -141,6 +144,16 @@ impl ControllerMetrics {
         }
         for o in HANDOFF_OUTCOMES {
             self.bundle_handoffs.with_label_values(&[o]);
+        }
+        for o in [
+            "opened",
+            "updated",
+            "not_needed",
+            "merged",
+            "declined",
+            "resolved",
+        ] {
+            self.gitops_proposals.with_label_values(&[o]);
         }
         for r in FORGED_REASONS {
             self.forged_findings.with_label_values(&[r]);
@@ -353,6 +366,27 @@ impl ControllerMetrics {
                 "auto_agent_escalation_signals_dropped_total",
                 "Escalation signals dropped because the stage's queue or its record limit was full",
             )?,
+            gitops_proposals: IntCounterVec::new(
+                Opts::new(
+                    "auto_agent_gitops_proposals_total",
+                    "GitOps proposal deliveries by outcome: opened, updated, not_needed, merged, \
+                     declined, resolved, dropped, or the failure's category (plan, \
+                     not_configured, rate_limited, server_error, unreachable, unauthorized, \
+                     not_found, rejected, protocol, config)",
+                ),
+                &["outcome"],
+            )?,
+            gitops_pending: IntGauge::new(
+                "auto_agent_gitops_pending",
+                "GitOps proposals owed a delivery (their pull request not yet opened or updated)",
+            )?,
+            gitops_delivery_latency: Histogram::with_opts(
+                HistogramOpts::new(
+                    "auto_agent_gitops_delivery_seconds",
+                    "One proposal delivery: branch, commit and pull request calls",
+                )
+                .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            )?,
             escalation_routes_refused: IntCounter::new(
                 "auto_agent_escalation_routes_refused_total",
                 "Escalation routes (a Slack channel or a ticket project) a policy named but the \
@@ -374,6 +408,9 @@ impl ControllerMetrics {
         registry.register(Box::new(m.escalation_summaries.clone()))?;
         registry.register(Box::new(m.escalation_signals_dropped.clone()))?;
         registry.register(Box::new(m.escalation_routes_refused.clone()))?;
+        registry.register(Box::new(m.gitops_proposals.clone()))?;
+        registry.register(Box::new(m.gitops_pending.clone()))?;
+        registry.register(Box::new(m.gitops_delivery_latency.clone()))?;
         registry.register(Box::new(m.actions.clone()))?;
         registry.register(Box::new(m.node_actions.clone()))?;
         registry.register(Box::new(m.node_incidents.clone()))?;

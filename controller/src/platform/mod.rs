@@ -5,4 +5,5 @@ pub mod events;
 pub mod features;
 pub mod leader;
 pub mod metrics;
+pub mod records;
 pub mod tls;

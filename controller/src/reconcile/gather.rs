@@ -79,6 +79,11 @@ pub async fn facts(
                 .as_ref()
                 .and_then(|t: &PodTemplateSpec| t.spec.as_ref())
                 .and_then(|s| s.containers.iter().find(|c| c.name == container));
+            facts.template_containers = template
+                .as_ref()
+                .and_then(|t: &PodTemplateSpec| t.spec.as_ref())
+                .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
+                .unwrap_or_default();
             facts.container_in_template = in_template.is_some();
             facts.template_image = in_template.and_then(|c| c.image.clone());
             let resources = in_template.and_then(|c| c.resources.as_ref());

@@ -209,7 +209,8 @@ impl NodeReconciler {
             });
             skipped = left_out;
             match decision {
-                Decision::Refuse(r) => Verdict::Stop(Step::Refused(r)),
+                // Node actions change no workload spec: nothing is proposed for them.
+                Decision::Refuse(r) | Decision::Propose(_, r) => Verdict::Stop(Step::Refused(r)),
                 Decision::Act(plan) if plan.dry_run => Verdict::Stop(Step::DryRun(plan)),
                 Decision::Act(plan) => {
                     let records = plan
@@ -666,6 +667,7 @@ mod tests {
                 metrics: metrics.clone(),
                 recent: recent.clone(),
                 escalations: crate::escalate::Escalations::off(),
+                proposals: crate::gitops::Proposals::off(),
             },
             policies,
             node_policies,

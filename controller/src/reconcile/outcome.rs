@@ -64,6 +64,7 @@ pub struct Outcomes {
     pub metrics: ControllerMetrics,
     pub recent: RecentActions,
     pub escalations: Escalations,
+    pub proposals: crate::gitops::Proposals,
 }
 
 impl Outcomes {

@@ -53,6 +53,8 @@ pub use crate::reconcile::Next;
 /// What the decision on the ledger came to.
 enum Step {
     Refused(Refusal),
+    /// GitOps owns the workload's spec: the plan goes to a pull request, not the cluster.
+    Propose(Plan, Refusal),
     DryRun(Plan),
     Act(Plan, Vec<auto_agent_evidence::document::TakenAction>),
 }
@@ -207,6 +209,12 @@ impl PodReconciler {
                 return Next::Failed;
             }
         };
+        // A policy may put workloads without Argo CD or Flux markers under GitOps too.
+        facts.gitops_managed |= entry
+            .spec
+            .as_ref()
+            .and_then(|s| s.git_ops.as_ref())
+            .is_some_and(|g| g.enabled);
         let pod_uid = f.pod.as_ref().map(|p| p.uid.clone()).unwrap_or_default();
         let now = auto_agent_shared::clock::now_ms();
         facts.failing_pods = failing.count(&workload, now);
@@ -229,6 +237,7 @@ impl PodReconciler {
             });
             match decision {
                 Decision::Refuse(refusal) => Verdict::Stop(Step::Refused(refusal)),
+                Decision::Propose(plan, why) => Verdict::Stop(Step::Propose(plan, why)),
                 Decision::Act(plan) if plan.dry_run => Verdict::Stop(Step::DryRun(plan)),
                 Decision::Act(plan) => {
                     let records = plan
@@ -269,6 +278,10 @@ impl PodReconciler {
                 let wait = (view.storm_window_ms - facts.incident_age_ms).clamp(50, 60_000);
                 tracing::debug!(incident = %key, wait_ms = wait, "Waiting for the storm window");
                 Next::Retry(Duration::from_millis(wait as u64))
+            }
+            Step::Propose(plan, r) => {
+                self.propose(&plan, &r, f, entry, &subject, &facts).await;
+                Next::Done
             }
             Step::Refused(r) => {
                 let note = format!(
@@ -352,6 +365,62 @@ impl PodReconciler {
                 Next::Done
             }
         }
+    }
+
+    /// GitOps owns the spec: reported as `GitOpsManaged` (as before), and the plan's changes go
+    /// to the GitOps stage as a pull request where a repository is configured and allowed.
+    async fn propose(
+        &self,
+        plan: &Plan,
+        why: &Refusal,
+        f: &Finding,
+        entry: &PolicyEntry,
+        subject: &Subject,
+        facts: &decide::Facts,
+    ) {
+        let git_ops = entry.spec.as_ref().and_then(|s| s.git_ops.as_ref());
+        let proposals =
+            crate::gitops::proposals_of(&plan.actions, plan.incident.as_str(), facts, None);
+        let delivery = match self.outcomes.proposals.route(git_ops) {
+            _ if proposals.is_empty() => "nothing to propose".to_owned(),
+            _ if plan.dry_run => "dry run: no pull request".to_owned(),
+            Ok(route) => {
+                let whereto = format!(
+                    "a pull request goes to {}:{} ({})",
+                    route.provider.as_str(),
+                    route.project,
+                    route.file
+                );
+                let sent = self.outcomes.proposals.send(crate::gitops::Request {
+                    route,
+                    proposals,
+                    event_on: subject.event_on.clone(),
+                });
+                if sent {
+                    whereto
+                } else {
+                    "no pull request: the proposal queue is full".to_owned()
+                }
+            }
+            Err(e) => format!("no pull request: {e}"),
+        };
+        let note = format!(
+            "{} incident {}: not acting ({}): {}; {delivery}",
+            f.kind.as_str(),
+            plan.incident,
+            why.reason.as_str(),
+            why.message
+        );
+        self.outcomes
+            .refused(
+                &entry.policy_ref(),
+                subject,
+                action_for(f.kind),
+                why.reason.as_str(),
+                false,
+                note,
+            )
+            .await;
     }
 
     async fn execute(
@@ -499,6 +568,7 @@ mod tests {
                 metrics: metrics.clone(),
                 recent: recent.clone(),
                 escalations: crate::escalate::Escalations::off(),
+                proposals: crate::gitops::Proposals::off(),
             },
             policies,
             workloads: Arc::new(WorkloadCache::new(client.clone(), Duration::from_secs(30))),

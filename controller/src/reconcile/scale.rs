@@ -920,6 +920,7 @@ mod tests {
                     metrics: m.clone(),
                     recent: RecentActions::new(changed.clone(), changed.clone()),
                     escalations: crate::escalate::Escalations::off(),
+                    proposals: crate::gitops::Proposals::off(),
                 },
                 executor: Arc::new(Executor {
                     client: client.clone(),

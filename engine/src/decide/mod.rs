@@ -167,6 +167,10 @@ pub struct Facts {
     pub container_in_template: bool,
     /// The image the template gives that container.
     pub template_image: Option<String>,
+    /// The names of the template's containers (a GitOps proposal needs to know whether the
+    /// finding's container is the only one).
+    #[serde(default)]
+    pub template_containers: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -263,6 +267,9 @@ pub struct Refusal {
 pub enum Decision {
     Act(Plan),
     Refuse(Refusal),
+    /// The workload is managed by GitOps: the plan (which every other rule allowed) is proposed
+    /// as a pull request instead of made live; the refusal says why it is not made live.
+    Propose(Plan, Refusal),
 }
 
 /// Everything one decision looks at.
@@ -454,17 +461,27 @@ pub fn decide(input: &Input<'_>) -> Decision {
         Ok(a) => a,
         Err(r) => return Decision::Refuse(r),
     };
+    let mut gitops = None;
     for action in &actions {
-        if let Err(refusal) = rules::chain(input, policy, action) {
-            return Decision::Refuse(refusal);
+        match rules::chain(input, policy, action) {
+            Ok(()) => {}
+            // The chain's last rule: everything else allowed it; GitOps owns the spec.
+            Err(refusal) if refusal.reason == RefusalReason::GitOpsManaged => {
+                gitops = Some(refusal);
+            }
+            Err(refusal) => return Decision::Refuse(refusal),
         }
     }
-    Decision::Act(Plan {
+    let plan = Plan {
         incident: input.incident.clone(),
         policy: policy.name.clone(),
         dry_run: policy.dry_run,
         actions,
-    })
+    };
+    match gitops {
+        Some(refusal) => Decision::Propose(plan, refusal),
+        None => Decision::Act(plan),
+    }
 }
 
 #[cfg(test)]

@@ -407,7 +407,7 @@ mod tests {
                 .iter()
                 .map(|a| (a.kind(), a.target().to_string()))
                 .collect()),
-            Decision::Refuse(r) => Err(r.reason),
+            Decision::Refuse(r) | Decision::Propose(_, r) => Err(r.reason),
         }
     }
 

@@ -424,43 +424,49 @@ pub struct FilesystemDestination {
 }
 
 /// GitOps mode: changes become pull requests against the repository that owns the workload.
+/// Every field left out takes the installation's default (the chart's `gitops.*`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GitOps {
-    /// Propose pull requests instead of patching live objects.
+    /// Propose pull requests instead of patching live objects, also for workloads without Argo CD
+    /// or Flux markers (those always get proposals).
     #[serde(default)]
     pub enabled: bool,
     /// Hosting provider of the repository.
-    pub provider: GitProvider,
-    /// Repository as `owner/name` (GitHub), `group/project` (GitLab), or a clone URL (plain git).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<GitProvider>,
+    /// Repository as `owner/name` (GitHub, Gitea) or `group/project` (GitLab); the installation
+    /// must allow it (`gitops.allowedRepos`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
-    pub repo: String,
+    pub repo: Option<String>,
     /// Base branch of the pull requests.
-    #[serde(default = "default_branch")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 255))]
-    pub branch: String,
-    /// Path of the values file inside the repository.
+    pub branch: Option<String>,
+    /// Path inside the repository of the file the workload comes from: a Helm values file, a
+    /// manifest or kustomize patch holding the workload, or a kustomization.yaml.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 1024))]
     #[x_kube(validation = kube::core::Rule::new("!self.startsWith('/') && !self.contains('..')")
         .message("gitOps.valuesFile must be a relative path inside the repository"))]
-    pub values_file: String,
-    /// Dotted paths in the values file for each thing the agent may change.
+    pub values_file: Option<String>,
+    /// Key paths in the file for each thing the agent may change, replacing the documented
+    /// defaults; `{container}` and `{workload}` stand for the names.
     #[serde(default)]
     pub value_paths: ValuePaths,
-}
-
-fn default_branch() -> String {
-    "main".to_owned()
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum GitProvider {
     GitHub,
     GitLab,
+    Gitea,
+    /// A plain git remote: no pull requests (refused with a reason).
     Git,
 }
 
-/// Dotted paths (`resources.limits.memory`) in the values file.
+/// Key paths (`resources.limits.memory`, `containers[name=app].image`) in the file.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ValuePaths {

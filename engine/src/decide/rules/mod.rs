@@ -27,7 +27,7 @@ pub use opt_out::{IGNORE, SAFE_TO_EVICT};
 pub type Rule = fn(&Input<'_>, &PolicyView, &PlannedAction) -> Result<(), Refusal>;
 
 /// The chain, in order: what the installation cannot do at all first, then cheap, certain
-/// refusals; budgets last so a refused action never spends one.
+/// refusals; budgets late so a refused action never spends one; GitOps last.
 pub const CHAIN: &[(&str, Rule)] = &[
     ("feature", feature::check),
     ("condition", condition::check),
@@ -35,7 +35,6 @@ pub const CHAIN: &[(&str, Rule)] = &[
     ("mirror_pod", mirror_pod::check),
     ("daemonset", daemonset::check),
     ("opt_out", opt_out::check),
-    ("gitops", gitops::check),
     // A storm trips both the breaker and the minimum of ready replicas; the breaker speaks first
     // because its refusal says what is going on (the signal is suspect) and escalates.
     ("breaker", breaker::check),
@@ -44,6 +43,9 @@ pub const CHAIN: &[(&str, Rule)] = &[
     ("cooldown", cooldown::check),
     ("loops", loops::check),
     ("budget", budget::check),
+    // Last: a GitOps-managed workload's change is proposed (a pull request) only where every
+    // other rule would have let it be made live, so a proposal is the live plan.
+    ("gitops", gitops::check),
 ];
 
 pub fn chain(

@@ -1,11 +1,12 @@
-//! Escalation records in the cluster: one ConfigMap per incident key in the controller's
-//! namespace (`auto-agent-escalation-<hash>`, label `autoagent.io/escalation=record`), written
-//! with optimistic concurrency and fenced by the lease. A new leader lists them and carries on:
-//! the same Slack thread and ticket, and every delivery the old leader still owed.
+//! Records the leader's stages keep in the cluster: one ConfigMap per incident key in the
+//! controller's namespace (`auto-agent-<kind>-<hash>`, label `autoagent.io/<kind>=record`),
+//! written with optimistic concurrency and fenced by the lease. A new leader lists them and
+//! carries on: for escalation the same Slack thread and ticket and every delivery still owed,
+//! for GitOps the same branch and pull request and every proposal not yet delivered.
 
 use std::collections::BTreeMap;
+use std::marker::PhantomData;
 
-use auto_agent_escalation::record::Record;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::{Api, Client};
@@ -14,7 +15,11 @@ use sha2::{Digest, Sha256};
 use crate::platform::leader::Leadership;
 
 const DATA_KEY: &str = "record.json";
-pub const LABEL: &str = "autoagent.io/escalation";
+
+/// A record kept per incident key.
+pub trait Keyed: serde::Serialize + serde::de::DeserializeOwned {
+    fn key(&self) -> &str;
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -30,43 +35,70 @@ pub enum StoreError {
 
 /// A record and the resourceVersion it was read or written at (`None`: not stored yet).
 #[derive(Clone, Debug)]
-pub struct Stored {
-    pub record: Record,
+pub struct Stored<R> {
+    pub record: R,
     pub version: Option<String>,
 }
 
-#[derive(Clone)]
-pub struct Store {
+pub struct Store<R> {
     api: Api<ConfigMap>,
     leadership: Leadership,
+    /// `escalation`, `gitops`: in the names, the label and the fence.
+    kind: &'static str,
+    _record: PhantomData<fn() -> R>,
 }
 
-impl std::fmt::Debug for Store {
+impl<R> Clone for Store<R> {
+    fn clone(&self) -> Self {
+        Self {
+            api: self.api.clone(),
+            leadership: self.leadership.clone(),
+            kind: self.kind,
+            _record: PhantomData,
+        }
+    }
+}
+
+impl<R> std::fmt::Debug for Store<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
     }
 }
 
 /// The ConfigMap name of an incident key: stable, DNS-safe, whatever the key holds.
-pub fn name_of(key: &str) -> String {
+pub fn name_of(kind: &str, key: &str) -> String {
     let digest = Sha256::digest(key.as_bytes());
     let hex: String = digest.iter().take(10).map(|b| format!("{b:02x}")).collect();
-    format!("auto-agent-escalation-{hex}")
+    format!("auto-agent-{kind}-{hex}")
 }
 
-impl Store {
-    pub fn new(client: Client, namespace: &str, leadership: Leadership) -> Self {
+/// The label every record of `kind` carries, with the value `record`.
+pub fn label(kind: &str) -> String {
+    format!("autoagent.io/{kind}")
+}
+
+impl<R: Keyed> Store<R> {
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        leadership: Leadership,
+        kind: &'static str,
+    ) -> Self {
         Self {
             api: Api::namespaced(client, namespace),
             leadership,
+            kind,
+            _record: PhantomData,
         }
     }
 
     /// Every stored record; one that cannot be decoded is skipped and logged (never fatal).
-    pub async fn load_all(&self) -> Result<BTreeMap<String, Stored>, StoreError> {
+    pub async fn load_all(&self) -> Result<BTreeMap<String, Stored<R>>, StoreError> {
         let list = self
             .api
-            .list(&ListParams::default().labels(&format!("{LABEL}=record")))
+            .list(&ListParams::default().labels(&format!("{}=record", label(self.kind))))
             .await?;
         let mut out = BTreeMap::new();
         for cm in list.items {
@@ -74,10 +106,10 @@ impl Store {
             let Some(json) = cm.data.as_ref().and_then(|d| d.get(DATA_KEY)) else {
                 continue;
             };
-            match serde_json::from_str::<Record>(json) {
+            match serde_json::from_str::<R>(json) {
                 Ok(record) => {
                     out.insert(
-                        record.key.clone(),
+                        record.key().to_owned(),
                         Stored {
                             record,
                             version: cm.metadata.resource_version.clone(),
@@ -85,7 +117,7 @@ impl Store {
                     );
                 }
                 Err(e) => {
-                    tracing::warn!(configmap = %name, error = %e, "Skipping an escalation record that cannot be read")
+                    tracing::warn!(configmap = %name, kind = self.kind, error = %e, "Skipping a record that cannot be read")
                 }
             }
         }
@@ -94,13 +126,13 @@ impl Store {
 
     /// The stored copy of one record (after a conflict), through the labelled list: the role
     /// may list and update ConfigMaps of its namespace but not get them.
-    pub async fn get(&self, key: &str) -> Result<Option<Stored>, StoreError> {
+    pub async fn get(&self, key: &str) -> Result<Option<Stored<R>>, StoreError> {
         let list = self
             .api
             .list(
                 &ListParams::default()
-                    .labels(&format!("{LABEL}=record"))
-                    .fields(&format!("metadata.name={}", name_of(key))),
+                    .labels(&format!("{}=record", label(self.kind)))
+                    .fields(&format!("metadata.name={}", name_of(self.kind, key))),
             )
             .await?;
         let Some(cm) = list.items.into_iter().next() else {
@@ -116,8 +148,8 @@ impl Store {
     }
 
     /// Writes a record; returns the new resourceVersion.
-    pub async fn save(&self, stored: &Stored) -> Result<String, StoreError> {
-        let name = name_of(&stored.record.key);
+    pub async fn save(&self, stored: &Stored<R>) -> Result<String, StoreError> {
+        let name = name_of(self.kind, stored.record.key());
         let cm = ConfigMap {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
@@ -128,7 +160,7 @@ impl Store {
                             "app.kubernetes.io/managed-by".to_owned(),
                             "auto-agent".to_owned(),
                         ),
-                        (LABEL.to_owned(), "record".to_owned()),
+                        (label(self.kind), "record".to_owned()),
                     ]
                     .into(),
                 ),
@@ -138,7 +170,7 @@ impl Store {
             ..ConfigMap::default()
         };
         self.leadership
-            .fence("escalation")
+            .fence(self.kind)
             .map_err(|_| StoreError::Fenced)?;
         let result = match &stored.version {
             Some(_) => self.api.replace(&name, &PostParams::default(), &cm).await,
@@ -153,11 +185,11 @@ impl Store {
 
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.leadership
-            .fence("escalation")
+            .fence(self.kind)
             .map_err(|_| StoreError::Fenced)?;
         match self
             .api
-            .delete(&name_of(key), &DeleteParams::default())
+            .delete(&name_of(self.kind, key), &DeleteParams::default())
             .await
         {
             Ok(_) => Ok(()),
@@ -173,9 +205,20 @@ mod tests {
 
     #[test]
     fn names_are_stable_dns_labels() {
-        let a = name_of("pod/shop/Deployment/api/CrashLoopBackOff");
-        assert_eq!(a, name_of("pod/shop/Deployment/api/CrashLoopBackOff"));
-        assert_ne!(a, name_of("pod/shop/Deployment/api/OOMKilled"));
+        let a = name_of("escalation", "pod/shop/Deployment/api/CrashLoopBackOff");
+        assert_eq!(
+            a,
+            name_of("escalation", "pod/shop/Deployment/api/CrashLoopBackOff")
+        );
+        assert_ne!(
+            a,
+            name_of("escalation", "pod/shop/Deployment/api/OOMKilled")
+        );
+        assert_ne!(
+            a,
+            name_of("gitops", "pod/shop/Deployment/api/CrashLoopBackOff")
+        );
+        assert!(a.starts_with("auto-agent-escalation-"));
         assert!(a.len() <= 63);
         assert!(
             a.chars()

@@ -2,7 +2,8 @@
 //! sets: a workload scales up when CPU and a gate are high, not on CPU alone; scales down one
 //! replica at a time only after the stabilization window and the down cooldown; holds while
 //! Prometheus is down (and the policy shows Degraded), resuming when it is back; never leaves
-//! [min, max]; leaves an HPA's workload alone and only proposes changes for a GitOps-managed one.
+//! [min, max]; leaves an HPA's workload alone and only proposes changes for a GitOps-managed one:
+//! a pull request in a real Gitea changing its manifest's replicas.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -25,6 +26,33 @@ const NODE: &str = "kwok-node-1";
 const TIMEOUT: Duration = Duration::from_secs(90);
 const WINDOW_SECONDS: u64 = 8;
 const COOLDOWN_DOWN_SECONDS: u64 = 6;
+const MANIFESTS: &str = "apps/managed.yaml";
+const MANAGED_MANIFEST: &str = "# Synced by Argo CD.
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: managed
+spec:
+  replicas: 2 # raised by auto-agent's pull requests when load says so
+  selector:
+    matchLabels: {app: managed}
+";
+
+fn base64_encode(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+fn base64_decode(b64: &str) -> String {
+    use base64::Engine as _;
+    let compact: String = b64.chars().filter(|c| !c.is_whitespace()).collect();
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(compact)
+            .unwrap(),
+    )
+    .unwrap()
+}
 // Each stack's controllers read every policy in the cluster: one scaling test at a time, which
 // `Setup` ensures (one test per node at a time).
 
@@ -99,7 +127,29 @@ async fn scales_on_cpu_and_a_gate_slowly_down_holds_without_prometheus_and_respe
     for w in ["web", "batch", "managed"] {
         set(w, 0.5, 0.0);
     }
+    // The repository the GitOps-managed workload comes from: its manifests in a real Gitea.
+    let gitea_dir = std::env::temp_dir().join(format!("e2e-scaling-gitea-{}", std::process::id()));
+    let gitea = auto_agent_e2e::gitea::Gitea::start(&gitea_dir)
+        .await
+        .unwrap();
+    gitea.create_repo("deploy").await.unwrap();
+    let project = format!("{}/deploy", gitea.owner);
+    gitea
+        .api_post(
+            &format!("/repos/{project}/contents/{MANIFESTS}"),
+            &json!({"content": base64_encode(MANAGED_MANIFEST), "message": "managed"}),
+        )
+        .await
+        .unwrap();
     let env = vec![
+        ("AUTO_AGENT_GITEA_API_URL".to_owned(), gitea.api_url.clone()),
+        ("AUTO_AGENT_GITEA_TOKEN".to_owned(), gitea.token.clone()),
+        ("AUTO_AGENT_GITOPS_PROVIDER".to_owned(), "gitea".to_owned()),
+        ("AUTO_AGENT_GITOPS_REPO".to_owned(), project.clone()),
+        (
+            "AUTO_AGENT_GITOPS_VALUES_FILE".to_owned(),
+            MANIFESTS.to_owned(),
+        ),
         ("AUTO_AGENT_PROMETHEUS_URL".to_owned(), prometheus.url()),
         (
             "AUTO_AGENT_SCALE_INTERVAL_SECONDS".to_owned(),
@@ -168,6 +218,43 @@ async fn scales_on_cpu_and_a_gate_slowly_down_holds_without_prometheus_and_respe
     assert!(hpa_note.contains("batch"), "{hpa_note}");
     let proposal = t.wait_event("managed", "GitOpsManaged").await;
     assert!(proposal.contains("proposing replicas 2 -> 3"), "{proposal}");
+    assert!(
+        proposal.contains("a pull request goes to gitea:"),
+        "{proposal}"
+    );
+    // Its own pull request: the Deployment's replicas in its manifest, and nothing else.
+    let opened = t.wait_event("managed", "ProposalOpened").await;
+    let pulls = gitea
+        .api_get(&format!("/repos/{project}/pulls?state=all"))
+        .await
+        .unwrap();
+    let pulls = pulls.as_array().unwrap();
+    assert_eq!(pulls.len(), 1, "{pulls:#?}");
+    assert!(
+        opened.contains(pulls[0]["html_url"].as_str().unwrap()),
+        "{opened}"
+    );
+    let number = pulls[0]["number"].as_u64().unwrap();
+    let files = gitea
+        .api_get(&format!("/repos/{project}/pulls/{number}/files"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            files[0]["additions"].as_u64(),
+            files[0]["deletions"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    let branch = pulls[0]["head"]["ref"].as_str().unwrap();
+    let on_branch = gitea
+        .api_get(&format!(
+            "/repos/{project}/contents/{MANIFESTS}?ref={branch}"
+        ))
+        .await
+        .unwrap();
+    let text = base64_decode(on_branch["content"].as_str().unwrap());
+    assert_eq!(text, MANAGED_MANIFEST.replace("replicas: 2", "replicas: 3"));
     assert_eq!(
         replicas(&deployments, "batch").await,
         2,

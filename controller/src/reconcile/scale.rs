@@ -556,6 +556,66 @@ impl Scaler {
             .await;
     }
 
+    /// A replica change for a GitOps-managed workload, handed to the GitOps stage as its own
+    /// pull request (one per workload and direction); returns what the Event says about it.
+    #[allow(clippy::too_many_arguments)]
+    fn propose_replicas(
+        &self,
+        policy: &PolicyEntry,
+        ns: &str,
+        target: &Target,
+        from: i32,
+        to: i32,
+        direction: Direction,
+        reason: &str,
+        reference: &k8s_openapi::api::core::v1::ObjectReference,
+    ) -> String {
+        if policy.spec.as_ref().is_some_and(|s| s.dry_run) {
+            return "dry run: no pull request".to_owned();
+        }
+        let git_ops = policy.spec.as_ref().and_then(|s| s.git_ops.as_ref());
+        let route = match self.outcomes.proposals.route(git_ops) {
+            Ok(route) => route,
+            Err(e) => return format!("no pull request: {e}; commit it to the repository"),
+        };
+        let proposal = auto_agent_gitops::proposal::Proposal {
+            incident: format!(
+                "scale/{ns}/{}/{}/{}",
+                target.kind,
+                target.name,
+                action_kind(direction).as_str()
+            ),
+            namespace: ns.to_owned(),
+            workload: auto_agent_gitops::target::Workload {
+                kind: target.kind.to_owned(),
+                name: target.name.clone(),
+                containers: Vec::new(),
+            },
+            change: auto_agent_gitops::target::Change::Replicas,
+            from: from.to_string(),
+            to: to.to_string(),
+            reason: reason.to_owned(),
+            evidence: None,
+            summary: None,
+        };
+        let whereto = format!(
+            "a pull request goes to {}:{} ({})",
+            route.provider.as_str(),
+            route.project,
+            route.file
+        );
+        let sent = self.outcomes.proposals.send(crate::gitops::Request {
+            route,
+            proposals: vec![proposal],
+            event_on: reference.clone(),
+        });
+        if sent {
+            whereto
+        } else {
+            "no pull request: the proposal queue is full".to_owned()
+        }
+    }
+
     async fn apply(
         &self,
         policy: &PolicyEntry,
@@ -597,8 +657,11 @@ impl Scaler {
                     return;
                 }
                 st.last_report = Some(report);
+                let delivery = self.propose_replicas(
+                    policy, ns, target, *from, *to, *direction, reason, &reference,
+                );
                 let note = format!(
-                    "GitOps-managed: proposing replicas {from} -> {to} ({reason}) instead of patching; commit it to the repository"
+                    "GitOps-managed: proposing replicas {from} -> {to} ({reason}) instead of patching; {delivery}"
                 );
                 return self
                     .outcomes

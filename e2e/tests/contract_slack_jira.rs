@@ -792,12 +792,12 @@ async fn github_and_gitlab_contract_servers_keep_issue_state() {
     assert_none_rejected(&server).await;
 
     // An operation the server does not keep state for is refused, never faked.
-    let (s, _) = send(gh(http.get(gh_url("/pulls")))).await;
+    let (s, _) = send(gh(http.get(gh_url("/releases")))).await;
     assert_eq!(s, 501);
     let rejected = server.rejected().await.unwrap();
     assert_eq!(rejected.len(), 1);
     assert_eq!(rejected[0].rule.as_deref(), Some("unserved"));
-    assert_eq!(rejected[0].operation.as_deref(), Some("pulls/list"));
+    assert_eq!(rejected[0].operation.as_deref(), Some("repos/list-releases"));
 
     // An outage: the client sees a connection error, then the same URLs work again.
     server.stop();

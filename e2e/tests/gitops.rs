@@ -2,7 +2,8 @@
 //! Gitea holding the repository the workload comes from (created by the test): an OOMKilled
 //! Argo CD-managed Deployment gets a pull request raising exactly its container's memory (limit
 //! and request), the cluster is not patched; a second OOM updates the same pull request; with
-//! Gitea down a third is delivered once Gitea is back.
+//! Gitea down a third is delivered once Gitea is back; after a human merges it, a recurrence
+//! proposes from the merged file and opens nothing new.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -258,5 +259,28 @@ async fn an_oomkilled_argo_deployment_gets_one_pull_request_updated_and_delivere
     })
     .await
     .unwrap();
+
+    // A human merges it; the incident comes back before a sync: the next proposal starts from
+    // the merged file on the incident's next branch, finds it already asks for that memory, and
+    // opens nothing (never a second pull request for the same change).
+    gitea
+        .api_post(
+            &format!("/repos/{project}/pulls/{number}/merge"),
+            &json!({"Do": "merge"}),
+        )
+        .await
+        .ok();
+    let merged = gitea
+        .api_get(&format!("/repos/{project}/pulls/{number}"))
+        .await
+        .unwrap();
+    assert_eq!(merged["merged"], true, "{merged}");
+    let pod = t.ready_pod_names("api").await.remove(0);
+    scenario::oom_killed(&admin, &ns, &pod, None, 4)
+        .await
+        .unwrap();
+    let note = t.wait_event("api", "ProposalNotNeeded").await;
+    assert!(note.contains("already asks for 384Mi"), "{note}");
+    assert_eq!(pulls(&gitea, &project).await.len(), 1);
     t.finish().await;
 }

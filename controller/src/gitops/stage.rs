@@ -75,6 +75,21 @@ pub struct ProposalRecord {
     pub next_at_ms: i64,
     pub last_error: Option<String>,
     pub updated_ms: i64,
+    /// Which branch of the incident this proposal uses: a merged or declined pull request keeps
+    /// its branch, so the next proposal of the same incident takes the next one.
+    #[serde(default)]
+    pub generation: u32,
+}
+
+/// Branches tried past finished pull requests of earlier proposals, at most, per delivery.
+const MAX_GENERATIONS_PER_DELIVERY: u32 = 20;
+
+/// The incident's branch for a generation: `auto-agent/<hash>`, then `auto-agent/<hash>-1`, ...
+pub fn branch_of(key: &str, generation: u32) -> String {
+    match generation {
+        0 => proposal::branch(key),
+        n => format!("{}-{n}", proposal::branch(key)),
+    }
 }
 
 impl Keyed for ProposalRecord {
@@ -240,15 +255,32 @@ impl Stage {
         let stored = match recs.remove(&key) {
             Some(mut s) => {
                 let r = &mut s.record;
+                match r.status {
+                    Status::Open => {
+                        r.seen = r.seen.saturating_add(1);
+                    }
+                    // The change landed and the incident came back: a new proposal, on the
+                    // incident's next branch.
+                    Status::Merged | Status::Resolved => {
+                        r.status = Status::Open;
+                        r.generation = r.generation.saturating_add(1);
+                        r.seen = 1;
+                        r.delivered = 0;
+                        r.pull = None;
+                        r.diff.clear();
+                        r.attempts = 0;
+                        r.last_error = None;
+                    }
+                    Status::Declined => {
+                        tracing::info!(incident = %key, "A human closed this incident's pull request; not proposing again");
+                    }
+                }
                 if r.status == Status::Open {
                     r.proposals = request.proposals;
                     r.route = request.route;
                     r.event_on = request.event_on;
-                    r.seen = r.seen.saturating_add(1);
                     // A new occurrence is delivered now, not after an earlier failure's wait.
                     r.next_at_ms = now;
-                } else {
-                    tracing::info!(incident = %key, status = ?r.status, "A proposal for this incident was already merged or closed; not proposing again");
                 }
                 r.updated_ms = now;
                 s
@@ -277,6 +309,7 @@ impl Stage {
                         next_at_ms: now,
                         last_error: None,
                         updated_ms: now,
+                        generation: 0,
                     },
                     version: None,
                 }
@@ -398,11 +431,56 @@ impl Stage {
                 permanent: true,
             });
         };
-        let (project, base, file) = (&r.route.project, &r.route.base, &r.route.file);
-        let branch = proposal::branch(&r.key);
+        let (project, base, file) = (
+            r.route.project.clone(),
+            r.route.base.clone(),
+            r.route.file.clone(),
+        );
+        let (project, base, file) = (&project, &base, &file);
         let label = proposal::label(&r.key);
         let attempts = r.attempts;
         let forge_err = |e: ForgeError| Failure::forge(&e, attempts);
+        // The pull request first: one this record made that a human merged or closed ends it;
+        // a finished one of an earlier proposal moves this one to the next branch.
+        let mut found = None;
+        for _ in 0..MAX_GENERATIONS_PER_DELIVERY {
+            let branch = branch_of(&r.key, r.generation);
+            match forge
+                .find_pull(project, &branch, base)
+                .await
+                .map_err(forge_err)?
+            {
+                Some(pull) if pull.state != PullState::Open => {
+                    let ours = r.pull.as_ref().is_some_and(|p| p.number == pull.number);
+                    if ours && pull.state == PullState::Closed {
+                        return Ok(self.finished(r, &pull).await);
+                    }
+                    if ours {
+                        // Merged, and the incident is back (a delivery is owed): the next
+                        // proposal starts from the merged file on a new branch.
+                        self.finished(r, &pull).await;
+                        self.metrics
+                            .gitops_proposals
+                            .with_label_values(&["merged"])
+                            .inc();
+                        r.status = Status::Open;
+                        r.pull = None;
+                        r.diff.clear();
+                    }
+                    r.generation = r.generation.saturating_add(1);
+                }
+                other => {
+                    found = Some(other);
+                    break;
+                }
+            }
+        }
+        let Some(found) = found else {
+            return Err(Failure::plan(format!(
+                "{MAX_GENERATIONS_PER_DELIVERY} branches of this incident have finished pull requests"
+            )));
+        };
+        let branch = branch_of(&r.key, r.generation);
         if forge
             .branch_head(project, &branch)
             .await
@@ -451,10 +529,6 @@ impl Stage {
             return Ok("empty");
         };
         let body = proposal::body(&first, file, &r.diff, r.seen);
-        let found = forge
-            .find_pull(project, &branch, base)
-            .await
-            .map_err(forge_err)?;
         match found {
             None if !committed && r.diff.is_empty() => {
                 // The file already asks for this: nothing to propose.
@@ -510,6 +584,7 @@ impl Stage {
                     url: pull.url.clone(),
                 });
                 match pull.state {
+                    PullState::Merged | PullState::Closed => Ok(self.finished(r, &pull).await),
                     PullState::Open => {
                         forge
                             .describe_pull(project, pull.number, &body)
@@ -539,28 +614,34 @@ impl Stage {
                             .await;
                         Ok("updated")
                     }
-                    PullState::Merged => {
-                        r.status = Status::Merged;
-                        Ok("merged")
-                    }
-                    PullState::Closed => {
-                        r.status = Status::Declined;
-                        self.events
-                            .publish(
-                                &r.event_on,
-                                EventType::Normal,
-                                "ProposalDeclined",
-                                format!(
-                                    "Pull request {} was closed without merging; incident {} is not proposed again",
-                                    pull.url, r.key
-                                ),
-                            )
-                            .await;
-                        Ok("declined")
-                    }
                 }
             }
         }
+    }
+
+    /// This record's pull request was merged or closed by a human.
+    async fn finished(
+        &self,
+        r: &mut ProposalRecord,
+        pull: &auto_agent_forge::PullRequest,
+    ) -> &'static str {
+        if pull.state == PullState::Merged {
+            r.status = Status::Merged;
+            return "merged";
+        }
+        r.status = Status::Declined;
+        self.events
+            .publish(
+                &r.event_on,
+                EventType::Normal,
+                "ProposalDeclined",
+                format!(
+                    "Pull request {} was closed without merging; incident {} is not proposed again while its record is kept",
+                    pull.url, r.key
+                ),
+            )
+            .await;
+        "declined"
     }
 
     /// Open proposals whose change the cluster already runs are closed; merged or declined
@@ -682,6 +763,14 @@ fn rfc3339_now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_generation_of_an_incident_has_its_own_branch() {
+        let key = "pod/shop/Deployment/api/OOMKilled";
+        assert_eq!(branch_of(key, 0), proposal::branch(key));
+        assert_eq!(branch_of(key, 2), format!("{}-2", proposal::branch(key)));
+        assert_ne!(branch_of(key, 1), branch_of(key, 2));
+    }
 
     #[test]
     fn retryable_failures_back_off_and_permanent_ones_wait_for_a_human() {

@@ -797,7 +797,10 @@ async fn github_and_gitlab_contract_servers_keep_issue_state() {
     let rejected = server.rejected().await.unwrap();
     assert_eq!(rejected.len(), 1);
     assert_eq!(rejected[0].rule.as_deref(), Some("unserved"));
-    assert_eq!(rejected[0].operation.as_deref(), Some("repos/list-releases"));
+    assert_eq!(
+        rejected[0].operation.as_deref(),
+        Some("repos/list-releases")
+    );
 
     // An outage: the client sees a connection error, then the same URLs work again.
     server.stop();

@@ -233,6 +233,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         leadership: leadership.clone(),
         metrics: metrics.clone(),
         events: events.clone(),
+        recent: recent.clone(),
         forges,
         check_every: Duration::from_secs(10),
     };

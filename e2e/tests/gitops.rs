@@ -177,6 +177,33 @@ async fn an_oomkilled_argo_deployment_gets_one_pull_request_updated_and_delivere
         .replace("\"128Mi\"", &format!("\"{request}\""));
     assert_eq!(proposed, expected, "comments, quotes and order kept");
 
+    // The policy's status shows the proposal with its pull request.
+    let policies: Api<auto_agent_shared::crd::AutoRemediationPolicy> =
+        Api::namespaced(admin.clone(), &ns);
+    let url = pull["html_url"].as_str().unwrap().to_owned();
+    poll_value("the proposal in the policy's status", TIMEOUT, || {
+        let policies = policies.clone();
+        let url = url.clone();
+        async move {
+            let recent = policies
+                .get("mem")
+                .await?
+                .status
+                .map(|s| s.recent_actions)
+                .unwrap_or_default();
+            Ok(recent
+                .iter()
+                .any(|a| {
+                    format!("{:?}", a.outcome) == "Proposed"
+                        && a.reason == "ProposalOpened"
+                        && a.message.contains(&url)
+                })
+                .then_some(()))
+        }
+    })
+    .await
+    .unwrap();
+
     // The cluster is not patched: Argo CD would revert it.
     let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &ns);
     let live = deployments.get("api").await.unwrap();
@@ -282,5 +309,62 @@ async fn an_oomkilled_argo_deployment_gets_one_pull_request_updated_and_delivere
     let note = t.wait_event("api", "ProposalNotNeeded").await;
     assert!(note.contains("already asks for 384Mi"), "{note}");
     assert_eq!(pulls(&gitea, &project).await.len(), 1);
+
+    // A policy naming a file the repository lacks: a clear reason in a Warning Event and in the
+    // policy's status; nothing patched live instead.
+    t.policy(
+        "broken",
+        json!({"targetSelector": {"matchLabels": {"tier": "web"}},
+               "actions": {"bumpMemoryPercent": 50},
+               "safety": {"cooldownSeconds": 0},
+               "gitOps": {"valuesFile": "apps/missing.yaml"}}),
+    );
+    t.rollout(
+        Workload::new("web")
+            .replicas(1)
+            .label("tier", "web")
+            .memory("256Mi", "128Mi")
+            .deployment_annotation(
+                "argocd.argoproj.io/tracking-id",
+                "shop:apps/Deployment:x/web",
+            ),
+    )
+    .await;
+    let pod = t.ready_pod_names("web").await.remove(0);
+    scenario::oom_killed(&admin, &ns, &pod, None, 1)
+        .await
+        .unwrap();
+    let failed = t.wait_event("web", "ProposalFailed").await;
+    assert!(
+        failed.contains("apps/missing.yaml") && failed.contains("not_found"),
+        "{failed}"
+    );
+    poll_value("the failure in the policy's status", TIMEOUT, || {
+        let policies = policies.clone();
+        async move {
+            let recent = policies
+                .get("broken")
+                .await?
+                .status
+                .map(|s| s.recent_actions)
+                .unwrap_or_default();
+            Ok(recent
+                .iter()
+                .any(|a| {
+                    format!("{:?}", a.outcome) == "Failed"
+                        && a.reason == "ProposalFailed"
+                        && a.message.contains("apps/missing.yaml")
+                })
+                .then_some(()))
+        }
+    })
+    .await
+    .unwrap();
+    let live = deployments.get("web").await.unwrap();
+    let c = &live.spec.unwrap().template.spec.unwrap().containers[0];
+    assert_eq!(
+        c.resources.as_ref().unwrap().limits.as_ref().unwrap()["memory"].0,
+        "256Mi"
+    );
     t.finish().await;
 }

@@ -29,6 +29,16 @@ pub struct Request {
     pub proposals: Vec<Proposal>,
     /// The workload the Events go on.
     pub event_on: ObjectReference,
+    /// The policy whose status shows the outcome, and the action proposed.
+    pub policy: Shown,
+}
+
+/// Where a proposal's outcome is shown: its policy (namespace, name) and the action.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Shown {
+    pub namespace: String,
+    pub name: String,
+    pub action: Option<auto_agent_engine::decide::ActionKind>,
 }
 
 /// The handle reconcile stages propose through.

@@ -27,6 +27,8 @@ use crate::platform::events::EventSink;
 use crate::platform::leader::Leadership;
 use crate::platform::metrics::ControllerMetrics;
 use crate::platform::records::{Keyed, Store, Stored};
+use crate::policies::recent::{Entry, PolicyRef};
+use auto_agent_shared::crd::ActionOutcome;
 
 /// Longest wait between attempts of a proposal a retry can fix.
 const MAX_BACKOFF_MS: i64 = 300_000;
@@ -79,6 +81,9 @@ pub struct ProposalRecord {
     /// its branch, so the next proposal of the same incident takes the next one.
     #[serde(default)]
     pub generation: u32,
+    /// The policy whose status shows the outcomes.
+    #[serde(default)]
+    pub policy: super::Shown,
 }
 
 /// Branches tried past finished pull requests of earlier proposals, at most, per delivery.
@@ -122,6 +127,8 @@ pub struct Stage {
     pub leadership: Leadership,
     pub metrics: ControllerMetrics,
     pub events: EventSink,
+    /// The policies' `status.recentActions`.
+    pub recent: crate::policies::recent::RecentActions,
     pub forges: Forges,
     /// How often open proposals are compared with what the cluster runs.
     pub check_every: Duration,
@@ -279,6 +286,7 @@ impl Stage {
                     r.proposals = request.proposals;
                     r.route = request.route;
                     r.event_on = request.event_on;
+                    r.policy = request.policy;
                     // A new occurrence is delivered now, not after an earlier failure's wait.
                     r.next_at_ms = now;
                 }
@@ -310,6 +318,7 @@ impl Stage {
                         last_error: None,
                         updated_ms: now,
                         generation: 0,
+                        policy: request.policy,
                     },
                     version: None,
                 }
@@ -381,6 +390,24 @@ impl Stage {
                     self.metrics
                         .gitops_delivery_latency
                         .observe(started.elapsed().as_secs_f64());
+                    let shown = match (outcome, &r.pull) {
+                        ("opened" | "updated", Some(p)) => {
+                            Some(format!("pull request {} (incident {})", p.url, r.key))
+                        }
+                        ("not_needed", _) => Some(format!(
+                            "{} already asks for it (incident {})",
+                            r.route.file, r.key
+                        )),
+                        _ => None,
+                    };
+                    if let Some(message) = shown {
+                        let reason = match outcome {
+                            "opened" => "ProposalOpened",
+                            "updated" => "ProposalUpdated",
+                            _ => "ProposalNotNeeded",
+                        };
+                        self.show(r, ActionOutcome::Proposed, reason, &message);
+                    }
                 }
                 Err(f) => {
                     let r = &mut stored.record;
@@ -390,8 +417,14 @@ impl Stage {
                         .gitops_proposals
                         .with_label_values(&[f.category])
                         .inc();
-                    // One Event per distinct reason a human must act on.
+                    // One Event (and status entry) per distinct reason a human must act on.
                     if f.permanent && r.last_error.as_deref() != Some(f.reason.as_str()) {
+                        self.show(
+                            r,
+                            ActionOutcome::Failed,
+                            "ProposalFailed",
+                            &format!("{} (incident {})", f.reason, r.key),
+                        );
                         self.events
                             .publish(
                                 &r.event_on,
@@ -415,6 +448,29 @@ impl Stage {
             }
             self.keep(recs, stored).await;
         }
+    }
+
+    /// The outcome in the policy's `status.recentActions`.
+    fn show(&self, r: &ProposalRecord, outcome: ActionOutcome, reason: &str, message: &str) {
+        let (Some(kind), false) = (r.policy.action, r.policy.name.is_empty()) else {
+            return;
+        };
+        let target = r.proposals.first().map_or_else(String::new, |p| {
+            format!("{}/{}/{}", p.workload.kind, p.namespace, p.workload.name)
+        });
+        self.recent.record(
+            &PolicyRef::Namespaced {
+                namespace: r.policy.namespace.clone(),
+                name: r.policy.name.clone(),
+            },
+            &Entry {
+                kind,
+                outcome,
+                target: &target,
+                reason,
+                message,
+            },
+        );
     }
 
     /// One delivery: branch, commit, pull request. Returns the metric outcome.

@@ -391,10 +391,20 @@ impl PodReconciler {
                     route.project,
                     route.file
                 );
+                let policy = entry.policy_ref();
                 let sent = self.outcomes.proposals.send(crate::gitops::Request {
                     route,
                     proposals,
                     event_on: subject.event_on.clone(),
+                    policy: crate::gitops::Shown {
+                        namespace: policy
+                            .id()
+                            .split_once('/')
+                            .map(|(ns, _)| ns.to_owned())
+                            .unwrap_or_default(),
+                        name: policy.name().to_owned(),
+                        action: plan.actions.first().map(|a| a.kind()),
+                    },
                 });
                 if sent {
                     whereto

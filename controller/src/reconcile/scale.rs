@@ -608,6 +608,11 @@ impl Scaler {
             route,
             proposals: vec![proposal],
             event_on: reference.clone(),
+            policy: crate::gitops::Shown {
+                namespace: ns.to_owned(),
+                name: policy.policy_ref().name().to_owned(),
+                action: Some(action_kind(direction)),
+            },
         });
         if sent {
             whereto

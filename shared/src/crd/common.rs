@@ -86,13 +86,15 @@ fn default_budget_scope() -> BudgetScope {
     BudgetScope::Target
 }
 
-/// Whether an action ran, was only planned (dry-run), or was refused by a safety rule.
+/// Whether an action ran, was only planned (dry-run), was refused by a safety rule, failed, or
+/// was proposed as a pull request (GitOps-managed workloads).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum ActionOutcome {
     Executed,
     DryRun,
     Refused,
     Failed,
+    Proposed,
 }
 
 /// One entry of a policy's recent actions, newest first.

@@ -69,7 +69,8 @@ pub fn caps_for(log_bundle: Option<&LogBundle>) -> Caps {
     caps
 }
 
-fn rfc3339_ms(ms: i64) -> String {
+/// RFC 3339 UTC of a time in milliseconds (empty if out of range).
+pub fn rfc3339_ms(ms: i64) -> String {
     k8s_openapi::jiff::Timestamp::from_millisecond(ms)
         .map(|t| t.to_string())
         .unwrap_or_default()

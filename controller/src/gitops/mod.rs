@@ -19,6 +19,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use tokio::sync::mpsc;
 
 use crate::platform::metrics::ControllerMetrics;
+use crate::policies::recent::PolicyRef;
 use route::{Defaults, Route, RouteError};
 
 /// One proposal for the stage.
@@ -39,6 +40,20 @@ pub struct Shown {
     pub namespace: String,
     pub name: String,
     pub action: Option<auto_agent_engine::decide::ActionKind>,
+}
+
+impl Shown {
+    pub fn of(policy: &PolicyRef, action: Option<auto_agent_engine::decide::ActionKind>) -> Self {
+        let (namespace, name) = match policy {
+            PolicyRef::Namespaced { namespace, name } => (namespace.clone(), name.clone()),
+            PolicyRef::Cluster { name } => (String::new(), name.clone()),
+        };
+        Self {
+            namespace,
+            name,
+            action,
+        }
+    }
 }
 
 /// The handle reconcile stages propose through.
@@ -73,6 +88,38 @@ impl Proposals {
             return Err(RouteError::Missing);
         }
         self.defaults.route(policy)
+    }
+
+    /// Proposes `proposals` along the policy's route; returns what the `GitOpsManaged` Event says
+    /// about the pull request (where it goes, or why there is none).
+    pub fn propose(
+        &self,
+        git_ops: Option<&GitOps>,
+        proposals: Vec<Proposal>,
+        event_on: ObjectReference,
+        policy: Shown,
+    ) -> String {
+        let route = match self.route(git_ops) {
+            Ok(route) => route,
+            Err(e) => return format!("no pull request: {e}"),
+        };
+        let whereto = format!(
+            "a pull request goes to {}:{} ({})",
+            route.provider.as_str(),
+            route.project,
+            route.file
+        );
+        let sent = self.send(Request {
+            route,
+            proposals,
+            event_on,
+            policy,
+        });
+        if sent {
+            whereto
+        } else {
+            "no pull request: the proposal queue is full".to_owned()
+        }
     }
 
     /// Hands a request to the stage without waiting; a full queue drops and counts it.

@@ -450,6 +450,13 @@ impl Stage {
         }
     }
 
+    /// A Normal Event on the workload.
+    async fn note(&self, on: &ObjectReference, reason: &str, note: String) {
+        self.events
+            .publish(on, EventType::Normal, reason, note)
+            .await;
+    }
+
     /// The outcome in the policy's `status.recentActions`.
     fn show(&self, r: &ProposalRecord, outcome: ActionOutcome, reason: &str, message: &str) {
         let (Some(kind), false) = (r.policy.action, r.policy.name.is_empty()) else {
@@ -588,20 +595,18 @@ impl Stage {
         match found {
             None if !committed && r.diff.is_empty() => {
                 // The file already asks for this: nothing to propose.
-                self.events
-                    .publish(
-                        &r.event_on,
-                        EventType::Normal,
-                        "ProposalNotNeeded",
-                        format!(
-                            "{}:{} {file} already asks for {}; no pull request for incident {}",
-                            r.route.provider.as_str(),
-                            project,
-                            first.to,
-                            r.key
-                        ),
-                    )
-                    .await;
+                self.note(
+                    &r.event_on,
+                    "ProposalNotNeeded",
+                    format!(
+                        "{}:{} {file} already asks for {}; no pull request for incident {}",
+                        r.route.provider.as_str(),
+                        project,
+                        first.to,
+                        r.key
+                    ),
+                )
+                .await;
                 Ok("not_needed")
             }
             None => {
@@ -616,17 +621,15 @@ impl Stage {
                     )
                     .await
                     .map_err(forge_err)?;
-                self.events
-                    .publish(
-                        &r.event_on,
-                        EventType::Normal,
-                        "ProposalOpened",
-                        format!(
-                            "Pull request {} proposes {} (incident {})",
-                            pull.url, first.to, r.key
-                        ),
-                    )
-                    .await;
+                self.note(
+                    &r.event_on,
+                    "ProposalOpened",
+                    format!(
+                        "Pull request {} proposes {} (incident {})",
+                        pull.url, first.to, r.key
+                    ),
+                )
+                .await;
                 tracing::info!(incident = %r.key, url = %pull.url, "GitOps pull request opened");
                 r.pull = Some(PullRef {
                     number: pull.number,
@@ -647,7 +650,7 @@ impl Stage {
                             .await
                             .map_err(forge_err)?;
                         if !committed {
-                            let at = rfc3339_now();
+                            let at = crate::evidence::bundle::rfc3339_ms(now_ms());
                             forge
                                 .comment_pull(
                                     project,
@@ -657,17 +660,15 @@ impl Stage {
                                 .await
                                 .map_err(forge_err)?;
                         }
-                        self.events
-                            .publish(
-                                &r.event_on,
-                                EventType::Normal,
-                                "ProposalUpdated",
-                                format!(
-                                    "Pull request {} updated: seen {} times (incident {})",
-                                    pull.url, r.seen, r.key
-                                ),
-                            )
-                            .await;
+                        self.note(
+                            &r.event_on,
+                            "ProposalUpdated",
+                            format!(
+                                "Pull request {} updated: seen {} times (incident {})",
+                                pull.url, r.seen, r.key
+                            ),
+                        )
+                        .await;
                         Ok("updated")
                     }
                 }
@@ -686,17 +687,11 @@ impl Stage {
             return "merged";
         }
         r.status = Status::Declined;
-        self.events
-            .publish(
-                &r.event_on,
-                EventType::Normal,
-                "ProposalDeclined",
-                format!(
-                    "Pull request {} was closed without merging; incident {} is not proposed again while its record is kept",
-                    pull.url, r.key
-                ),
-            )
-            .await;
+        let note = format!(
+            "Pull request {} was closed without merging; incident {} is not proposed again while its record is kept",
+            pull.url, r.key
+        );
+        self.note(&r.event_on, "ProposalDeclined", note).await;
         "declined"
     }
 
@@ -744,17 +739,15 @@ impl Stage {
                 Ok(()) => {
                     r.status = Status::Resolved;
                     r.updated_ms = now;
-                    self.events
-                        .publish(
-                            &r.event_on,
-                            EventType::Normal,
-                            "ProposalResolved",
-                            format!(
-                                "Pull request {} closed: {why} (incident {})",
-                                pull.url, r.key
-                            ),
-                        )
-                        .await;
+                    self.note(
+                        &r.event_on,
+                        "ProposalResolved",
+                        format!(
+                            "Pull request {} closed: {why} (incident {})",
+                            pull.url, r.key
+                        ),
+                    )
+                    .await;
                     self.metrics
                         .gitops_proposals
                         .with_label_values(&["resolved"])
@@ -807,13 +800,6 @@ impl Stage {
             Change::Replicas => p.to.parse::<i32>().is_ok_and(|to| w.desired == to),
         }
     }
-}
-
-/// RFC 3339 UTC of now, for comments.
-fn rfc3339_now() -> String {
-    k8s_openapi::jiff::Timestamp::from_millisecond(now_ms())
-        .map(|t| t.to_string())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -381,38 +381,20 @@ impl PodReconciler {
         let git_ops = entry.spec.as_ref().and_then(|s| s.git_ops.as_ref());
         let proposals =
             crate::gitops::proposals_of(&plan.actions, plan.incident.as_str(), facts, None);
-        let delivery = match self.outcomes.proposals.route(git_ops) {
-            _ if proposals.is_empty() => "nothing to propose".to_owned(),
-            _ if plan.dry_run => "dry run: no pull request".to_owned(),
-            Ok(route) => {
-                let whereto = format!(
-                    "a pull request goes to {}:{} ({})",
-                    route.provider.as_str(),
-                    route.project,
-                    route.file
-                );
-                let policy = entry.policy_ref();
-                let sent = self.outcomes.proposals.send(crate::gitops::Request {
-                    route,
-                    proposals,
-                    event_on: subject.event_on.clone(),
-                    policy: crate::gitops::Shown {
-                        namespace: policy
-                            .id()
-                            .split_once('/')
-                            .map(|(ns, _)| ns.to_owned())
-                            .unwrap_or_default(),
-                        name: policy.name().to_owned(),
-                        action: plan.actions.first().map(|a| a.kind()),
-                    },
-                });
-                if sent {
-                    whereto
-                } else {
-                    "no pull request: the proposal queue is full".to_owned()
-                }
-            }
-            Err(e) => format!("no pull request: {e}"),
+        let delivery = if proposals.is_empty() {
+            "nothing to propose".to_owned()
+        } else if plan.dry_run {
+            "dry run: no pull request".to_owned()
+        } else {
+            self.outcomes.proposals.propose(
+                git_ops,
+                proposals,
+                subject.event_on.clone(),
+                crate::gitops::Shown::of(
+                    &entry.policy_ref(),
+                    plan.actions.first().map(|a| a.kind()),
+                ),
+            )
         };
         let note = format!(
             "{} incident {}: not acting ({}): {}; {delivery}",

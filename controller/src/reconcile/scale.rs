@@ -574,10 +574,6 @@ impl Scaler {
             return "dry run: no pull request".to_owned();
         }
         let git_ops = policy.spec.as_ref().and_then(|s| s.git_ops.as_ref());
-        let route = match self.outcomes.proposals.route(git_ops) {
-            Ok(route) => route,
-            Err(e) => return format!("no pull request: {e}; commit it to the repository"),
-        };
         let proposal = auto_agent_gitops::proposal::Proposal {
             incident: format!(
                 "scale/{ns}/{}/{}/{}",
@@ -598,26 +594,16 @@ impl Scaler {
             evidence: None,
             summary: None,
         };
-        let whereto = format!(
-            "a pull request goes to {}:{} ({})",
-            route.provider.as_str(),
-            route.project,
-            route.file
+        let delivery = self.outcomes.proposals.propose(
+            git_ops,
+            vec![proposal],
+            reference.clone(),
+            crate::gitops::Shown::of(&policy.policy_ref(), Some(action_kind(direction))),
         );
-        let sent = self.outcomes.proposals.send(crate::gitops::Request {
-            route,
-            proposals: vec![proposal],
-            event_on: reference.clone(),
-            policy: crate::gitops::Shown {
-                namespace: ns.to_owned(),
-                name: policy.policy_ref().name().to_owned(),
-                action: Some(action_kind(direction)),
-            },
-        });
-        if sent {
-            whereto
+        if delivery.starts_with("no pull request") {
+            format!("{delivery}; commit it to the repository")
         } else {
-            "no pull request: the proposal queue is full".to_owned()
+            delivery
         }
     }
 

@@ -11,7 +11,6 @@ mod logtail;
 mod metrics;
 mod queue;
 mod stream;
-mod views;
 mod watch;
 
 use std::path::PathBuf;

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::evidence::{EvidenceReader, wants_logs};
 use crate::metrics::SensorMetrics;
 use crate::queue::{Pushed, Queue};
-use crate::views::{node_view, pod_view};
+use auto_agent_shared::views::{node_view, pod_view};
 
 /// Where findings go: the queue, with a wake-up for the stream task.
 #[derive(Clone, Debug)]

@@ -24,3 +24,11 @@ pub const CORDONED_BY_ANNOTATION: &str = "autoagent.io/cordoned-by";
 /// Label on the Nodes the agent cordoned (beside the annotation naming the policy), so the
 /// uncordon sweep lists only those, not every Node.
 pub const CORDONED_LABEL: &str = "autoagent.io/cordoned";
+
+/// Prefix of the workload annotation that keeps a container's image from before a mirror swap
+/// (`autoagent.io/original-image-<container>`), so the swap can be reverted.
+pub const ORIGINAL_IMAGE_PREFIX: &str = "autoagent.io/original-image-";
+/// Prefix of the workload annotation that keeps a container's memory limit and request from
+/// before the agent's first bump (`autoagent.io/original-memory-<container>`, JSON
+/// `{"limit": "256Mi", "request": "128Mi"}`, `null` where none was set), so bumps can be reverted.
+pub const ORIGINAL_MEMORY_PREFIX: &str = "autoagent.io/original-memory-";

@@ -9,6 +9,7 @@ pub mod crd;
 pub mod keys;
 pub mod proto;
 pub mod runtime;
+pub mod views;
 
 /// The project version, reported by both binaries.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -309,6 +309,15 @@ mod tests {
             op(bump, "add", &format!("{c}/resources/requests")),
             Some(&json!({"memory": "228Mi"}))
         );
+        // What it had before, kept for a revert.
+        let kept = op(
+            bump,
+            "add",
+            "/metadata/annotations/autoagent.io~1original-memory-app",
+        )
+        .unwrap();
+        let kept: serde_json::Value = serde_json::from_str(kept.as_str().unwrap()).unwrap();
+        assert_eq!(kept, json!({"limit": "256Mi", "request": null}));
         let swap = &patches[1].body;
         assert_eq!(
             op(swap, "test", &format!("{c}/image")),
@@ -341,6 +350,41 @@ mod tests {
             patches[2].uri
         );
         assert_eq!(patches[2].body, json!({"spec": {"replicas": 3}}));
+    }
+
+    /// A later bump keeps the annotation of the first: a revert goes back to what the owner set.
+    #[tokio::test]
+    async fn a_later_bump_keeps_the_first_original_memory() {
+        let mut bumped = two_containers();
+        bumped["metadata"]["annotations"] = json!({
+            "autoagent.io/original-memory-app": "{\"limit\":\"256Mi\",\"request\":null}"});
+        let api = FakeApi::default();
+        api.on("GET", DEPLOYMENT, vec![(200, bumped.clone())]).on(
+            "PATCH",
+            DEPLOYMENT,
+            vec![(200, bumped)],
+        );
+        let (x, _leader, _dir) = executor(&api, true, "second-bump");
+        let change = BytesChange {
+            from: Some(356 << 20),
+            to: 456 << 20,
+        };
+        x.bump_memory(&workload("Deployment"), "app", change, None, "OOMKilled")
+            .await
+            .unwrap();
+        let patch = &api.seen_with("PATCH", DEPLOYMENT)[0].body;
+        let paths: Vec<_> = patch
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["path"].as_str().unwrap().to_owned())
+            .collect();
+        assert!(
+            paths
+                .iter()
+                .all(|p| !p.starts_with("/metadata/annotations")),
+            "{paths:?}"
+        );
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@
 
 use auto_agent_engine::decide::{BytesChange, WorkloadTarget};
 use auto_agent_engine::quantity::format_bytes;
+use auto_agent_shared::keys::{ORIGINAL_IMAGE_PREFIX, ORIGINAL_MEMORY_PREFIX};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use kube::Api;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
@@ -16,7 +17,8 @@ use super::{ActError, Done, Executor};
 #[derive(Debug)]
 struct TemplateContainer {
     resource_version: String,
-    has_annotations: bool,
+    /// The workload's annotations (`None`: the object has none, not even an empty map).
+    annotations: Option<serde_json::Map<String, Value>>,
     /// JSON pointer to the container.
     path: String,
     name: String,
@@ -42,6 +44,27 @@ fn set_resource(at: &TemplateContainer, section: &str, memory: &str) -> Value {
         Some(_) => json!({"op": "add", "path": format!("{}/resources/{section}/memory", at.path),
                           "value": memory}),
     }
+}
+
+/// The operation setting annotation `key` on the workload (adding the map when it has none).
+fn set_annotation(at: &TemplateContainer, key: &str, value: &str) -> Value {
+    if at.annotations.is_some() {
+        json!({"op": "add", "path": format!("/metadata/annotations/{}", pointer_escape(key)), "value": value})
+    } else {
+        json!({"op": "add", "path": "/metadata/annotations", "value": {key: value}})
+    }
+}
+
+/// The container's memory limit and request as the template has them (`null` where unset), the
+/// value of the original-memory annotation.
+fn memory_of(container: &Value) -> String {
+    let at = |section: &str| {
+        container
+            .pointer(&format!("/resources/{section}/memory"))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    json!({"limit": at("limits"), "request": at("requests")}).to_string()
 }
 
 /// The kinds whose pod template the agent patches.
@@ -92,7 +115,11 @@ impl Executor {
         };
         Ok(TemplateContainer {
             resource_version: obj.metadata.resource_version.clone().unwrap_or_default(),
-            has_annotations: obj.metadata.annotations.is_some(),
+            annotations: obj.metadata.annotations.as_ref().map(|a| {
+                a.iter()
+                    .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+                    .collect()
+            }),
             path: format!("/spec/template/spec/containers/{index}"),
             name: container.to_owned(),
             json: found.clone(),
@@ -135,6 +162,15 @@ impl Executor {
         if let Some(request) = request {
             ops.push(set_resource(&at, "requests", &format_bytes(request.to)));
         }
+        // The values from before the agent's first bump, kept for a revert; later bumps keep them.
+        let key = format!("{ORIGINAL_MEMORY_PREFIX}{container}");
+        if !at
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(&key))
+        {
+            ops.push(set_annotation(&at, &key, &memory_of(&at.json)));
+        }
         self.patch_container(w, &at, ops).await?;
         Ok(Done {
             note: format!("{} {}: {reason}", w.kind, w.name),
@@ -155,12 +191,8 @@ impl Executor {
         // Checked before any request: a kind the agent does not patch is refused as such.
         self.workload_api(w)?;
         let at = self.read_container(w, container).await?;
-        let key = format!("autoagent.io/original-image-{container}");
-        let annotation = if at.has_annotations {
-            json!({"op": "add", "path": format!("/metadata/annotations/{}", pointer_escape(&key)), "value": from})
-        } else {
-            json!({"op": "add", "path": "/metadata/annotations", "value": {key: from}})
-        };
+        let key = format!("{ORIGINAL_IMAGE_PREFIX}{container}");
+        let annotation = set_annotation(&at, &key, from);
         let ops = vec![
             json!({"op": "test", "path": format!("{}/image", at.path), "value": from}),
             json!({"op": "replace", "path": format!("{}/image", at.path), "value": to}),

@@ -23,6 +23,7 @@ use crate::ingest::server::{Ingest, IngestLimits};
 use crate::ingest::{auth, pipeline};
 use crate::platform::events::EventSink;
 use crate::platform::features::Features;
+use crate::platform::incidents::Incidents;
 use crate::platform::leader::{self, LeaderConfig};
 use crate::platform::metrics::ControllerMetrics;
 use crate::platform::records::Store;
@@ -153,8 +154,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // fires.
     let work_stop = CancellationToken::new();
     let (changes_tx, changes_rx) = mpsc::channel(1024);
+    let incidents = Incidents::new();
     let (pipeline, pipeline_task) = pipeline::start(
         metrics.clone(),
+        incidents.clone(),
         leadership.clone(),
         changes_tx,
         work_stop.clone(),
@@ -244,6 +247,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         recent: recent.clone(),
         escalations: escalations.clone(),
         proposals,
+        incidents: incidents.clone(),
     };
     let ledger = Ledger::new(
         client.clone(),
@@ -327,8 +331,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         interval: Duration::from_secs(args.scale_interval_seconds),
         failures_before_degraded: args.scale_failures_before_degraded,
         features,
-        allowed,
-        cluster_budgets,
+        allowed: allowed.clone(),
+        cluster_budgets: cluster_budgets.clone(),
     };
     let scale_task = tokio::spawn(scaler.run(stop.clone()));
     let report_task = tokio::spawn(Arc::new(dispatcher).run(changes_rx, work_stop.clone()));
@@ -399,7 +403,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tracing::info!("Policy watch synced; ready");
     });
     tracing::info!(identity = %args.identity, version = auto_agent_shared::VERSION, "Controller started");
+    let incidents_route = crate::platform::incidents::router(
+        incidents,
+        leadership.clone(),
+        args.identity.clone(),
+        cluster_budgets.clone(),
+        allowed.clone(),
+    );
     AdminServer::new(readiness, registry)
+        .with_routes(incidents_route)
         .serve(args.admin.admin_addr, shutdown.clone())
         .await?;
 

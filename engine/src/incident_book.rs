@@ -58,6 +58,20 @@ pub enum Observed {
     Duplicate,
 }
 
+impl Observed {
+    /// The incident it is about (`None` for a duplicate).
+    pub fn key(&self) -> Option<&IncidentKey> {
+        match self {
+            Self::Opened(k)
+            | Self::Reopened(k)
+            | Self::Repeated(k)
+            | Self::Resolved(k)
+            | Self::ClearedUnknown(k) => Some(k),
+            Self::Duplicate => None,
+        }
+    }
+}
+
 /// How much the book remembers, at most.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BookLimits {
@@ -200,6 +214,11 @@ impl IncidentBook {
 
     pub fn get(&self, key: &IncidentKey) -> Option<&Incident> {
         self.incidents.get(key)
+    }
+
+    /// The keys of every incident the book keeps.
+    pub fn keys(&self) -> impl Iterator<Item = &IncidentKey> {
+        self.incidents.keys()
     }
 
     pub fn set_state(&mut self, key: &IncidentKey, state: IncidentState, now_ms: i64) {

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::platform::incidents::Incidents;
 use crate::platform::leader::Leadership;
 use crate::platform::metrics::ControllerMetrics;
 
@@ -85,6 +86,7 @@ fn new_book() -> IncidentBook {
 
 pub fn start(
     metrics: ControllerMetrics,
+    incidents: Incidents,
     mut leadership: Leadership,
     changes: mpsc::Sender<Change>,
     stop: CancellationToken,
@@ -99,6 +101,9 @@ pub fn start(
                 s = rx.recv() => s,
                 _ = prune.tick() => {
                     book.prune(now_ms());
+                    let known: std::collections::HashSet<&str> =
+                        book.keys().map(|k| k.as_str()).collect();
+                    incidents.retain(|key| known.contains(key));
                     continue;
                 }
                 () = stop.cancelled() => None,
@@ -115,6 +120,7 @@ pub fn start(
             {
                 if term.is_some() {
                     book = new_book();
+                    incidents.clear();
                 }
                 term = current;
             }
@@ -129,6 +135,9 @@ pub fn start(
             if let Ok(observed) = &result
                 && *observed != Observed::Duplicate
             {
+                if let Some(incident) = observed.key().and_then(|k| book.get(k)) {
+                    incidents.observed(incident);
+                }
                 let _ = changes
                     .send(Change {
                         finding,
@@ -200,7 +209,7 @@ mod tests {
         let (tx, leadership) = crate::platform::leader::channel(&config, metrics.clone());
         let (changes, mut changed) = mpsc::channel(16);
         let stop = CancellationToken::new();
-        let (pipeline, task) = start(metrics, leadership, changes, stop.clone());
+        let (pipeline, task) = start(metrics, Incidents::new(), leadership, changes, stop.clone());
 
         let table: &[(Option<&str>, &str, bool)] = &[
             // (term now, finding id, reaches the reconcile stage)
@@ -243,7 +252,13 @@ mod tests {
         // Nobody reads the changes yet: the second change blocks the book.
         let (changes, mut changed) = mpsc::channel(1);
         let stop = CancellationToken::new();
-        let (pipeline, task) = start(metrics, leader.leadership.clone(), changes, stop.clone());
+        let (pipeline, task) = start(
+            metrics,
+            Incidents::new(),
+            leader.leadership.clone(),
+            changes,
+            stop.clone(),
+        );
         let big = |id: &str| Finding {
             log_lines: vec!["x".repeat(1_000); 8],
             ..node_finding(id)

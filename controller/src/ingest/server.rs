@@ -492,6 +492,7 @@ mod tests {
         let stop = CancellationToken::new();
         let (pipeline, _) = crate::ingest::pipeline::start(
             metrics.clone(),
+            crate::platform::incidents::Incidents::new(),
             leader.leadership.clone(),
             changes_tx,
             stop.clone(),

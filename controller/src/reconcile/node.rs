@@ -83,6 +83,7 @@ fn node_subject(node_ref: &ObjectReference, node: &str) -> Subject {
         scope: Scope::Node(node.to_owned()),
         target: format!("Node//{node}"),
         escalation: None,
+        incident: None,
     }
 }
 
@@ -107,6 +108,7 @@ fn escalating_node_subject(
                 subject: None,
             },
         ),
+        incident: Some(key.as_str().to_owned()),
         ..node_subject(node_ref, &f.node)
     }
 }
@@ -407,6 +409,7 @@ impl NodeReconciler {
                 },
                 target: pod.to_string(),
                 escalation: None,
+                incident: None,
             };
             let mut reported_block = false;
             loop {
@@ -668,6 +671,7 @@ mod tests {
                 recent: recent.clone(),
                 escalations: crate::escalate::Escalations::off(),
                 proposals: crate::gitops::Proposals::off(),
+                incidents: Default::default(),
             },
             policies,
             node_policies,

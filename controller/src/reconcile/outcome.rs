@@ -11,6 +11,7 @@ use kube::runtime::events::EventType;
 
 use crate::escalate::{Escalating, Escalations};
 use crate::platform::events::EventSink;
+use crate::platform::incidents::{Incidents, OutcomeView};
 use crate::platform::metrics::ControllerMetrics;
 use crate::policies::recent::{Entry, PolicyRef, RecentActions};
 
@@ -31,6 +32,9 @@ pub struct Subject {
     pub target: String,
     /// The incident and its policy's escalation routes, when the outcome can escalate.
     pub escalation: Option<std::sync::Arc<Escalating>>,
+    /// The incident key the outcome belongs to (`None` for scaling, which has no incident), for
+    /// the leader's incidents view.
+    pub incident: Option<String>,
 }
 
 impl Subject {
@@ -65,6 +69,7 @@ pub struct Outcomes {
     pub recent: RecentActions,
     pub escalations: Escalations,
     pub proposals: crate::gitops::Proposals,
+    pub incidents: Incidents,
 }
 
 impl Outcomes {
@@ -291,6 +296,18 @@ impl Outcomes {
         reason: &str,
         message: &str,
     ) {
+        if let Some(key) = &subject.incident {
+            self.incidents.outcome(
+                key,
+                OutcomeView {
+                    outcome: format!("{outcome:?}"),
+                    reason: reason.to_owned(),
+                    action: kind.as_str().to_owned(),
+                    message: message.to_owned(),
+                    at_ms: auto_agent_shared::clock::now_ms(),
+                },
+            );
+        }
         self.recent.record(
             policy,
             &Entry {

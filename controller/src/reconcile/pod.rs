@@ -200,6 +200,7 @@ impl PodReconciler {
                     subject: None,
                 },
             ),
+            incident: Some(key.as_str().to_owned()),
         };
         let mirror = view.image_mirror.as_deref().map(|m| (m, &self.registry));
         let mut facts = match gather::facts(&self.client, f, mirror).await {
@@ -561,6 +562,7 @@ mod tests {
                 recent: recent.clone(),
                 escalations: crate::escalate::Escalations::off(),
                 proposals: crate::gitops::Proposals::off(),
+                incidents: Default::default(),
             },
             policies,
             workloads: Arc::new(WorkloadCache::new(client.clone(), Duration::from_secs(30))),

@@ -626,6 +626,7 @@ impl Scaler {
             target: target.id(ns),
             // Scaling has no incident key of its own; its refusals show in Events and status.
             escalation: None,
+            incident: None,
         };
         let (from, to, direction, reason, dry_run) = match decision {
             ScaleDecision::Hold { reason, detail } => {
@@ -975,6 +976,7 @@ mod tests {
                     recent: RecentActions::new(changed.clone(), changed.clone()),
                     escalations: crate::escalate::Escalations::off(),
                     proposals: crate::gitops::Proposals::off(),
+                    incidents: Default::default(),
                 },
                 executor: Arc::new(Executor {
                     client: client.clone(),

@@ -50,6 +50,7 @@ struct AdminState {
 pub struct AdminServer {
     readiness: Readiness,
     registry: Registry,
+    extra: Option<Router>,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -65,19 +66,32 @@ impl AdminServer {
         Self {
             readiness,
             registry,
+            extra: None,
+        }
+    }
+
+    /// The same server with more routes of the binary's own (the controller's `/incidents`).
+    pub fn with_routes(self, extra: Router) -> Self {
+        Self {
+            extra: Some(extra),
+            ..self
         }
     }
 
     /// The routes, without a listener (tests drive them directly).
     pub fn router(&self) -> Router {
-        Router::new()
+        let base = Router::new()
             .route("/live", get(|| async { "ok\n" }))
             .route("/ready", get(ready))
             .route("/metrics", get(metrics))
             .with_state(AdminState {
                 readiness: self.readiness.clone(),
                 registry: self.registry.clone(),
-            })
+            });
+        match &self.extra {
+            Some(extra) => base.merge(extra.clone()),
+            None => base,
+        }
     }
 
     /// Serves until `shutdown` fires; readiness turns false first so load balancers stop routing.

@@ -19,7 +19,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::platform::leader::Leadership;
 
@@ -27,7 +27,7 @@ use crate::platform::leader::Leadership;
 const MAX_ENTRIES: usize = 10_000;
 
 /// The last outcome reported for an incident.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OutcomeView {
     /// Executed, Failed, Refused or DryRun.
@@ -41,7 +41,7 @@ pub struct OutcomeView {
 }
 
 /// One incident as the leader knows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IncidentView {
     pub key: String,
@@ -158,7 +158,7 @@ impl Incidents {
 }
 
 /// The body of `GET /incidents`.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IncidentsReply {
     pub leader: bool,

@@ -54,7 +54,9 @@ impl PolicyEntry {
 
 pub use crate::cluster::facts::selector_of;
 
-fn entry(guarded: DeserializeGuard<AutoRemediationPolicy>) -> PolicyEntry {
+/// A policy object as the index keeps it: its selectors compiled, or the problem that makes it
+/// unusable (the kubectl plugin reads policies this way too).
+pub fn entry(guarded: DeserializeGuard<AutoRemediationPolicy>) -> PolicyEntry {
     match guarded.0 {
         Ok(policy) => {
             let meta = &policy.metadata;

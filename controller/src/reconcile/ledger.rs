@@ -43,6 +43,14 @@ impl std::fmt::Debug for Ledger {
     }
 }
 
+/// The history a ledger ConfigMap holds (empty when it has none yet).
+pub fn history_of(cm: &ConfigMap) -> Result<History, serde_json::Error> {
+    match cm.data.as_ref().and_then(|d| d.get(KEY)) {
+        Some(json) => serde_json::from_str(json),
+        None => Ok(History::default()),
+    }
+}
+
 impl Ledger {
     pub fn new(
         client: Client,
@@ -62,13 +70,7 @@ impl Ledger {
     /// The current history and the ConfigMap's resourceVersion (None: no ledger yet).
     pub async fn load(&self) -> Result<(History, Option<String>), LedgerError> {
         match self.api.get_opt(&self.name).await? {
-            Some(cm) => {
-                let history = match cm.data.as_ref().and_then(|d| d.get(KEY)) {
-                    Some(json) => serde_json::from_str(json)?,
-                    None => History::default(),
-                };
-                Ok((history, cm.metadata.resource_version))
-            }
+            Some(cm) => Ok((history_of(&cm)?, cm.metadata.resource_version)),
             None => Ok((History::default(), None)),
         }
     }

@@ -214,6 +214,35 @@ impl History {
         )
     }
 
+    /// When the next action counted against `limit` leaves the window, so a token returns: the
+    /// earliest `at + window` of the counted actions (a folded tally counts by its last second, so
+    /// its refill is never shown early); `None` when nothing is counted.
+    pub fn next_refill(
+        &self,
+        limit: &BudgetLimit,
+        target: &str,
+        policy: &str,
+        now_ms: i64,
+    ) -> Option<i64> {
+        let key = Key::for_budget(limit.scope, target, policy);
+        let since = now_ms - limit.window_ms;
+        let exact = self
+            .records
+            .iter()
+            .filter(|r| r.action == limit.action && r.at_ms > since && r.at_ms <= now_ms)
+            .filter(|r| key.covers(r))
+            .map(|r| r.at_ms)
+            .min();
+        let folded = (self.folded.count(&[limit.action], key, since, now_ms) > 0)
+            .then(|| self.folded.last(&[limit.action], key))
+            .flatten();
+        exact
+            .into_iter()
+            .chain(folded)
+            .min()
+            .map(|at| at.saturating_add(limit.window_ms))
+    }
+
     /// The first of `limits` for `action` that is used up for this target, its namespace and
     /// policy, or the cluster, with its use; `None` when every budget has room.
     pub fn exhausted(
@@ -380,6 +409,44 @@ mod tests {
             );
             let room = h.exhausted([limit(scope, want + 1)], RestartPod, target, policy, now);
             assert_eq!(room, None, "{scope:?} {target}");
+        }
+    }
+
+    #[test]
+    fn the_next_refill_is_when_the_oldest_counted_action_leaves_the_window() {
+        let limit = BudgetLimit {
+            action: ActionKind::RestartPod,
+            scope: BudgetScope::Target,
+            max: 3,
+            window_ms: 1_000,
+        };
+        let t = "Deployment/prod/api";
+        let cases: &[(&[(i64, &str, ActionKind)], i64, Option<i64>)] = &[
+            (&[], 5_000, None),
+            // Oldest in the window wins; one outside it and others' actions do not count.
+            (
+                &[
+                    (3_900, t, ActionKind::RestartPod),
+                    (4_200, t, ActionKind::RestartPod),
+                    (4_600, t, ActionKind::RestartPod),
+                    (4_100, "Deployment/prod/web", ActionKind::RestartPod),
+                    (4_150, t, ActionKind::BumpMemory),
+                ],
+                5_000,
+                Some(5_200),
+            ),
+            (&[(3_000, t, ActionKind::RestartPod)], 5_000, None),
+        ];
+        for (records, now, want) in cases {
+            let mut h = History::default();
+            for (at, target, action) in records.iter() {
+                h.record(rec(*at, *action, target, "prod", "prod/p"));
+            }
+            assert_eq!(
+                h.next_refill(&limit, t, "prod/p", *now),
+                *want,
+                "{records:?}"
+            );
         }
     }
 }

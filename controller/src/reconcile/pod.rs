@@ -111,6 +111,15 @@ pub fn scope_of(f: &Finding) -> Scope {
     }
 }
 
+/// A policy may put workloads without Argo CD or Flux markers under GitOps too.
+pub fn policy_puts_under_gitops(entry: &PolicyEntry) -> bool {
+    entry
+        .spec
+        .as_ref()
+        .and_then(|s| s.git_ops.as_ref())
+        .is_some_and(|g| g.enabled)
+}
+
 impl PodReconciler {
     pub async fn handle(
         &self,
@@ -210,12 +219,7 @@ impl PodReconciler {
                 return Next::Failed;
             }
         };
-        // A policy may put workloads without Argo CD or Flux markers under GitOps too.
-        facts.gitops_managed |= entry
-            .spec
-            .as_ref()
-            .and_then(|s| s.git_ops.as_ref())
-            .is_some_and(|g| g.enabled);
+        facts.gitops_managed |= policy_puts_under_gitops(entry);
         let pod_uid = f.pod.as_ref().map(|p| p.uid.clone()).unwrap_or_default();
         let now = auto_agent_shared::clock::now_ms();
         facts.failing_pods = failing.count(&workload, now);

@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: setup demo demo-down test lint unit e2e integrations release cluster-build cluster-up cluster-down crdgen clean
+.PHONY: setup demo demo-down test lint unit e2e integrations release install-plugin cluster-build cluster-up cluster-down crdgen clean
 
 ## setup: install what the build needs (Debian packages, cargo components); idempotent
 setup:
@@ -43,9 +43,18 @@ integrations:
 release:
 	$(CARGO) build --release --locked -p auto-agent-sensor
 	$(CARGO) build --release --locked -p auto-agent-controller
+	$(CARGO) build --release --locked -p auto-agent-kubectl
+	$${CARGO_TARGET_DIR:-target}/release/kubectl-auto_agent --version
 	$${CARGO_TARGET_DIR:-target}/release/auto-agent-sensor --version
 	$${CARGO_TARGET_DIR:-target}/release/auto-agent-controller --version
 	ls -l $${CARGO_TARGET_DIR:-target}/release/auto-agent-sensor $${CARGO_TARGET_DIR:-target}/release/auto-agent-controller
+
+## install-plugin: the kubectl plugin (`kubectl auto-agent`, docs/KUBECTL.md) into $(PREFIX)/bin
+PREFIX ?= $(HOME)/.local
+install-plugin:
+	$(CARGO) build --release --locked -p auto-agent-kubectl
+	install -D -m 0755 $${CARGO_TARGET_DIR:-target}/release/kubectl-auto_agent $(PREFIX)/bin/kubectl-auto_agent
+	@echo "installed $(PREFIX)/bin/kubectl-auto_agent: try 'kubectl auto-agent --help' (with $(PREFIX)/bin on PATH)"
 
 cluster-build:
 	e2e/cluster build

@@ -165,7 +165,9 @@ impl Sensor {
                 "AUTO_AGENT_POD_LOG_DIR",
                 cluster.state_dir().join("pod-logs"),
             )
-            .env("AUTO_AGENT_ADMIN_ADDR", admin.to_string())
+            // On every interface: the apiserver's service proxy reaches it at the host's address
+            // (the kubectl plugin's `incidents`); tests use loopback.
+            .env("AUTO_AGENT_ADMIN_ADDR", format!("0.0.0.0:{}", admin.port()))
             .env("AUTO_AGENT_LOG", "info");
         match &options.ca_file {
             Some(ca) => {
@@ -286,7 +288,9 @@ impl Controller {
                 "AUTO_AGENT_FENCE_MARGIN_SECONDS",
                 options.fence_margin_seconds.to_string(),
             )
-            .env("AUTO_AGENT_ADMIN_ADDR", admin.to_string())
+            // On every interface: the apiserver's service proxy reaches it at the host's address
+            // (the kubectl plugin's `incidents`); tests use loopback.
+            .env("AUTO_AGENT_ADMIN_ADDR", format!("0.0.0.0:{}", admin.port()))
             .env("AUTO_AGENT_LEASE_NAME", &identity.lease_name)
             .env("AUTO_AGENT_LEDGER_NAME", &identity.ledger_name)
             .env("AUTO_AGENT_BUNDLE_DIR", &options.bundle_dir)

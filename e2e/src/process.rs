@@ -25,6 +25,8 @@ pub fn binary(name: &str, release: bool) -> anyhow::Result<PathBuf> {
             "auto-agent-sensor",
             "-p",
             "auto-agent-controller",
+            "-p",
+            "auto-agent-kubectl",
         ]);
         if release {
             cmd.arg("--release");

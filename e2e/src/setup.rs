@@ -18,6 +18,7 @@ use kube::{Api, Client};
 use tokio::sync::OwnedMutexGuard;
 
 use crate::agents::{AgentStack, Install};
+use crate::registry::{Registry, RegistryAuth};
 use crate::steps;
 use crate::workloads::Workload;
 use crate::{Cluster, TestNamespace};
@@ -106,6 +107,55 @@ impl Setup {
             .await
             .expect("starting the agents");
         self.stack = Some(stack);
+    }
+
+    /// Starts an open registry (Debian's docker-registry) serving `repositories` at tag `1`, and
+    /// the agents (one controller) allowed to use it as a mirror over plain HTTP; returns the
+    /// registry (its `host` is the mirror's address).
+    pub async fn start_agents_with_mirror(&mut self, repositories: &[&str]) -> Registry {
+        let dir = std::env::temp_dir().join(format!("e2e-registry-{}", self.ns()));
+        let mirror = Registry::start(&dir, &RegistryAuth::Open)
+            .await
+            .expect("the registry");
+        for repository in repositories {
+            mirror
+                .push(repository, "1", None)
+                .await
+                .expect("pushing to the registry");
+        }
+        let host = mirror.host.clone();
+        self.start_agents(
+            1,
+            vec![
+                ("AUTO_AGENT_PLAIN_HTTP_REGISTRIES".into(), host.clone()),
+                ("AUTO_AGENT_ALLOWED_MIRROR_REGISTRIES".into(), host),
+            ],
+        )
+        .await;
+        mirror
+    }
+
+    /// The name of a ready pod of `app` other than `old` (its replacement), once there is one.
+    pub async fn replacement_of(&self, app: &str, old: &str) -> String {
+        let found = Mutex::new(None);
+        crate::wait::poll_until(
+            &format!("a replacement of {old}"),
+            std::time::Duration::from_secs(90),
+            || async {
+                let other = self
+                    .ready_pod_names(app)
+                    .await
+                    .into_iter()
+                    .find(|p| p != old);
+                let done = other.is_some();
+                *found.lock().unwrap_or_else(|e| e.into_inner()) = other;
+                Ok(done)
+            },
+        )
+        .await
+        .expect("the replacement pod");
+        let pod = found.lock().unwrap_or_else(|e| e.into_inner()).take();
+        pod.expect("a replacement pod")
     }
 
     /// The running agents.

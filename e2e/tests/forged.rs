@@ -10,7 +10,6 @@
 
 use std::time::Duration;
 
-use auto_agent_e2e::registry::{Registry, RegistryAuth};
 use auto_agent_e2e::scenario::{self, StartFailure};
 use auto_agent_e2e::wait::poll_until;
 use auto_agent_e2e::{Setup, Workload};
@@ -49,26 +48,11 @@ async fn a_pod_forging_its_owner_never_changes_the_victim() {
     let admin = t.admin.clone();
     let ns = t.ns().to_owned();
 
-    let dir = std::env::temp_dir().join(format!("e2e-forged-{ns}"));
-    let mirror = Registry::start(&dir, &RegistryAuth::Open).await.unwrap();
-    let registry = mirror.host.clone();
     // The mirror serves both the victim's image and the attacker's.
-    mirror.push("mirror/team/app", "1", None).await.unwrap();
-    mirror
-        .push("mirror/attacker/evil", "1", None)
-        .await
-        .unwrap();
-    t.start_agents(
-        1,
-        vec![
-            ("AUTO_AGENT_PLAIN_HTTP_REGISTRIES".into(), registry.clone()),
-            (
-                "AUTO_AGENT_ALLOWED_MIRROR_REGISTRIES".into(),
-                registry.clone(),
-            ),
-        ],
-    )
-    .await;
+    let mirror = t
+        .start_agents_with_mirror(&["mirror/team/app", "mirror/attacker/evil"])
+        .await;
+    let registry = mirror.host.clone();
     t.policy(
         "mirror",
         json!({"targetSelector": {"matchLabels": {"tier": "pull"}},

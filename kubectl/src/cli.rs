@@ -100,7 +100,7 @@ pub enum Command {
     },
 }
 
-async fn client(cli: &Cli) -> anyhow::Result<(Client, String)> {
+async fn client(cli: &Cli) -> anyhow::Result<(Client, Client, String)> {
     let options = kube::config::KubeConfigOptions {
         context: cli.context.clone(),
         ..Default::default()
@@ -117,7 +117,13 @@ async fn client(cli: &Cli) -> anyhow::Result<(Client, String)> {
         .namespace
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
-    Ok((Client::try_from(config)?, namespace))
+    let mut once = config.clone();
+    once.default_retry = false;
+    Ok((
+        Client::try_from(config)?,
+        Client::try_from(once)?,
+        namespace,
+    ))
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
@@ -131,9 +137,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         );
         return Ok(Exit::Ok);
     }
-    let (client, namespace) = client(&cli).await?;
+    let (client, proxy_client, namespace) = client(&cli).await?;
     let ctx = Ctx {
         client,
+        proxy_client,
         namespace,
         agent: cli.agent.clone(),
         now_ms: auto_agent_shared::clock::now_ms(),

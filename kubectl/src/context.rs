@@ -68,6 +68,9 @@ pub struct AgentFlags {
 #[derive(Clone)]
 pub struct Ctx {
     pub client: Client,
+    /// The same identity without the client's retries of 503: a replica that does not lead answers
+    /// 503 and is tried again here, a few times, instead of for many minutes.
+    pub proxy_client: Client,
     /// The namespace asked about (`-n`, else the kubeconfig context's).
     pub namespace: String,
     pub agent: AgentFlags,
@@ -159,11 +162,18 @@ impl Ctx {
             .and_then(|l| l.spec?.holder_identity);
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
         let via_pod = match &holder {
-            Some(h) => pods.get_opt(h).await.ok().flatten().map(|_| h.clone()),
+            Some(h) => pods
+                .get_opt(h)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|pod| Some((h.clone(), port_number(&pod, port)?))),
             None => None,
         };
         let path = match &via_pod {
-            Some(pod) => format!("/api/v1/namespaces/{ns}/pods/{pod}:{port}/proxy/incidents"),
+            Some((pod, number)) => {
+                format!("/api/v1/namespaces/{ns}/pods/{pod}:{number}/proxy/incidents")
+            }
             None => format!(
                 "/api/v1/namespaces/{ns}/services/{}:{port}/proxy/incidents",
                 self.agent.controller_service
@@ -172,7 +182,7 @@ impl Ctx {
         let mut last = String::new();
         for _ in 0..10 {
             let request = http::Request::get(&path).body(Vec::new())?;
-            let response = self.client.send(request.map(Into::into)).await;
+            let response = self.proxy_client.send(request.map(Into::into)).await;
             match response {
                 Ok(r) => {
                     let status = r.status();
@@ -257,6 +267,21 @@ impl Ctx {
             .filter_map(|json| serde_json::from_str(json).ok())
             .collect())
     }
+}
+
+/// The number of the pod's port `port` (a name among its containers' ports, or a number): the
+/// apiserver's pod proxy takes numbers only.
+pub fn port_number(pod: &Pod, port: &str) -> Option<u16> {
+    if let Ok(n) = port.parse() {
+        return Some(n);
+    }
+    pod.spec
+        .as_ref()?
+        .containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .find(|p| p.name.as_deref() == Some(port))
+        .and_then(|p| u16::try_from(p.container_port).ok())
 }
 
 /// When an Event happened, in ms (its series' last time, else its own).

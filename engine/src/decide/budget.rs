@@ -421,7 +421,8 @@ mod tests {
             window_ms: 1_000,
         };
         let t = "Deployment/prod/api";
-        let cases: &[(&[(i64, &str, ActionKind)], i64, Option<i64>)] = &[
+        type Actions<'a> = &'a [(i64, &'a str, ActionKind)];
+        let cases: &[(Actions, i64, Option<i64>)] = &[
             (&[], 5_000, None),
             // Oldest in the window wins; one outside it and others' actions do not count.
             (

@@ -210,6 +210,13 @@ async fn the_plugin_explains_simulates_lists_counts_and_reverts() {
         reasons.contains(&"RestartedPod") && reasons.contains(&"BudgetExhausted"),
         "{reasons:?}"
     );
+    let bundles = e["bundles"].as_array().unwrap();
+    assert_eq!(bundles.len(), 1, "{e:#}");
+    let bundle = bundles[0].as_str().unwrap();
+    assert!(
+        std::path::Path::new(bundle).is_file(),
+        "the bundle the Event names: {bundle}"
+    );
     let crash_now = entry(&e, "wouldDo", "failure", "CrashLoopBackOff");
     assert_eq!(crash_now["basis"], "now", "{crash_now}");
     assert_eq!(crash_now["decision"], "Refuse");

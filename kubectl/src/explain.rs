@@ -61,6 +61,8 @@ pub struct Explanation {
     pub policy: Option<String>,
     pub actions: Vec<Done>,
     pub events: Vec<EventLine>,
+    /// Where the evidence bundles of its restarts are, newest last.
+    pub bundles: Vec<String>,
     pub links: Vec<Link>,
     pub would_do: Vec<Judgement>,
     /// Where the decision settings came from.
@@ -108,6 +110,20 @@ pub fn matches(policies: &[PolicyEntry], labels: &BTreeMap<String, String>) -> V
                 selects,
                 why,
             }
+        })
+        .collect()
+}
+
+/// The evidence bundles named by the agent's restart Events (`...; evidence bundle <where> (policy
+/// <name>)`).
+pub fn bundles(events: &[EventLine]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e.reason == "RestartedPod")
+        .filter_map(|e| {
+            let (_, rest) = e.note.split_once("evidence bundle ")?;
+            let at = rest.rfind(" (policy ").unwrap_or(rest.len());
+            Some(rest[..at].to_owned())
         })
         .collect()
 }
@@ -326,6 +342,7 @@ pub async fn explain(ctx: &Ctx, w: &Resolved) -> anyhow::Result<Explanation> {
         policies: policy_matches,
         policy: used.map(|p| p.name.clone()),
         actions,
+        bundles: bundles(&events),
         events,
         links: links(&w.id(), &escalations, &proposals),
         would_do,
@@ -405,6 +422,12 @@ impl Render for Explanation {
                 &["AGE", "TYPE", "REASON", "OBJECT", "NOTE"],
                 &rows,
             )));
+        }
+        if !self.bundles.is_empty() {
+            out.push_str("\nEvidence bundles:\n");
+            for b in &self.bundles {
+                out.push_str(&format!("  {b}\n"));
+            }
         }
         if !self.links.is_empty() {
             out.push_str("\nTickets, threads and pull requests:\n");
@@ -520,6 +543,33 @@ mod tests {
             !got[4].1 && got[4].2.starts_with("unusable"),
             "{:?}",
             got[4]
+        );
+    }
+
+    #[test]
+    fn bundles_are_read_from_the_restart_events() {
+        let line = |reason: &str, note: &str| EventLine {
+            at: String::new(),
+            age: String::new(),
+            type_: "Normal".into(),
+            reason: reason.into(),
+            object: String::new(),
+            note: note.into(),
+        };
+        let events = [
+            line(
+                "RestartedPod",
+                "deleted pod api-1 (container app is in CrashLoopBackOff after 3 restarts); evidence bundle s3://b/shop/api/x.json (policy restart)",
+            ),
+            line("BudgetExhausted", "evidence bundle nowhere (policy p)"),
+            line(
+                "RestartedPod",
+                "deleted pod api-2 (r); evidence bundle /var/b/y.json",
+            ),
+        ];
+        assert_eq!(
+            bundles(&events),
+            ["s3://b/shop/api/x.json", "/var/b/y.json"]
         );
     }
 

@@ -332,15 +332,32 @@ mod tests {
     /// reader behind a Service tries again instead of taking an empty list for the truth.
     #[tokio::test]
     async fn only_the_leader_lists_incidents() {
-        let metrics = crate::testing::metrics();
+        use crate::platform::leader::{LeaderConfig, LeaderView, channel};
+        let metrics =
+            crate::platform::metrics::ControllerMetrics::register(&prometheus::Registry::new())
+                .unwrap();
+        let config = LeaderConfig {
+            namespace: "ns".into(),
+            lease_name: "lease".into(),
+            identity: "controller-0".into(),
+            advertise: "127.0.0.1:1".into(),
+            ttl: std::time::Duration::from_secs(15),
+            renew_every: std::time::Duration::from_secs(5),
+            margin: std::time::Duration::from_secs(5),
+        };
         let reg = Incidents::new();
         reg.observed(&incident("api-1", 10, IncidentState::Open));
         let budgets = auto_agent_engine::decide::budget::default_budgets();
         for (leading, want_code, want_len) in [(true, 200, 1), (false, 503, 0)] {
-            let leader = crate::testing::FakeLeader::new(&metrics, leading);
+            let (tx, leadership) = channel(&config, metrics.clone());
+            tx.send_replace(LeaderView {
+                is_leader: leading,
+                term: leading.then(|| "t-1".to_owned()),
+                ..LeaderView::default()
+            });
             let router = router(
                 reg.clone(),
-                leader.leadership.clone(),
+                leadership,
                 "controller-0".into(),
                 budgets.clone(),
                 AllowedActions::all(),

@@ -2,7 +2,7 @@
 //! report them, by writing their status subresource. kwok's default stages are kept away from a
 //! held object (label `scenario.autoagent.io/hold`), so the status stays as set.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -291,12 +291,7 @@ pub async fn seed_logs(
     current: &[&str],
 ) -> anyhow::Result<PathBuf> {
     let client = cluster.admin().await?;
-    let uid = Api::<Pod>::namespaced(client.clone(), namespace)
-        .get(pod)
-        .await?
-        .metadata
-        .uid
-        .context("pod has no uid")?;
+    let uid = pod_uid(&client, namespace, pod).await?;
     let root = cluster.state_dir().join("pod-logs");
     let dir = root
         .join(format!("{namespace}_{pod}_{uid}"))
@@ -314,6 +309,36 @@ pub async fn seed_logs(
     std::fs::write(&previous_file, cri(previous))?;
     std::fs::write(&current_file, cri(current))?;
 
+    serve_logs(
+        client,
+        namespace,
+        pod,
+        container,
+        &current_file,
+        &previous_file,
+    )
+    .await?;
+    Ok(root)
+}
+
+async fn pod_uid(client: &Client, namespace: &str, pod: &str) -> anyhow::Result<String> {
+    Api::<Pod>::namespaced(client.clone(), namespace)
+        .get(pod)
+        .await?
+        .metadata
+        .uid
+        .context("pod has no uid")
+}
+
+/// Points the apiserver's `pods/log` of the container (through kwok's `Logs` object) at these files.
+async fn serve_logs(
+    client: Client,
+    namespace: &str,
+    pod: &str,
+    container: &str,
+    current_file: &Path,
+    previous_file: &Path,
+) -> anyhow::Result<()> {
     let gvk = GroupVersionKind::gvk("kwok.x-k8s.io", "v1alpha1", "Logs");
     let api: Api<DynamicObject> = Api::namespaced_with(
         client,
@@ -336,7 +361,53 @@ pub async fn seed_logs(
         &Patch::Apply(logs),
     )
     .await?;
-    Ok(root)
+    Ok(())
+}
+
+/// After [`seed_logs`]: the apiserver's `pods/log --previous` serves `api_previous` from a file
+/// outside the node's pod-log directory, and the node's previous-log file is kept (`keep_file`)
+/// or removed. A test can then tell which path a previous log was read from.
+pub async fn split_previous_log(
+    cluster: &Cluster,
+    namespace: &str,
+    pod: &str,
+    container: &str,
+    restart_count: u32,
+    api_previous: &[&str],
+    keep_file: bool,
+) -> anyhow::Result<()> {
+    let client = cluster.admin().await?;
+    let uid = pod_uid(&client, namespace, pod).await?;
+    let name = format!("{}.log", restart_count.saturating_sub(1));
+    let node_file = cluster
+        .state_dir()
+        .join("pod-logs")
+        .join(format!("{namespace}_{pod}_{uid}"))
+        .join(container)
+        .join(&name);
+    let api_dir = cluster
+        .state_dir()
+        .join("api-logs")
+        .join(format!("{namespace}_{pod}_{uid}"))
+        .join(container);
+    std::fs::create_dir_all(&api_dir)?;
+    let api_file = api_dir.join(name);
+    let text: String = api_previous
+        .iter()
+        .map(|l| format!("2026-01-01T00:00:00.000000000Z stdout F {l}\n"))
+        .collect();
+    std::fs::write(&api_file, text)?;
+    if !keep_file {
+        std::fs::remove_file(&node_file)?;
+    }
+    serve_logs(client, namespace, pod, container, &api_file, &api_file).await
+}
+
+/// The merge patch that undoes a cordon by the agent (unschedulable, its annotation and label).
+pub fn uncordon_patch() -> serde_json::Value {
+    json!({"metadata": {"annotations": {"autoagent.io/cordoned-by": null},
+                        "labels": {"autoagent.io/cordoned": null}},
+           "spec": {"unschedulable": false}})
 }
 
 /// Evicted by the kubelet: phase Failed, reason Evicted.

@@ -703,11 +703,7 @@ async fn admission_policy_lets_the_controller_change_only_what_its_actions_need(
         .patch(
             node,
             &dry_run,
-            &Patch::Merge(
-                json!({"metadata": {"annotations": {"autoagent.io/cordoned-by": null},
-                                    "labels": {"autoagent.io/cordoned": null}},
-                                 "spec": {"unschedulable": false}}),
-            ),
+            &Patch::Merge(auto_agent_e2e::scenario::uncordon_patch()),
         )
         .await
         .unwrap();

@@ -32,6 +32,25 @@ async fn pod_on(client: &Client, ns: &str, name: &str, node: &str) -> String {
         .unwrap()
 }
 
+/// A recording ingest server and the sensor of `TARGET` streaming to it in plain text.
+async fn sensor_on_target(
+    cluster: &Cluster,
+    identity: &SensorIdentity,
+) -> (Recorder, SocketAddr, IngestServer, Sensor) {
+    let recorder = Recorder::new();
+    let ingest_addr: SocketAddr = format!("127.0.0.1:{}", free_port().unwrap())
+        .parse()
+        .unwrap();
+    let server = IngestServer::start(ingest_addr, recorder.clone()).unwrap();
+    let options = SensorOptions {
+        node: TARGET.into(),
+        controller: format!("http://{ingest_addr}"),
+        ..SensorOptions::default()
+    };
+    let sensor = Sensor::start(cluster, identity, &options).await.unwrap();
+    (recorder, ingest_addr, server, sensor)
+}
+
 /// (kind, pod name or node, transition) -> ids seen
 fn by_target(recorder: &Recorder) -> BTreeMap<(FindingKind, String, Transition), BTreeSet<String>> {
     let mut out: BTreeMap<_, BTreeSet<String>> = BTreeMap::new();
@@ -82,17 +101,7 @@ async fn sensor_detects_its_node_and_loses_nothing_across_ingest_restarts() {
             .unwrap();
     }
 
-    let recorder = Recorder::new();
-    let ingest_addr: SocketAddr = format!("127.0.0.1:{}", free_port().unwrap())
-        .parse()
-        .unwrap();
-    let server = IngestServer::start(ingest_addr, recorder.clone()).unwrap();
-    let options = SensorOptions {
-        node: TARGET.into(),
-        controller: format!("http://{ingest_addr}"),
-        ..SensorOptions::default()
-    };
-    let sensor = Sensor::start(&cluster, &identity, &options).await.unwrap();
+    let (recorder, ingest_addr, server, sensor) = sensor_on_target(&cluster, &identity).await;
 
     // The same workloads on the sensor's node and on another node.
     let mut pods = BTreeMap::new();
@@ -386,4 +395,94 @@ async fn sensor_verifies_tls_and_reopens_the_stream_with_a_rotated_token() {
     assert!(output.contains("Token rotated"), "{output}");
     drop(sensor);
     install.chart.uninstall().unwrap();
+}
+
+/// Each previous-log path on its own: with the kubelet's file on the node, the bundle's log is the
+/// file's (not what the API would serve) and `node_file` reads rise; without it, the API's, and
+/// `api` reads rise. The API serves different lines than the file, so a finding cannot pass with
+/// the wrong path's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn previous_logs_come_from_the_node_file_else_from_the_api() {
+    let cluster = Cluster::get().unwrap();
+    let admin = cluster.admin().await.unwrap();
+    let ns = TestNamespace::create(&cluster, "logsrc").await.unwrap();
+    let install = Install::create(&cluster, &ns.name).await.unwrap();
+    let identity = SensorIdentity::create(&cluster, &install).await.unwrap();
+    let (recorder, _, _server, sensor) = sensor_on_target(&cluster, &identity).await;
+    let reads = |source: &'static str| {
+        let sensor = &sensor;
+        async move {
+            let m = sensor.metrics().await.unwrap();
+            m.lines()
+                .filter(|l| l.starts_with("auto_agent_sensor_log_reads_total{"))
+                .filter(|l| {
+                    l.contains(&format!("source=\"{source}\"")) && l.contains("outcome=\"ok\"")
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+        }
+    };
+    let (file_before, api_before) = (reads("node_file").await, reads("api").await);
+
+    let mut pods = BTreeMap::new();
+    for (name, keep_file) in [("from-file", true), ("from-api", false)] {
+        let pod = pod_on(&admin, &ns.name, name, TARGET).await;
+        scenario::seed_logs(
+            &cluster,
+            &ns.name,
+            &pod,
+            "app",
+            3,
+            &["the node's file"],
+            &["now"],
+        )
+        .await
+        .unwrap();
+        scenario::split_previous_log(&cluster, &ns.name, &pod, "app", 3, &["the api"], keep_file)
+            .await
+            .unwrap();
+        scenario::crash_loop(&admin, &ns.name, &pod, None, 3, 1)
+            .await
+            .unwrap();
+        pods.insert(name, pod);
+    }
+    let want = pods.clone();
+    wait_for(&recorder, "both crash loops", move |r| {
+        let seen = by_target(r);
+        want.values().all(|p| {
+            seen.contains_key(&(
+                FindingKind::CrashLoopBackOff,
+                p.clone(),
+                Transition::Started,
+            ))
+        })
+    })
+    .await;
+    let received = recorder.snapshot();
+    let log_of = |pod: &str| {
+        received
+            .iter()
+            .find(|r| {
+                r.finding
+                    .pod
+                    .as_ref()
+                    .is_some_and(|p| p.name == pod && p.namespace == ns.name)
+            })
+            .map(|r| r.finding.log_lines.clone())
+            .unwrap()
+    };
+    assert_eq!(log_of(&pods["from-file"]), ["the node's file"]);
+    assert_eq!(log_of(&pods["from-api"]), ["the api"]);
+    assert_eq!(
+        reads("node_file").await - file_before,
+        1.0,
+        "one read from the node's file"
+    );
+    assert_eq!(
+        reads("api").await - api_before,
+        1.0,
+        "one read through the API"
+    );
+    drop(sensor);
+    ns.delete(admin).await.unwrap();
 }

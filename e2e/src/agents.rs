@@ -165,9 +165,7 @@ impl Sensor {
                 "AUTO_AGENT_POD_LOG_DIR",
                 cluster.state_dir().join("pod-logs"),
             )
-            // On every interface: the apiserver's service proxy reaches it at the host's address
-            // (the kubectl plugin's `incidents`); tests use loopback.
-            .env("AUTO_AGENT_ADMIN_ADDR", format!("0.0.0.0:{}", admin.port()))
+            .env("AUTO_AGENT_ADMIN_ADDR", admin.to_string())
             .env("AUTO_AGENT_LOG", "info");
         match &options.ca_file {
             Some(ca) => {

@@ -18,10 +18,13 @@ async fn a_huge_previous_log_is_capped_and_the_bundle_still_written() {
     let t = Setup::with_agents("caps", NODE).await;
     let admin = t.admin.clone();
     let ns = t.ns().to_owned();
+    // The controller's own bundle directory, with the policy's tail.
+    let dir = t.stack().bundle_dir.display().to_string();
     t.policy(
         "caps",
         json!({"targetSelector": {"matchLabels": {"tier": "caps"}}, "actions": {"restartStuckPods": true},
-               "safety": {"minReadyReplicas": 0}, "logBundle": {"tailLines": 20}}),
+               "safety": {"minReadyReplicas": 0},
+               "logBundle": {"filesystem": {"path": dir}, "tailLines": 20}}),
     );
     let pod = t
         .running_pod(Workload::new("big").label("tier", "caps"))

@@ -2,7 +2,8 @@
 //! DiskPressure and PIDPressure each cordon the node a NodeRemediationPolicy selects and clearing
 //! them uncordons it; a dry-run NodeRemediationPolicy reports its plan in a `DryRun` Event on the
 //! node and writes nothing to it. The agents watch kwok-node-1; every policy selects that node by
-//! its hostname only, so no other node is touched.
+//! its hostname only, so no other node is touched (and lets that one node be all of its selection
+//! under pressure: `unhealthyThresholdPercent: 100`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -27,13 +28,27 @@ fn node_policy(t: &Setup, conditions: &[&str], dry_run: bool) -> String {
                      "metadata": {"name": name},
                      "spec": {"nodeSelector": {"matchLabels": {"kubernetes.io/hostname": NODE}},
                               "conditions": conditions, "cordon": true, "evict": false,
-                              "maxUnavailableNodes": 1, "uncordonAfterSeconds": 5, "dryRun": dry_run}});
+                              "maxUnavailableNodes": 1, "uncordonAfterSeconds": 5, "dryRun": dry_run,
+                              // One node selected: any pressure is 100% of them; the breaker's
+                              // storm guard is not what these tests are about.
+                              "unhealthyThresholdPercent": 100}});
     t.apply(&nrp.to_string());
     name
 }
 
-/// No pressure, no cordon left by an earlier run.
-async fn clean(admin: &kube::Client) {
+/// No pressure, no cordon and no node policy of these tests left by an earlier run.
+async fn clean(t: &Setup) {
+    let admin = &t.admin;
+    let (_, stale, _) = t
+        .cluster
+        .kubectl(&["get", "nrp", "-o", "name"], None)
+        .unwrap();
+    for name in stale
+        .lines()
+        .filter(|n| n.contains("/e2e-pressure-") || n.contains("/e2e-nodedry-"))
+    {
+        t.cluster.kubectl(&["delete", name], None).unwrap();
+    }
     for p in [NodePressure::Memory, NodePressure::Disk, NodePressure::Pid] {
         scenario::node_pressure(admin, NODE, p, false)
             .await
@@ -64,7 +79,7 @@ async fn cordon(nodes: &Api<Node>) -> (bool, Option<String>) {
 async fn disk_and_pid_pressure_cordon_and_clearing_uncordons() {
     let mut t = Setup::new("pressure", NODE).await;
     let admin = t.admin.clone();
-    clean(&admin).await;
+    clean(&t).await;
     t.start_agents(1, Vec::new()).await;
     let name = node_policy(&t, &["DiskPressure", "PIDPressure"], false);
     let nodes: Api<Node> = Api::all(admin.clone());
@@ -105,7 +120,7 @@ async fn disk_and_pid_pressure_cordon_and_clearing_uncordons() {
 async fn a_dry_run_node_policy_reports_its_plan_and_writes_nothing() {
     let mut t = Setup::new("nodedry", NODE).await;
     let admin = t.admin.clone();
-    clean(&admin).await;
+    clean(&t).await;
     t.start_agents(1, Vec::new()).await;
     let name = node_policy(&t, &["MemoryPressure"], true);
     let nodes: Api<Node> = Api::all(admin.clone());

@@ -1,6 +1,8 @@
 //! Scaling goes through the same safety chain as every other action, and keeps the seed's rule
 //! (CPU above its threshold AND a gate), with Debian's Prometheus scraping an exporter the test
 //! sets:
+//! - a dry-run scaling policy under the same signals reports its plan in a `DryRun` Event and
+//!   writes nothing;
 //! - a workload annotated `autoagent.io/ignore` is never scaled, while its unannotated twin under
 //!   the same policy and the same signals is (so the signal did arrive);
 //! - a policy with scaling enabled and no gate never scales up: it holds with `NoGateConfigured`
@@ -45,7 +47,7 @@ async fn opted_out_workloads_are_never_scaled_and_a_policy_without_a_gate_never_
     let prometheus = Prometheus::start(&[ScrapeTarget::http("app", exporter.addr())])
         .await
         .unwrap();
-    for w in ["twin", "ignored", "nogate"] {
+    for w in ["twin", "ignored", "nogate", "dryrun"] {
         exporter.set(
             "test_cpu_ratio",
             &[("namespace", ns.as_str()), ("workload", w)],
@@ -82,6 +84,11 @@ async fn opted_out_workloads_are_never_scaled_and_a_policy_without_a_gate_never_
         json!({"targetSelector": {"matchLabels": {"scale": "nogate"}},
                "actions": {"scale": scale(json!({}))}}),
     );
+    t.policy(
+        "dry",
+        json!({"targetSelector": {"matchLabels": {"scale": "dry"}}, "dryRun": true,
+               "actions": {"scale": scale(json!({"queueDepth": {"query": "max(test_queue_depth{workload=\"$workload\"})", "threshold": 100}}))}}),
+    );
     let deployments: Api<Deployment> = Api::namespaced(admin.clone(), t.ns());
     // The Deployments carry the labels too: scaling policies select workloads.
     let workload = |name: &str, scale: &str| {
@@ -94,9 +101,10 @@ async fn opted_out_workloads_are_never_scaled_and_a_policy_without_a_gate_never_
     t.rollout(workload("ignored", "gated").deployment_annotation("autoagent.io/ignore", "true"))
         .await;
     t.rollout(workload("nogate", "nogate")).await;
+    t.rollout(workload("dryrun", "dry")).await;
 
     // CPU and the gate high for the twins; CPU high for the policy without a gate.
-    for w in ["twin", "ignored"] {
+    for w in ["twin", "ignored", "dryrun"] {
         exporter.set(
             "test_cpu_ratio",
             &[("namespace", ns.as_str()), ("workload", w)],
@@ -135,6 +143,19 @@ async fn opted_out_workloads_are_never_scaled_and_a_policy_without_a_gate_never_
     assert!(
         opted.contains("not scaling") && opted.contains("policy gated"),
         "{opted}"
+    );
+
+    // Dry-run: the same signals, the plan reported, nothing written.
+    let dry = t.wait_event("dryrun", "DryRun").await;
+    assert!(
+        dry.contains("would scale Deployment dryrun from 2 to 3")
+            && dry.contains("nothing changed"),
+        "{dry}"
+    );
+    assert_eq!(
+        replicas(&deployments, "dryrun").await,
+        2,
+        "a dry-run policy scaled"
     );
 
     let no_gate = t.wait_event("nogate", "NoGateConfigured").await;

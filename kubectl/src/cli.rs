@@ -190,11 +190,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             print(render(cli.output, &incidents)?);
         }
         Command::Budgets { all_namespaces } => {
-            let policies = if *all_namespaces {
-                ctx.all_policies().await?
-            } else {
-                ctx.policies(&ctx.namespace).await?
-            };
+            let policies = ctx
+                .policies((!all_namespaces).then_some(ctx.namespace.as_str()))
+                .await?;
             let history = ctx.history().await?;
             let config = ctx.decision_config().await;
             let budgets = crate::budgets::Budgets {

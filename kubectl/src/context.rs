@@ -97,26 +97,13 @@ pub struct DecisionConfig {
 }
 
 impl Ctx {
-    /// The AutoRemediationPolicies of `namespace` as the controller indexes them, by name (the
-    /// controller uses the first that selects a workload).
-    pub async fn policies(&self, namespace: &str) -> anyhow::Result<Vec<PolicyEntry>> {
-        let api: Api<DeserializeGuard<AutoRemediationPolicy>> =
-            Api::namespaced(self.client.clone(), namespace);
-        let mut all: Vec<PolicyEntry> = api
-            .list(&ListParams::default())
-            .await
-            .context("listing AutoRemediationPolicies")?
-            .items
-            .into_iter()
-            .map(entry)
-            .collect();
-        all.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(all)
-    }
-
-    /// Every namespace's policies.
-    pub async fn all_policies(&self) -> anyhow::Result<Vec<PolicyEntry>> {
-        let api: Api<DeserializeGuard<AutoRemediationPolicy>> = Api::all(self.client.clone());
+    /// The AutoRemediationPolicies of `namespace` (every namespace when `None`) as the controller
+    /// indexes them, by namespace and name (the controller uses the first that selects a workload).
+    pub async fn policies(&self, namespace: Option<&str>) -> anyhow::Result<Vec<PolicyEntry>> {
+        let api: Api<DeserializeGuard<AutoRemediationPolicy>> = match namespace {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        };
         let mut all: Vec<PolicyEntry> = api
             .list(&ListParams::default())
             .await

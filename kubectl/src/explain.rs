@@ -196,7 +196,7 @@ pub fn links(
 
 pub async fn explain(ctx: &Ctx, w: &Resolved) -> anyhow::Result<Explanation> {
     let mut notes = Vec::new();
-    let policies = ctx.policies(&w.namespace).await?;
+    let policies = ctx.policies(Some(&w.namespace)).await?;
     let policy_matches = matches(&policies, &w.pod_labels);
     let used = policy_matches
         .iter()
@@ -308,7 +308,12 @@ pub async fn explain(ctx: &Ctx, w: &Resolved) -> anyhow::Result<Explanation> {
     let mut would_do = Vec::new();
     match pod {
         Some(pod) => {
-            let now = judge::current_findings(pod, ctx.now_ms);
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            let now = current
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, f)| f.clone())
+                .unwrap_or_default();
             let first_container = pod
                 .spec
                 .as_ref()
@@ -452,23 +457,7 @@ impl Render for Explanation {
             "\nWhat it would do now (decided with {}):\n",
             self.decided_with
         ));
-        let rows: Vec<Vec<String>> = self
-            .would_do
-            .iter()
-            .map(|j| {
-                vec![
-                    j.failure.clone(),
-                    j.basis.clone(),
-                    j.decision.clone(),
-                    j.reason.clone(),
-                    j.detail.clone(),
-                ]
-            })
-            .collect();
-        out.push_str(&indent(&table(
-            &["FAILURE", "BASIS", "DECISION", "REASON / PLAN", "DETAIL"],
-            &rows,
-        )));
+        out.push_str(&indent(&judge::table(&self.would_do)));
         for n in &self.notes {
             out.push_str(&format!("\nnote: {n}\n"));
         }

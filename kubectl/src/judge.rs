@@ -108,6 +108,34 @@ pub fn describe(action: &PlannedAction) -> String {
     }
 }
 
+/// Judgements as a table for people (explain and simulate print the same columns).
+pub fn table(judgements: &[Judgement]) -> String {
+    let rows: Vec<Vec<String>> = judgements
+        .iter()
+        .map(|j| {
+            vec![
+                j.pod.clone(),
+                j.failure.clone(),
+                j.basis.clone(),
+                j.decision.clone(),
+                j.reason.clone(),
+                j.detail.clone(),
+            ]
+        })
+        .collect();
+    crate::output::table(
+        &[
+            "POD",
+            "FAILURE",
+            "BASIS",
+            "DECISION",
+            "REASON / PLAN",
+            "DETAIL",
+        ],
+        &rows,
+    )
+}
+
 /// The judgement of one decision.
 pub fn judgement(f: &Finding, basis: &str, decision: &Decision) -> Judgement {
     let (decision, reason, detail) = match decision {

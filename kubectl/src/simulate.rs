@@ -8,7 +8,7 @@ use auto_agent_controller::policies::index::{PolicyEntry, entry};
 use auto_agent_shared::crd::AutoRemediationPolicy;
 use k8s_openapi::Resource;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::context::Ctx;
 use crate::judge::{self, Judge, Judgement};
-use crate::output::{Render, table};
+use crate::output::Render;
 
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -63,6 +63,36 @@ pub fn read(text: &str, namespace: &str) -> anyhow::Result<(PolicyEntry, serde_j
     Ok((e, value))
 }
 
+/// `Kind/name` of each workload of kind `K` in `ns` whose pod template labels the policy selects.
+async fn selected<K>(
+    ctx: &Ctx,
+    ns: &str,
+    policy: &PolicyEntry,
+    template: impl Fn(&K) -> Option<&PodTemplateSpec>,
+) -> anyhow::Result<Vec<String>>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let list = Api::<K>::namespaced(ctx.client.clone(), ns)
+        .list(&ListParams::default())
+        .await?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|w| {
+            let labels = template(w)
+                .and_then(|t| t.metadata.as_ref()?.labels.clone())
+                .unwrap_or_default();
+            policy.selects(&labels)
+        })
+        .map(|w| format!("{}/{}", K::KIND, w.meta().name.clone().unwrap_or_default()))
+        .collect())
+}
+
 pub async fn simulate(ctx: &Ctx, text: &str) -> anyhow::Result<Simulation> {
     let (policy, value) = read(text, &ctx.namespace)?;
     let ns = policy.namespace.clone();
@@ -83,50 +113,15 @@ pub async fn simulate(ctx: &Ctx, text: &str) -> anyhow::Result<Simulation> {
         Err(e) => format!("not checked by the apiserver: {e}"),
     };
 
-    let mut targets = Vec::new();
-    let labels_of = |t: Option<&k8s_openapi::api::core::v1::PodTemplateSpec>| {
-        t.and_then(|t| t.metadata.as_ref()?.labels.clone())
-            .unwrap_or_default()
-    };
-    for d in Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
-        .list(&ListParams::default())
-        .await?
-        .items
-    {
-        if policy.selects(&labels_of(d.spec.as_ref().map(|s| &s.template))) {
-            targets.push(format!(
-                "{}/{}",
-                Deployment::KIND,
-                d.metadata.name.unwrap_or_default()
-            ));
-        }
-    }
-    for s in Api::<StatefulSet>::namespaced(ctx.client.clone(), &ns)
-        .list(&ListParams::default())
-        .await?
-        .items
-    {
-        if policy.selects(&labels_of(s.spec.as_ref().map(|s| &s.template))) {
-            targets.push(format!(
-                "{}/{}",
-                StatefulSet::KIND,
-                s.metadata.name.unwrap_or_default()
-            ));
-        }
-    }
-    for d in Api::<DaemonSet>::namespaced(ctx.client.clone(), &ns)
-        .list(&ListParams::default())
-        .await?
-        .items
-    {
-        if policy.selects(&labels_of(d.spec.as_ref().map(|s| &s.template))) {
-            targets.push(format!(
-                "{}/{}",
-                DaemonSet::KIND,
-                d.metadata.name.unwrap_or_default()
-            ));
-        }
-    }
+    let mut targets =
+        selected::<Deployment>(ctx, &ns, &policy, |d| d.spec.as_ref().map(|s| &s.template)).await?;
+    targets.extend(
+        selected::<StatefulSet>(ctx, &ns, &policy, |s| s.spec.as_ref().map(|s| &s.template))
+            .await?,
+    );
+    targets.extend(
+        selected::<DaemonSet>(ctx, &ns, &policy, |d| d.spec.as_ref().map(|s| &s.template)).await?,
+    );
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ns)
         .list(&ListParams::default())
         .await?
@@ -216,23 +211,7 @@ impl Render for Simulation {
                 "What it would do about the failures now (decided with {}):\n",
                 self.decided_with
             ));
-            let rows: Vec<Vec<String>> = self
-                .plans
-                .iter()
-                .map(|j| {
-                    vec![
-                        j.pod.clone(),
-                        j.failure.clone(),
-                        j.decision.clone(),
-                        j.reason.clone(),
-                        j.detail.clone(),
-                    ]
-                })
-                .collect();
-            out.push_str(&table(
-                &["POD", "FAILURE", "DECISION", "REASON / PLAN", "DETAIL"],
-                &rows,
-            ));
+            out.push_str(&judge::table(&self.plans));
         }
         if !self.not_selected.is_empty() {
             out.push_str(&format!(

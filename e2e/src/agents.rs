@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use auto_agent_shared::proto::v1::sensor_ingest_client::SensorIngestClient;
+use auto_agent_shared::proto::v1::{self as pb, sensor_message};
+
 use crate::Cluster;
 use crate::helm::ChartRelease;
 use crate::process::{Process, binary, free_port, http_get};
@@ -529,4 +532,45 @@ impl AgentStack {
         self.install.chart.uninstall()?;
         Ok(())
     }
+}
+
+/// Opens a raw sensor stream against one replica (a Hello for `node`, with `token` as its bearer
+/// token if any) and returns the first answer: for tests of what the controller refuses.
+pub async fn raw_stream(
+    addr: SocketAddr,
+    pki: &crate::pki::TestPki,
+    token: Option<&str>,
+    node: &str,
+) -> Result<pb::ControllerMessage, tonic::Status> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+    let setup = |e: &dyn std::fmt::Display| tonic::Status::unknown(format!("test client: {e}"));
+    let ca = std::fs::read(&pki.ca_file).map_err(|e| setup(&e))?;
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .domain_name(CONTROLLER_TLS_NAME);
+    let channel = Endpoint::from_shared(format!("https://{addr}"))
+        .map_err(|e| setup(&e))?
+        .tls_config(tls)
+        .map_err(|e| setup(&e))?
+        .connect()
+        .await
+        .map_err(|e| setup(&e))?;
+    let mut client = SensorIngestClient::new(channel);
+    let hello = pb::SensorMessage {
+        message: Some(sensor_message::Message::Hello(pb::Hello {
+            node_name: node.into(),
+            instance_id: "raw".into(),
+            version: "test".into(),
+        })),
+    };
+    let mut request = tonic::Request::new(tokio_stream::iter(vec![hello]));
+    if let Some(t) = token {
+        let value = format!("Bearer {t}").parse().map_err(|e| setup(&e))?;
+        request.metadata_mut().insert("authorization", value);
+    }
+    let mut inbound = client.stream(request).await?.into_inner();
+    inbound
+        .message()
+        .await?
+        .ok_or_else(|| tonic::Status::unknown("stream ended without a message"))
 }

@@ -149,8 +149,7 @@ fn dashboard_queries_are_valid_promql_over_exported_metrics() {
     }
     // The panels the issue asks for.
     for needed in [
-        "auto_agent_actions_total",
-        "auto_agent_incidents_total",
+        "auto_agent_incidents_by_reason_total",
         "auto_agent_findings_received_total",
         "auto_agent_sensor_findings_total",
         "auto_agent_decision_latency_seconds_bucket",
@@ -170,6 +169,7 @@ fn dashboard_queries_are_valid_promql_over_exported_metrics() {
     let all: String = exprs.iter().map(|(_, e)| e.as_str()).collect();
     assert!(all.contains("histogram_quantile("));
     assert!(all.contains(r#"auto_agent_decisions_total{outcome="refused"}"#));
+    assert!(all.contains(r#"auto_agent_decisions_total{outcome="executed"}"#));
     assert!(all.contains(r#"reason="BudgetExhausted""#));
     println!(
         "dashboard: {} queries over {} metrics checked in {:?}",

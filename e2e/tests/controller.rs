@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use auto_agent_e2e::agents::{
     Controller, ControllerIdentity, ControllerOptions, Install, Sensor, SensorIdentity,
-    SensorOptions,
+    SensorOptions, raw_stream,
 };
 use auto_agent_e2e::pki::TestPki;
 use auto_agent_e2e::process::metric_sum;
@@ -19,13 +19,11 @@ use auto_agent_e2e::scenario;
 use auto_agent_e2e::wait::poll_until;
 use auto_agent_e2e::{Cluster, TestNamespace, Workload};
 use auto_agent_shared::crd::AutoRemediationPolicy;
-use auto_agent_shared::proto::v1::sensor_ingest_client::SensorIngestClient;
-use auto_agent_shared::proto::v1::{self as pb, sensor_message};
+use auto_agent_shared::proto::v1 as pb;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::ListParams;
 use kube::{Api, Client};
 use serde_json::json;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 const TARGET: &str = "kwok-node-1";
 const OTHER: &str = "kwok-node-2";
@@ -46,44 +44,6 @@ async fn deployment_on(client: &Client, ns: &str, name: &str) -> String {
         .running_pod(client, ns)
         .await
         .unwrap()
-}
-
-/// Opens a raw stream against one replica and returns the first answer.
-async fn raw_stream(
-    addr: std::net::SocketAddr,
-    pki: &TestPki,
-    token: Option<&str>,
-    node: &str,
-) -> Result<pb::ControllerMessage, tonic::Status> {
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(std::fs::read(&pki.ca_file).unwrap()))
-        .domain_name(NAME);
-    let channel = Endpoint::from_shared(format!("https://{addr}"))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = SensorIngestClient::new(channel);
-    let hello = pb::SensorMessage {
-        message: Some(sensor_message::Message::Hello(pb::Hello {
-            node_name: node.into(),
-            instance_id: "raw".into(),
-            version: "test".into(),
-        })),
-    };
-    let mut request = tonic::Request::new(tokio_stream::iter(vec![hello]));
-    if let Some(t) = token {
-        request
-            .metadata_mut()
-            .insert("authorization", format!("Bearer {t}").parse().unwrap());
-    }
-    let mut inbound = client.stream(request).await?.into_inner();
-    inbound
-        .message()
-        .await?
-        .ok_or_else(|| tonic::Status::unknown("stream ended without a message"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,8 @@
 //! always the owning workload (empty for a bare pod), never a pod or node name or a uid; node
 //! actions and incidents have metrics of their own with a `node` label.
 
+use auto_agent_engine::FindingKind;
+use auto_agent_engine::decide::{ActionKind, RefusalReason};
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
@@ -16,6 +18,7 @@ pub struct ControllerMetrics {
     pub detection_to_action: HistogramVec,
     pub decisions: IntCounterVec,
     pub incidents: IntCounterVec,
+    pub incidents_by_reason: IntCounterVec,
     pub findings: IntCounterVec,
     pub streams_refused: IntCounterVec,
     pub streams_closed: IntCounterVec,
@@ -112,6 +115,19 @@ const HANDOFF_OUTCOMES: &[&str] = &[
     "unreadable",
     "invalid",
 ];
+/// The incident reason of a scaling policy's metric anomaly (not a finding kind).
+pub const METRIC_ANOMALY: &str = "MetricAnomaly";
+/// Delivered, and the failures every channel can meet (others appear when they happen).
+const DELIVERY_OUTCOMES: &[&str] = &[
+    "delivered",
+    "rate_limited",
+    "server_error",
+    "unreachable",
+    "unauthorized",
+    "timeout",
+];
+/// Where an incident summary came from (`escalation::deliver`).
+const SUMMARY_SOURCES: &[&str] = &["llm", "template", "template_fallback"];
 const QUERY_OUTCOMES: &[&str] = &[
     "ok",
     "empty",
@@ -157,6 +173,38 @@ impl ControllerMetrics {
         }
         for r in FORGED_REASONS {
             self.forged_findings.with_label_values(&[r]);
+        }
+        // Decisions, latencies and incidents: every outcome with every reason it can carry.
+        for kind in ActionKind::ALL.map(ActionKind::as_str) {
+            for outcome in ["executed", "dry_run"] {
+                self.decisions.with_label_values(&[outcome, kind]);
+            }
+            self.action_latency.with_label_values(&[kind]);
+            self.detection_to_action.with_label_values(&[kind]);
+        }
+        for r in RefusalReason::ALL {
+            self.decisions.with_label_values(&["refused", r.as_str()]);
+        }
+        for e in ACT_ERRORS {
+            self.decisions.with_label_values(&["failed", e]);
+        }
+        self.decisions
+            .with_label_values(&["blocked", "PodDisruptionBudget"]);
+        for kind in FindingKind::ALL.map(FindingKind::as_str) {
+            self.decision_latency.with_label_values(&[kind]);
+            self.incidents_by_reason.with_label_values(&[kind]);
+        }
+        self.incidents_by_reason
+            .with_label_values(&[METRIC_ANOMALY]);
+        for channel in ["slack", "ticket"] {
+            for outcome in DELIVERY_OUTCOMES {
+                self.escalation_deliveries
+                    .with_label_values(&[channel, outcome]);
+            }
+            self.escalation_latency.with_label_values(&[channel]);
+        }
+        for source in SUMMARY_SOURCES {
+            self.escalation_summaries.with_label_values(&[source]);
         }
     }
 
@@ -216,6 +264,14 @@ impl ControllerMetrics {
                     "Pod incidents opened or reopened, by finding kind and the owning workload",
                 ),
                 &["reason", "namespace", "workload"],
+            )?,
+            incidents_by_reason: IntCounterVec::new(
+                Opts::new(
+                    "auto_agent_incidents_by_reason_total",
+                    "Incidents opened or reopened (pods, nodes, metric anomalies), by reason only: \
+                     every reason exists at 0 from the start, so rate() sees the first incident",
+                ),
+                &["reason"],
             )?,
             findings: IntCounterVec::new(
                 Opts::new(
@@ -418,6 +474,7 @@ impl ControllerMetrics {
         registry.register(Box::new(m.detection_to_action.clone()))?;
         registry.register(Box::new(m.decisions.clone()))?;
         registry.register(Box::new(m.incidents.clone()))?;
+        registry.register(Box::new(m.incidents_by_reason.clone()))?;
         registry.register(Box::new(m.findings.clone()))?;
         registry.register(Box::new(m.streams_refused.clone()))?;
         registry.register(Box::new(m.streams_closed.clone()))?;

@@ -291,6 +291,10 @@ impl Dispatcher {
 
     fn count_incident(&self, finding: &auto_agent_engine::Finding) {
         let kind = finding.kind.as_str();
+        self.metrics
+            .incidents_by_reason
+            .with_label_values(&[kind])
+            .inc();
         if finding.kind.is_node() {
             self.metrics
                 .node_incidents

@@ -21,6 +21,8 @@ use auto_agent_engine::scale::{
 use auto_agent_prom::scope::ScopeError;
 use auto_agent_prom::{PromClient, PromError};
 use auto_agent_shared::clock::now_ms;
+
+use crate::platform::metrics::METRIC_ANOMALY;
 use auto_agent_shared::crd::policy::{Scale, ScaleAnomaly};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -489,7 +491,11 @@ impl Scaler {
             self.metrics.anomalies_active.inc();
             self.metrics
                 .incidents
-                .with_label_values(&["MetricAnomaly", ns, &target.name])
+                .with_label_values(&[METRIC_ANOMALY, ns, &target.name])
+                .inc();
+            self.metrics
+                .incidents_by_reason
+                .with_label_values(&[METRIC_ANOMALY])
                 .inc();
             let note = format!(
                 "metric anomaly on {} {}: z = {z:.2} over the policy's window; scale-down vetoed while it lasts (incident {incident}, policy {})",

@@ -216,6 +216,32 @@ pub enum RefusalReason {
 }
 
 impl RefusalReason {
+    /// Every reason, for metrics created at 0 before the first refusal.
+    pub const ALL: [Self; 22] = [
+        Self::NoPolicy,
+        Self::ActionNotEnabled,
+        Self::ConditionCleared,
+        Self::OptedOut,
+        Self::MirrorPod,
+        Self::DaemonSetPod,
+        Self::SystemNamespace,
+        Self::TooFewReadyReplicas,
+        Self::BudgetExhausted,
+        Self::Cooldown,
+        Self::LoopDetected,
+        Self::DisruptionBreaker,
+        Self::AtMemoryCap,
+        Self::GitOpsManaged,
+        Self::NotSupported,
+        Self::MaxUnavailable,
+        Self::CriticalPriority,
+        Self::EvictionNotAllowed,
+        Self::MirrorMissing,
+        Self::FeatureDisabled,
+        Self::Settling,
+        Self::TemplateMismatch,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::NoPolicy => "NoPolicy",
@@ -487,6 +513,43 @@ pub fn decide(input: &Input<'_>) -> Decision {
 #[cfg(test)]
 mod tests {
     use super::RefusalReason::*;
+
+    #[test]
+    fn every_refusal_reason_is_listed_once_in_order() {
+        // Exhaustive: a new reason does not compile here until it is numbered (next number:
+        // ALL.len()), and then fails below until ALL lists it.
+        fn number(r: super::RefusalReason) -> usize {
+            match r {
+                NoPolicy => 0,
+                ActionNotEnabled => 1,
+                ConditionCleared => 2,
+                OptedOut => 3,
+                MirrorPod => 4,
+                DaemonSetPod => 5,
+                SystemNamespace => 6,
+                TooFewReadyReplicas => 7,
+                BudgetExhausted => 8,
+                Cooldown => 9,
+                LoopDetected => 10,
+                DisruptionBreaker => 11,
+                AtMemoryCap => 12,
+                GitOpsManaged => 13,
+                NotSupported => 14,
+                MaxUnavailable => 15,
+                CriticalPriority => 16,
+                EvictionNotAllowed => 17,
+                MirrorMissing => 18,
+                FeatureDisabled => 19,
+                Settling => 20,
+                TemplateMismatch => 21,
+            }
+        }
+        let numbers: Vec<usize> = super::RefusalReason::ALL
+            .iter()
+            .map(|r| number(*r))
+            .collect();
+        assert_eq!(numbers, (0..=21).collect::<Vec<_>>());
+    }
 
     #[test]
     fn refusals_that_ask_for_a_human_escalate() {

@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: setup demo demo-down test lint unit e2e integrations release install-plugin cluster-build cluster-up cluster-down crdgen clean
+.PHONY: setup demo demo-down test lint unit fuzz e2e integrations release install-plugin cluster-build cluster-up cluster-down crdgen clean
 
 ## setup: install what the build needs (Debian packages, cargo components); idempotent
 setup:
@@ -26,6 +26,13 @@ lint:
 
 unit:
 	$(CARGO) test --workspace --exclude auto-agent-e2e
+
+## fuzz: the property-based fuzz targets (`fuzz_*`: wire messages, CRI logs, policies, quantities,
+## image references, registry challenges, the values editor) with FUZZ_CASES cases each; `make test`
+## runs them with proptest's 256 (docs/RELIABILITY.md)
+FUZZ_CASES ?= 20000
+fuzz:
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --workspace --exclude auto-agent-e2e fuzz_
 
 ## e2e: start (or reuse) the local control plane, building its binaries on a cache miss, build (or
 ## reuse) the escalation tests' servers, and run the e2e tests (among them `make demo`, through

@@ -52,3 +52,31 @@ else
     --root "$s3s_root.partial"
   mv "$s3s_root.partial" "$s3s_root"
 fi
+
+# The chart's third-party audits (e2e/tests/chart_audit.rs), built from the Go module proxy into
+# the shared cache, whole or absent: kube-score and kubeconform with `go install`;
+# kubectl-who-can inside its module directory (the proxy lists no versions of it, which
+# `go install module@version` asks for).
+KUBE_SCORE_VERSION=v1.20.0
+KUBECONFORM_VERSION=v0.8.0
+WHO_CAN_VERSION=v0.4.0
+audit_root="${AUTO_AGENT_CACHE:-$HOME/.cache/auto-agent}/audit-kube-score-$KUBE_SCORE_VERSION-kubeconform-$KUBECONFORM_VERSION-who-can-$WHO_CAN_VERSION"
+if [ -x "$audit_root/bin/kubectl-who-can" ]; then
+  log "audit tools cached"
+else
+  log "building kube-score $KUBE_SCORE_VERSION, kubeconform $KUBECONFORM_VERSION, kubectl-who-can $WHO_CAN_VERSION (about 3 minutes)"
+  rm -rf "$audit_root.partial"
+  mkdir -p "$audit_root.partial/bin"
+  export GOFLAGS=${GOFLAGS:--buildvcs=false}
+  CGO_ENABLED=0 GOBIN="$audit_root.partial/bin" go install -ldflags "-s -w" \
+    "github.com/zegl/kube-score/cmd/kube-score@$KUBE_SCORE_VERSION"
+  CGO_ENABLED=0 GOBIN="$audit_root.partial/bin" go install -ldflags "-s -w" \
+    "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION"
+  who_can_src=$(go mod download -json "github.com/aquasecurity/kubectl-who-can@$WHO_CAN_VERSION" | jq -r .Dir)
+  work=$(mktemp -d)
+  cp -r "$who_can_src/." "$work/"
+  chmod -R u+w "$work"
+  (cd "$work" && CGO_ENABLED=0 go build -ldflags "-s -w" -o "$audit_root.partial/bin/kubectl-who-can" ./cmd/kubectl-who-can)
+  rm -rf "$work"
+  mv "$audit_root.partial" "$audit_root"
+fi

@@ -21,6 +21,24 @@ pub fn parse_bytes(q: &str) -> Option<u64> {
         s if s.starts_with(['e', 'E']) => 10f64.powi(s[1..].parse::<i32>().ok()?),
         _ => return None,
     };
+    // Whole numbers exactly: through f64, anything above 2^53 bytes came back rounded.
+    if let Ok(whole) = number.parse::<u64>() {
+        let exact = match suffix {
+            "" => Some(1),
+            "Ki" => Some(1 << 10),
+            "Mi" => Some(1 << 20),
+            "Gi" => Some(1 << 30),
+            "Ti" => Some(1 << 40),
+            "k" => Some(1_000),
+            "M" => Some(1_000_000),
+            "G" => Some(1_000_000_000),
+            "T" => Some(1_000_000_000_000),
+            _ => None,
+        };
+        if let Some(unit) = exact {
+            return whole.checked_mul(unit);
+        }
+    }
     let value: f64 = number.parse().ok()?;
     let bytes = (value * multiplier).ceil();
     (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
@@ -61,6 +79,11 @@ mod tests {
             ("lots", None),
             ("", None),
             ("1Zi", None),
+            // Found by tests/fuzz.rs: above 2^53 whole numbers came back rounded.
+            ("9007199254740993", Some(9_007_199_254_740_993)),
+            ("18446744073709551615", Some(u64::MAX)),
+            ("18446744073709551616", None),
+            ("16777216Ti", None),
         ];
         for (q, want) in cases {
             assert_eq!(parse_bytes(q), want, "{q}");

@@ -197,6 +197,12 @@ pub fn previous_log_path(
     restart_count: u32,
 ) -> Option<PathBuf> {
     let n = restart_count.checked_sub(1)?;
+    // The names come from the apiserver, which validates them; still, none may step out of the
+    // log directory (`/`, `..`) or leave a path component empty.
+    let component = |s: &str| !s.is_empty() && !s.contains(['/', '\0']) && s != "." && s != "..";
+    if ![namespace, pod, uid, container].into_iter().all(component) {
+        return None;
+    }
     Some(
         root.join(format!("{namespace}_{pod}_{uid}"))
             .join(container)
@@ -356,5 +362,123 @@ mod tests {
             .unwrap();
         assert_eq!(p, Path::new("/var/log/pods/prod_api-1_u-1/app/2.log"));
         assert!(previous_log_path(Path::new("/x"), "a", "b", "c", "d", 0).is_none());
+    }
+
+    #[test]
+    fn previous_log_path_never_leaves_the_log_directory() {
+        let root = Path::new("/var/log/pods");
+        for (ns, pod, uid, container) in [
+            ("prod", "api-1", "u-1", ".."),
+            ("prod", "api-1", "u-1", "../../etc"),
+            ("a/../../b", "api-1", "u-1", "app"),
+            ("prod", "", "u-1", "app"),
+            ("prod", "api-1", "u-1", "."),
+        ] {
+            assert_eq!(
+                previous_log_path(root, ns, pod, uid, container, 2),
+                None,
+                "{container}"
+            );
+        }
+    }
+
+    /// Fuzzing on stable Rust (proptest): whatever a log file holds, and whatever the limits, the
+    /// tail stays within them and escapes control characters. Budget: `PROPTEST_CASES`.
+    mod fuzz {
+        use std::path::Component;
+
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        const CUT_MARK: &str = " …[line cut]";
+
+        fn limits() -> impl Strategy<Value = TailLimits> {
+            (0..8usize, 0..400usize, 0..120usize).prop_map(|(lines, total_bytes, line_bytes)| {
+                TailLimits {
+                    lines,
+                    total_bytes,
+                    line_bytes,
+                    ..TailLimits::default()
+                }
+            })
+        }
+
+        /// CRI lines for `messages`, each split into `P` pieces at character boundaries.
+        fn cri(messages: &[String], cuts: &[usize]) -> String {
+            let mut out = String::new();
+            for (i, m) in messages.iter().enumerate() {
+                let chars: Vec<char> = m.chars().collect();
+                let cut = cuts.get(i).copied().unwrap_or(0) % (chars.len() + 1);
+                let (head, tail): (String, String) =
+                    (chars[..cut].iter().collect(), chars[cut..].iter().collect());
+                let stream = if i % 2 == 0 { "stdout" } else { "stderr" };
+                if !head.is_empty() {
+                    out.push_str(&format!(
+                        "2026-01-01T00:00:00.000000000Z {stream} P {head}\n"
+                    ));
+                }
+                out.push_str(&format!(
+                    "2026-01-01T00:00:00.000000001Z {stream} F {tail}\n"
+                ));
+            }
+            out
+        }
+
+        proptest! {
+            #[test]
+            fn fuzz_any_log_bytes_give_a_bounded_escaped_tail(
+                bytes in vec(any::<u8>(), 0..2000), limits in limits(),
+            ) {
+                let tail = bound(parse_cri(&bytes), limits, false);
+                prop_assert!(tail.lines.len() <= limits.lines);
+                prop_assert!(tail.lines.iter().map(String::len).sum::<usize>() <= limits.total_bytes);
+                for line in &tail.lines {
+                    prop_assert!(line.len() <= limits.line_bytes + CUT_MARK.len(), "{line:?}");
+                    prop_assert!(!line.chars().any(|c| c.is_control() && c != '\t'), "{line:?}");
+                }
+            }
+
+            /// Nothing is dropped or changed without saying so: an untruncated tail is the newest
+            /// messages, escaped, in order.
+            #[test]
+            fn fuzz_untruncated_tails_are_the_newest_messages(
+                messages in vec(any::<String>(), 0..12), limits in limits(),
+            ) {
+                let tail = bound(messages.clone(), limits, false);
+                let escaped: Vec<String> = messages
+                    .iter()
+                    .map(|m| sanitize_line(m, usize::MAX).0)
+                    .collect();
+                prop_assert!(escaped.ends_with(&tail.lines) || tail.truncated);
+                if !tail.truncated {
+                    prop_assert_eq!(tail.lines, escaped);
+                }
+            }
+
+            /// CRI files written by the kubelet, partial lines included, give back the messages.
+            #[test]
+            fn fuzz_cri_files_give_back_their_messages(
+                messages in vec("[^\n]{0,40}", 1..10), cuts in vec(any::<usize>(), 10),
+            ) {
+                let text = cri(&messages, &cuts);
+                prop_assert_eq!(parse_cri(text.as_bytes()), messages);
+            }
+
+            #[test]
+            fn fuzz_log_paths_stay_under_the_root(
+                names in vec(prop_oneof![any::<String>(), Just("..".to_owned()), "[a-z./]{0,6}"], 4),
+                restarts in any::<u32>(),
+            ) {
+                let root = Path::new("/var/log/pods");
+                if let Some(p) = previous_log_path(root, &names[0], &names[1], &names[2], &names[3], restarts) {
+                    let rest = p.strip_prefix(root).unwrap();
+                    let parts: Vec<Component> = rest.components().collect();
+                    prop_assert_eq!(parts.len(), 3, "{:?}", p);
+                    prop_assert!(parts.iter().all(|c| matches!(c, Component::Normal(_))), "{:?}", p);
+                }
+            }
+        }
     }
 }

@@ -143,12 +143,12 @@ pub fn finding_from_proto(f: pb::Finding) -> Result<Finding, ConvertError> {
             kind: o.kind,
             name: o.name,
         });
+    // In i128: near the ends of i64, seconds * 1000 leaves i64 before the nanos bring it back.
     let observed_at_ms = f
         .observed_at
         .map(|t| {
-            t.seconds
-                .saturating_mul(1000)
-                .saturating_add(i64::from(t.nanos / 1_000_000))
+            let ms = i128::from(t.seconds) * 1000 + i128::from(t.nanos / 1_000_000);
+            ms.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
         })
         .unwrap_or_default();
     let (log_lines, log_truncated) = f
@@ -286,5 +286,26 @@ mod tests {
             finding_from_proto(wire).unwrap().kind,
             FindingKind::NodeDiskPressure
         );
+    }
+
+    /// Found by `tests/fuzz.rs`: times near the ends of i64 came back shifted by up to a second.
+    #[test]
+    fn observation_times_at_the_ends_of_i64_round_trip() {
+        for ms in [
+            i64::MIN,
+            i64::MIN + 1,
+            -9_223_372_036_854_775_001,
+            -1,
+            0,
+            999,
+            i64::MAX,
+        ] {
+            let f = Finding {
+                observed_at_ms: ms,
+                ..finding(FindingKind::CrashLoopBackOff)
+            };
+            let back = finding_from_proto(finding_to_proto(&f, 1)).unwrap();
+            assert_eq!(back.observed_at_ms, ms, "{ms}");
+        }
     }
 }

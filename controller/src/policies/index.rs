@@ -218,7 +218,9 @@ pub async fn watch(
     }
 }
 
-/// The decision engine's view of a usable policy.
+/// The decision engine's view of a usable policy. Numbers are held to the CRD's ranges again: the
+/// apiserver enforces them on write, but an object stored under an older or edited schema must not
+/// make a budget window negative (never exhausted) or a cooldown negative.
 pub fn policy_view(entry: &PolicyEntry) -> Option<auto_agent_engine::decide::PolicyView> {
     use auto_agent_engine::decide::budget::{BudgetLimit, BudgetScope};
     use auto_agent_engine::decide::{ActionKind, PolicyView};
@@ -252,8 +254,8 @@ pub fn policy_view(entry: &PolicyEntry) -> Option<auto_agent_engine::decide::Pol
             BudgetLimit {
                 action,
                 scope,
-                max: b.max.max(0) as u32,
-                window_ms: i64::from(b.window_seconds) * 1000,
+                max: b.max.clamp(0, 10_000) as u32,
+                window_ms: i64::from(b.window_seconds.clamp(60, 604_800)) * 1000,
             }
         })
         .collect();
@@ -262,7 +264,10 @@ pub fn policy_view(entry: &PolicyEntry) -> Option<auto_agent_engine::decide::Pol
         name: entry.name.clone(),
         dry_run: spec.dry_run,
         restart_stuck_pods: spec.actions.restart_stuck_pods,
-        bump_memory_percent: spec.actions.bump_memory_percent.map(|p| p.max(0) as u32),
+        bump_memory_percent: spec
+            .actions
+            .bump_memory_percent
+            .map(|p| p.clamp(1, 1000) as u32),
         memory_min_increase_bytes: bump
             .and_then(|b| parse_bytes(&b.min_increase))
             .unwrap_or(100 << 20),
@@ -272,11 +277,11 @@ pub fn policy_view(entry: &PolicyEntry) -> Option<auto_agent_engine::decide::Pol
             .image_mirror
             .as_ref()
             .map(|m| m.registry.clone()),
-        min_ready_replicas: safety.min_ready_replicas.max(0) as u32,
-        cooldown_ms: i64::from(safety.cooldown_seconds) * 1000,
-        max_repeats: safety.max_repeats.max(1) as u32,
+        min_ready_replicas: safety.min_ready_replicas.clamp(0, 1000) as u32,
+        cooldown_ms: i64::from(safety.cooldown_seconds.clamp(0, 86_400)) * 1000,
+        max_repeats: safety.max_repeats.clamp(1, 100) as u32,
         max_unhealthy_percent: safety.max_unhealthy_percent.clamp(1, 100) as u32,
-        storm_window_ms: i64::from(safety.storm_window_seconds.max(0)) * 1000,
+        storm_window_ms: i64::from(safety.storm_window_seconds.clamp(0, 60)) * 1000,
         budgets,
     })
 }

@@ -65,7 +65,10 @@ pub fn mirror_image(image: &str, mirror: &str) -> Option<(ImageRef, String)> {
         "{}/{}{}",
         mirrored.registry, mirrored.repository, mirrored.reference
     );
-    Some((mirrored, text))
+    // The kubelet reads the text, not the struct: a mirror host that does not look like one (no
+    // dot, no port, not localhost) would send the pull to Docker Hub under that name, after the
+    // allowlist and the existence check passed for the mirror.
+    (parse_image(&text).as_ref() == Some(&mirrored)).then_some((mirrored, text))
 }
 
 #[cfg(test)]
@@ -119,6 +122,19 @@ mod tests {
                 Some("m.example/o/r@sha256:abc"),
             ),
             ("mirror.local/cache/team/app:1", "mirror.local/cache", None),
+            // Found by tests/fuzz.rs: these would be pulled from docker.io/registry-mirror/...
+            ("nginx:1.27", "registry-mirror", None),
+            ("nginx:1.27", "registry-mirror/cache", None),
+            (
+                "nginx:1.27",
+                "registry-mirror:5000",
+                Some("registry-mirror:5000/library/nginx:1.27"),
+            ),
+            (
+                "nginx:1.27",
+                "localhost/cache",
+                Some("localhost/cache/library/nginx:1.27"),
+            ),
         ];
         for (image, mirror, want) in cases {
             assert_eq!(

@@ -218,8 +218,6 @@ impl Cluster {
             let node: Node = serde_json::from_value(serde_json::json!({
                 "metadata": {"name": name, "annotations": {"kwok.x-k8s.io/node": "fake"},
                              "labels": labels},
-                "status": {"allocatable": {"cpu": "64", "memory": "256Gi", "pods": "250"},
-                           "capacity": {"cpu": "64", "memory": "256Gi", "pods": "250"}},
             }))?;
             nodes.create(&PostParams::default(), &node).await?;
         } else {
@@ -231,6 +229,19 @@ impl Cluster {
                 )
                 .await?;
         }
+        // Through the status subresource, for a node kept from an earlier run too. Real nodes
+        // report ephemeral storage; the chart's pods request it.
+        let room = serde_json::json!({"cpu": "64", "memory": "256Gi", "pods": "250",
+                                      "ephemeral-storage": "100Gi"});
+        nodes
+            .patch_status(
+                name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(
+                    serde_json::json!({"status": {"allocatable": room, "capacity": room}}),
+                ),
+            )
+            .await?;
         crate::wait::poll_until(
             &format!("node {name} Ready"),
             std::time::Duration::from_secs(60),

@@ -417,11 +417,11 @@ fn default_render_is_least_privilege_and_hardened() {
     );
     assert_eq!(
         c["resources"]["requests"],
-        json!({"cpu": "10m", "memory": "20Mi"})
+        json!({"cpu": "10m", "memory": "20Mi", "ephemeral-storage": "16Mi"})
     );
     assert_eq!(
         c["resources"]["limits"],
-        json!({"cpu": "200m", "memory": "64Mi"})
+        json!({"cpu": "200m", "memory": "64Mi", "ephemeral-storage": "64Mi"})
     );
     let dial = env_value(c, "AUTO_AGENT_CONTROLLER");
     assert_eq!(
@@ -2318,5 +2318,47 @@ fn gitops_defaults_render_into_env_and_the_schema_checks_them() {
         let err = template_error(&["--set", bad]);
         assert!(err.contains("schema"), "{bad}: {err}");
         assert!(err.contains(path), "{bad}: the error names {path}: {err}");
+    }
+}
+
+/// The kubelet counts a pod's emptyDirs against the sum of its containers' ephemeral-storage
+/// limits: a limit below the spool's and bundles' size limits would get the controller evicted
+/// exactly when its store is down and the spool fills. Defaults and every feature.
+#[test]
+fn ephemeral_storage_limits_hold_the_pods_empty_dirs_and_logs() {
+    use auto_agent_engine::quantity::parse_bytes;
+    // The kubelet's default container log rotation: 5 files of 10Mi.
+    const LOGS: u64 = 50 << 20;
+    for docs in [render(&[]), all_features()] {
+        for workload in docs
+            .iter()
+            .filter(|d| d["kind"] == "Deployment" || d["kind"] == "DaemonSet")
+        {
+            let spec = &workload["spec"]["template"]["spec"];
+            let empty_dirs: u64 = spec["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|v| v["emptyDir"].as_object())
+                .map(|e| {
+                    let limit = e.get("sizeLimit").and_then(Value::as_str);
+                    parse_bytes(limit.expect("every emptyDir has a sizeLimit")).unwrap()
+                })
+                .sum();
+            let limits: u64 = spec["containers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| {
+                    let l = c["resources"]["limits"]["ephemeral-storage"].as_str();
+                    parse_bytes(l.expect("an ephemeral-storage limit")).unwrap()
+                })
+                .sum();
+            let name = &workload["metadata"]["name"];
+            assert!(
+                limits >= empty_dirs + LOGS,
+                "{name}: ephemeral-storage limits {limits} below emptyDirs {empty_dirs} + logs {LOGS}"
+            );
+        }
     }
 }

@@ -78,9 +78,25 @@ pub struct SensorIdentity {
 
 impl SensorIdentity {
     pub async fn create(cluster: &Cluster, install: &Install) -> anyhow::Result<Self> {
+        Self::create_in(cluster, install, "").await
+    }
+
+    /// Another sensor identity, in a directory of its own (its own token), bound to the chart's
+    /// sensor pod on `node`: for a second sensor process on another node.
+    pub async fn for_node(
+        cluster: &Cluster,
+        install: &Install,
+        node: &str,
+    ) -> anyhow::Result<Self> {
+        let mut identity = Self::create_in(cluster, install, &format!("-{node}")).await?;
+        identity.bind_to_node(install, node).await?;
+        Ok(identity)
+    }
+
+    async fn create_in(cluster: &Cluster, install: &Install, suffix: &str) -> anyhow::Result<Self> {
         let namespace = install.chart.namespace.clone();
         let service_account = install.chart.sensor_service_account();
-        let dir = std::env::temp_dir().join(format!("e2e-sensor-{namespace}"));
+        let dir = std::env::temp_dir().join(format!("e2e-sensor-{namespace}{suffix}"));
         std::fs::create_dir_all(&dir)?;
         let api_token = cluster
             .service_account_token(&namespace, &service_account, &[], 3600)
@@ -267,6 +283,17 @@ impl Controller {
     ) -> anyhow::Result<Self> {
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        Self::start_on(identity, options, admin, grpc).await
+    }
+
+    /// Like `start`, on given admin and gRPC addresses (a replacement behind the same Service
+    /// endpoint).
+    pub async fn start_on(
+        identity: &ControllerIdentity,
+        options: &ControllerOptions,
+        admin: SocketAddr,
+        grpc: SocketAddr,
+    ) -> anyhow::Result<Self> {
         let mut cmd = Command::new(binary("auto-agent-controller", false)?);
         cmd.env("POD_NAME", &options.name)
             .env("POD_NAMESPACE", &identity.namespace)
@@ -356,6 +383,10 @@ pub struct AgentStack {
     pub service: crate::proxy::ServiceProxy,
     pub pki: crate::pki::TestPki,
     pub bundle_dir: PathBuf,
+    /// The controllers' extra environment, for replacements.
+    controller_env: Vec<(String, String)>,
+    /// Replacements started so far (each gets a new name, as a Deployment's new pod does).
+    replacements: usize,
 }
 
 impl AgentStack {
@@ -429,6 +460,8 @@ impl AgentStack {
             service,
             pki,
             bundle_dir,
+            controller_env: env,
+            replacements: 0,
         };
         poll_until("a leader", Duration::from_secs(60), || {
             let leader = stack.leader();
@@ -511,8 +544,16 @@ impl AgentStack {
         if spool.exists() {
             std::fs::remove_dir_all(&spool)?;
         }
-        let options = ControllerOptions {
-            name: format!("controller-{}", self.controllers.len()),
+        let options = self.replica_options(format!("controller-{}", self.controllers.len()), env);
+        let replacement = Controller::start(&self.controller_id, &options).await?;
+        self.controllers.push(replacement);
+        Ok(())
+    }
+
+    /// A replica's options as `start` gives them (lease 6 s, renew 2 s), under a new name.
+    fn replica_options(&self, name: String, env: Vec<(String, String)>) -> ControllerOptions {
+        ControllerOptions {
+            name,
             sensor_service_account: self.controller_id.sensor_service_account.clone(),
             tls: Some(self.pki.clone()),
             lease_seconds: 6,
@@ -520,9 +561,38 @@ impl AgentStack {
             fence_margin_seconds: 2,
             bundle_dir: self.bundle_dir.clone(),
             env,
-        };
-        let replacement = Controller::start(&self.controller_id, &options).await?;
-        self.controllers.push(replacement);
+        }
+    }
+
+    /// The action ledger the controllers share (the ConfigMap's `actions.json`).
+    pub async fn ledger(
+        &self,
+        admin: &kube::Client,
+    ) -> anyhow::Result<auto_agent_engine::decide::History> {
+        let cm = kube::Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(
+            admin.clone(),
+            &self.namespace.name,
+        )
+        .get(&self.controller_id.ledger_name)
+        .await?;
+        let data = cm.data.unwrap_or_default();
+        let json = data
+            .get("actions.json")
+            .context("the ledger has no actions.json")?;
+        Ok(serde_json::from_str(json)?)
+    }
+
+    /// SIGKILLs replica `i` (no drain, no lease release) and starts a new replica, with a new
+    /// name, on its addresses, as a Deployment replaces a pod behind the same Service.
+    pub async fn kill_and_replace(&mut self, i: usize) -> anyhow::Result<()> {
+        let old = &mut self.controllers[i];
+        old.kill();
+        let (admin, grpc) = (old.admin, old.grpc);
+        self.replacements += 1;
+        let name = format!("controller-r{}", self.replacements);
+        let options = self.replica_options(name, self.controller_env.clone());
+        self.controllers[i] =
+            Controller::start_on(&self.controller_id, &options, admin, grpc).await?;
         Ok(())
     }
 

@@ -11,8 +11,6 @@ use std::time::Duration;
 use auto_agent_e2e::scenario;
 use auto_agent_e2e::wait::poll_until;
 use auto_agent_e2e::{Setup, Workload};
-use auto_agent_engine::decide::History;
-use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::events::v1::Event;
 use kube::Api;
 use kube::api::ListParams;
@@ -96,12 +94,7 @@ async fn actions_cooldowns_and_loops_survive_a_leader_kill() {
     println!("cool: {cooldown}\nloop: {looped}");
 
     // Four restarts in the ledger, one per workload; one RestartedPod Event per workload.
-    let stack = t.stack();
-    let cm = Api::<ConfigMap>::namespaced(admin.clone(), &stack.namespace.name)
-        .get(&stack.controller_id.ledger_name)
-        .await
-        .unwrap();
-    let history: History = serde_json::from_str(&cm.data.unwrap()["actions.json"]).unwrap();
+    let history = t.stack().ledger(&admin).await.unwrap();
     let mut targets: Vec<String> = history.records.iter().map(|r| r.target.clone()).collect();
     targets.sort();
     let want: Vec<String> = ["after", "before", "cool", "loop"]

@@ -57,8 +57,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args.renew_seconds,
         args.fence_margin_seconds,
     )?;
-    let config =
-        auto_agent_shared::runtime::kube_config::kube_config(args.kubeconfig.as_deref()).await?;
+    let config = auto_agent_shared::runtime::kube_config::kube_config(
+        args.kubeconfig.as_deref(),
+        "auto-agent-controller",
+        &args.identity,
+    )
+    .await?;
     let client = kube::Client::try_from(config.clone())?;
     // Evictions must see a PodDisruptionBudget's 429 at once (and retry on their own schedule),
     // not have the client retry it for minutes.

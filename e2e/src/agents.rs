@@ -387,6 +387,8 @@ pub struct AgentStack {
     controller_env: Vec<(String, String)>,
     /// Replacements started so far (each gets a new name, as a Deployment's new pod does).
     replacements: usize,
+    /// How the sensor was started, for its replacement.
+    sensor_options: SensorOptions,
 }
 
 impl AgentStack {
@@ -438,18 +440,14 @@ impl AgentStack {
         }
         let service =
             crate::proxy::ServiceProxy::start(controllers.iter().map(|c| c.grpc).collect()).await?;
-        let sensor = Sensor::start(
-            cluster,
-            &sensor_id,
-            &SensorOptions {
-                node: node.to_owned(),
-                controller: format!("https://{}", service.addr),
-                ca_file: Some(pki.ca_file.clone()),
-                tls_server_name: Some(CONTROLLER_TLS_NAME.into()),
-                ..SensorOptions::default()
-            },
-        )
-        .await?;
+        let sensor_options = SensorOptions {
+            node: node.to_owned(),
+            controller: format!("https://{}", service.addr),
+            ca_file: Some(pki.ca_file.clone()),
+            tls_server_name: Some(CONTROLLER_TLS_NAME.into()),
+            ..SensorOptions::default()
+        };
+        let sensor = Sensor::start(cluster, &sensor_id, &sensor_options).await?;
         let stack = Self {
             namespace,
             install,
@@ -462,6 +460,7 @@ impl AgentStack {
             bundle_dir,
             controller_env: env,
             replacements: 0,
+            sensor_options,
         };
         poll_until("a leader", Duration::from_secs(60), || {
             let leader = stack.leader();
@@ -593,6 +592,14 @@ impl AgentStack {
         let options = self.replica_options(name, self.controller_env.clone());
         self.controllers[i] =
             Controller::start_on(&self.controller_id, &options, admin, grpc).await?;
+        Ok(())
+    }
+
+    /// SIGKILLs the sensor (no drain, its queue lost) and starts a new one for the same node with
+    /// the same identity, as the DaemonSet would.
+    pub async fn kill_and_replace_sensor(&mut self, cluster: &Cluster) -> anyhow::Result<()> {
+        self.sensor.process.kill();
+        self.sensor = Sensor::start(cluster, &self.sensor_id, &self.sensor_options).await?;
         Ok(())
     }
 

@@ -261,6 +261,33 @@ impl Cluster {
         .await
     }
 
+    /// Stops `etcd` or `kube-apiserver` alone (SIGTERM, SIGKILL after 5 s), the rest left running.
+    pub fn stop_component(&self, component: &str) -> anyhow::Result<()> {
+        self.component("stop", component)
+    }
+
+    /// Starts `etcd` or `kube-apiserver` again on its ports and waits until it serves.
+    pub fn start_component(&self, component: &str) -> anyhow::Result<()> {
+        self.component("start", component)
+    }
+
+    fn component(&self, verb: &str, component: &str) -> anyhow::Result<()> {
+        let status = Command::new(cluster_script())
+            .args([verb, component])
+            .status()
+            .with_context(|| format!("running e2e/cluster {verb} {component}"))?;
+        if !status.success() {
+            bail!("e2e/cluster {verb} {component} failed ({status})");
+        }
+        Ok(())
+    }
+
+    /// The apiserver's audit log (every write by a ServiceAccount, see `e2e/cluster`), older
+    /// rotated files first.
+    pub fn audit_events(&self) -> anyhow::Result<Vec<crate::audit::AuditEvent>> {
+        crate::audit::read_dir(&self.state_dir().join("logs"))
+    }
+
     /// Runs the cached kubectl against the cluster, returning (success, stdout, stderr).
     pub fn kubectl(
         &self,

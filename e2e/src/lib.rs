@@ -12,6 +12,7 @@
 #![allow(clippy::expect_used)]
 
 pub mod agents;
+pub mod audit;
 pub mod bench;
 pub mod cluster;
 pub mod contract;

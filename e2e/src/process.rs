@@ -86,15 +86,31 @@ impl Process {
         self.killed
     }
 
+    /// SIGSTOP: the process keeps its sockets and its place, and runs nothing (a long GC pause, a
+    /// frozen VM) until `resume`.
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// SIGCONT after `pause`.
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let sent = Command::new("kill")
+            .args([signal, &self.pid().to_string()])
+            .status()?;
+        if !sent.success() {
+            bail!("kill {signal} {} failed", self.pid());
+        }
+        Ok(())
+    }
+
     /// SIGTERM, as the kubelet sends on pod deletion, then waits up to `grace` for the exit
     /// (SIGKILL after it, as the kubelet would).
     pub async fn terminate(&mut self, grace: std::time::Duration) -> anyhow::Result<()> {
-        let sent = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()?;
-        if !sent.success() {
-            bail!("kill -TERM {} failed", self.pid());
-        }
+        self.signal("-TERM")?;
         let deadline = std::time::Instant::now() + grace;
         while std::time::Instant::now() < deadline {
             if self.child.try_wait()?.is_some() {
@@ -121,8 +137,21 @@ pub fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-/// A plain HTTP/1.0 GET against a local admin server: (status code, body).
+/// A plain HTTP/1.0 GET against a local admin server: (status code, body). Bounded at 5 s: a
+/// paused process still accepts connections (the kernel does) and would never answer.
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        http_get_unbounded(addr, path),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("GET http://{addr}{path}: no answer within 5 s"))?
+}
+
+async fn http_get_unbounded(
+    addr: std::net::SocketAddr,
+    path: &str,
+) -> anyhow::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     stream

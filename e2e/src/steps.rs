@@ -44,6 +44,34 @@ pub fn apply_policy(cluster: &Cluster, ns: &str, name: &str, spec: serde_json::V
     assert!(ok, "{err}");
 }
 
+/// How many times Events with `reason` were recorded per regarded object name, an Event series
+/// counted as its count (a repeated Event is one object with a rising count).
+pub async fn event_counts(client: &Client, ns: &str, reason: &str) -> BTreeMap<String, i32> {
+    let list = Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .expect("test step");
+    let mut out = BTreeMap::new();
+    for e in list
+        .items
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+    {
+        let name = e
+            .regarding
+            .as_ref()
+            .and_then(|r| r.name.clone())
+            .unwrap_or_default();
+        *out.entry(name).or_default() += e
+            .series
+            .as_ref()
+            .map(|s| s.count)
+            .or(e.deprecated_count)
+            .unwrap_or(1);
+    }
+    out
+}
+
 /// Event reasons per regarded object name.
 pub async fn events(client: &Client, ns: &str) -> BTreeMap<String, Vec<(String, String)>> {
     let list = Api::<Event>::namespaced(client.clone(), ns)

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use auto_agent_e2e::agents::{CONTROLLER_TLS_NAME, Sensor, SensorIdentity, SensorOptions};
 use auto_agent_e2e::scenario;
+use auto_agent_e2e::steps;
 use auto_agent_e2e::wait::poll_until;
 use auto_agent_e2e::{Setup, Workload};
 use k8s_openapi::api::events::v1::Event;
@@ -107,35 +108,17 @@ async fn twenty_leader_kills_lose_no_failure_and_repeat_no_action() {
 
     // Every workload restarted once: an Event each, and a ledger record each.
     let events: Api<Event> = Api::namespaced(admin.clone(), &ns);
-    let restarted = |list: &[Event]| -> BTreeMap<String, i32> {
-        let mut out = BTreeMap::new();
-        for e in list
-            .iter()
-            .filter(|e| e.reason.as_deref() == Some("RestartedPod"))
-        {
-            let name = e
-                .regarding
-                .as_ref()
-                .and_then(|r| r.name.clone())
-                .unwrap_or_default();
-            *out.entry(name).or_default() += e.series.as_ref().map_or(1, |s| s.count);
-        }
-        out
-    };
     poll_until("every workload restarted", TIMEOUT, || {
-        let events = events.clone();
-        let want = names.len();
-        async move {
-            let list = events.list(&ListParams::default()).await?.items;
-            Ok(restarted(&list).len() == want)
-        }
+        let admin = admin.clone();
+        let (ns, want) = (ns.clone(), names.len());
+        async move { Ok(steps::event_counts(&admin, &ns, "RestartedPod").await.len() == want) }
     })
     .await
     .unwrap();
     // Room for a late duplicate to show up.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let list = events.list(&ListParams::default()).await.unwrap().items;
-    let counts = restarted(&list);
+    let counts = steps::event_counts(&admin, &ns, "RestartedPod").await;
     let twice: Vec<_> = counts.iter().filter(|(_, n)| **n != 1).collect();
     assert!(twice.is_empty(), "restarted more than once: {twice:?}");
     assert_eq!(counts.len(), names.len());

@@ -5,11 +5,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use auto_agent_e2e::namespace::TestNamespace;
+use auto_agent_e2e::proxy::BlackHole;
 use auto_agent_e2e::scenario::{self, StartFailure};
 use auto_agent_e2e::steps;
 use auto_agent_e2e::wait::poll_until;
@@ -18,27 +17,12 @@ use serde_json::json;
 
 const NODE: &str = "kwok-node-1";
 
-/// A TCP listener that accepts and holds every connection without a byte; counts them.
-async fn black_hole() -> (String, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let host = listener.local_addr().unwrap().to_string();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            held.push(socket);
-        }
-    });
-    (host, accepted)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_black_hole_mirror_in_one_namespace_does_not_stall_another() {
     let mut t = Setup::new("lanes", NODE).await;
     let admin = t.admin.clone();
-    let (hole, accepted) = black_hole().await;
+    let black_hole = BlackHole::start().await.unwrap();
+    let hole = black_hole.addr.to_string();
     t.start_agents(
         1,
         vec![
@@ -87,7 +71,7 @@ async fn a_black_hole_mirror_in_one_namespace_does_not_stall_another() {
         "the mirror check reaches the black hole",
         Duration::from_secs(60),
         || {
-            let n = accepted.load(Ordering::SeqCst);
+            let n = black_hole.accepted();
             async move { Ok(n > 0) }
         },
     )

@@ -128,7 +128,12 @@ async fn main() -> anyhow::Result<()> {
     let metrics = SensorMetrics::register(&registry)?;
     let tls = tls_config(&args)?;
     let client = kube::Client::try_from(
-        auto_agent_shared::runtime::kube_config::kube_config(args.kubeconfig.as_deref()).await?,
+        auto_agent_shared::runtime::kube_config::kube_config(
+            args.kubeconfig.as_deref(),
+            "auto-agent-sensor",
+            &args.node_name,
+        )
+        .await?,
     )?;
 
     let shutdown = Shutdown::new();

@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: setup demo demo-down test lint unit fuzz e2e integrations release install-plugin cluster-build cluster-up cluster-down crdgen clean
+.PHONY: setup demo demo-down test lint unit fuzz e2e integrations release images push install-plugin cluster-build cluster-up cluster-down node-build crdgen clean
 
 ## setup: install what the build needs (Debian packages, cargo components); idempotent
 setup:
@@ -35,9 +35,9 @@ fuzz:
 	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --workspace --exclude auto-agent-e2e fuzz_
 
 ## e2e: start (or reuse) the local control plane, building its binaries on a cache miss, build (or
-## reuse) the escalation tests' servers, and run the e2e tests (among them `make demo`, through
-## e2e/tests/demo.rs)
-e2e: cluster-up integrations
+## reuse) the real node's binaries and the escalation tests' servers, and run the e2e tests (among
+## them `make demo`, through e2e/tests/demo.rs, and the real-node test, e2e/tests/real_node.rs)
+e2e: cluster-up node-build integrations
 	$(CARGO) test -p auto-agent-e2e
 
 ## integrations: Gitea, the local model server and the contract servers' environment, cached
@@ -56,6 +56,17 @@ release:
 	$${CARGO_TARGET_DIR:-target}/release/auto-agent-controller --version
 	ls -l $${CARGO_TARGET_DIR:-target}/release/auto-agent-sensor $${CARGO_TARGET_DIR:-target}/release/auto-agent-controller
 
+## images: the sensor and controller images without a container engine: the release binaries in
+## OCI image layouts under target/images/ (scripts/images.sh; same content as the Dockerfiles')
+images:
+	scripts/images.sh build
+
+## push: push them as $(REGISTRY)/auto-agent-sensor:$(TAG) and $(REGISTRY)/auto-agent-controller:$(TAG)
+TAG ?=
+push:
+	@test -n "$(REGISTRY)" || { echo "usage: make push REGISTRY=host[:port][/path] [TAG=...]"; exit 2; }
+	scripts/images.sh push $(REGISTRY) $(TAG)
+
 ## install-plugin: the kubectl plugin (`kubectl auto-agent`, docs/KUBECTL.md) into $(PREFIX)/bin
 PREFIX ?= $(HOME)/.local
 install-plugin:
@@ -70,7 +81,12 @@ cluster-up:
 	e2e/cluster up
 
 cluster-down:
+	-e2e/node down
 	e2e/cluster down
+
+## node-build: kubelet, kube-proxy, containerd, the CNI plugins, CoreDNS, pause (e2e/node), cached
+node-build:
+	e2e/node build
 
 ## crdgen: regenerate crds/ and charts/auto-agent/crds/ from the Rust types
 crdgen:

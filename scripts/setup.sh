@@ -21,6 +21,12 @@ command -v npm >/dev/null || need+=(npm)
 command -v node >/dev/null || need+=(nodejs)
 command -v cmake >/dev/null || need+=(cmake)
 command -v g++ >/dev/null || need+=(g++)
+# The real node (e2e/node): Debian's runc under containerd, iptables for kube-proxy, gcc for the
+# pause container, busybox-static for the test workloads' image.
+command -v runc >/dev/null || need+=(runc)
+command -v iptables >/dev/null || need+=(iptables)
+command -v gcc >/dev/null || need+=(gcc)
+[ -x /bin/busybox ] || need+=(busybox-static)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 if ((${#need[@]})); then
   log "installing Debian packages: ${need[*]}"

@@ -27,6 +27,7 @@ pub mod pki;
 pub mod process;
 pub mod prometheus;
 pub mod proxy;
+pub mod real_node;
 pub mod registry;
 pub mod s3;
 pub mod scenario;

@@ -46,11 +46,17 @@ pub struct S3Server {
 impl S3Server {
     /// Starts s3s-fs over `root` (created) with `buckets` created as directories.
     pub async fn start(root: &Path, buckets: &[&str]) -> anyhow::Result<Self> {
+        Self::start_on(root, buckets, "127.0.0.1").await
+    }
+
+    /// [`start`](Self::start) listening on `host` (an address of this machine), for clients in
+    /// pods of the real node.
+    pub async fn start_on(root: &Path, buckets: &[&str], host: &str) -> anyhow::Result<Self> {
         std::fs::create_dir_all(root)?;
         for b in buckets {
             std::fs::create_dir_all(root.join(b))?;
         }
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        let addr: SocketAddr = format!("{host}:{}", free_port()?).parse()?;
         let mut server = Self {
             root: root.to_owned(),
             addr,
@@ -67,7 +73,7 @@ impl S3Server {
         let mut cmd = Command::new(s3s_fs_binary()?);
         cmd.args([
             "--host",
-            "127.0.0.1",
+            &self.addr.ip().to_string(),
             "--port",
             &self.addr.port().to_string(),
             "--access-key",

@@ -278,9 +278,12 @@ pub async fn node_pressure(
     Ok(node_obj)
 }
 
-/// Seeds the previous and current log of a container: CRI-format files laid out like the kubelet's
-/// (`<dir>/<ns>_<pod>_<uid>/<container>/<restart>.log`) plus a kwok `Logs` object so the apiserver's
-/// `pods/log` (and `kubectl logs --previous`) serves them. Returns the pod-log root directory.
+/// Seeds the logs of a crash-looping container as a real kubelet keeps them (seen on the real
+/// node, e2e/tests/real_node.rs): while the container waits in back-off after `restart_count`
+/// restarts, its failed run is the newest attempt, `<dir>/<ns>_<pod>_<uid>/<container>/
+/// <restart_count>.log` in CRI format, and older attempts' files are gone. A kwok `Logs` object
+/// makes the apiserver's `pods/log --previous` (and `kubectl logs --previous`) serve that run and
+/// `pods/log` serve `current`, from a file outside the node's directory. Returns the pod-log root.
 pub async fn seed_logs(
     cluster: &Cluster,
     namespace: &str,
@@ -293,10 +296,15 @@ pub async fn seed_logs(
     let client = cluster.admin().await?;
     let uid = pod_uid(&client, namespace, pod).await?;
     let root = cluster.state_dir().join("pod-logs");
-    let dir = root
-        .join(format!("{namespace}_{pod}_{uid}"))
+    let pod_dir = format!("{namespace}_{pod}_{uid}");
+    let dir = root.join(&pod_dir).join(container);
+    let current_dir = cluster
+        .state_dir()
+        .join("current-logs")
+        .join(&pod_dir)
         .join(container);
     std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(&current_dir)?;
     let cri = |lines: &[&str]| -> String {
         lines
             .iter()
@@ -304,8 +312,8 @@ pub async fn seed_logs(
             .map(|(i, l)| format!("2026-01-01T00:00:{:02}.000000000Z stdout F {l}\n", i % 60))
             .collect()
     };
-    let previous_file = dir.join(format!("{}.log", restart_count.saturating_sub(1)));
-    let current_file = dir.join(format!("{restart_count}.log"));
+    let previous_file = dir.join(format!("{restart_count}.log"));
+    let current_file = current_dir.join(format!("{restart_count}.log"));
     std::fs::write(&previous_file, cri(previous))?;
     std::fs::write(&current_file, cri(current))?;
 
@@ -378,7 +386,7 @@ pub async fn split_previous_log(
 ) -> anyhow::Result<()> {
     let client = cluster.admin().await?;
     let uid = pod_uid(&client, namespace, pod).await?;
-    let name = format!("{}.log", restart_count.saturating_sub(1));
+    let name = format!("{restart_count}.log");
     let node_file = cluster
         .state_dir()
         .join("pod-logs")

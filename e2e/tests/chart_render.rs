@@ -146,6 +146,17 @@ fn assert_hardened(workload: &Value) {
         pod_sc["seccompProfile"]["type"], "RuntimeDefault",
         "{name}: pod seccomp"
     );
+    // Group 0 only where the kubelet's root:root 0640 log files must be read (the sensor's
+    // read-only hostPath; e2e/tests/real_node.rs), nowhere else.
+    let groups: Vec<i64> = pod_sc["supplementalGroups"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_i64).collect())
+        .unwrap_or_default();
+    if name.ends_with("-sensor") {
+        assert_eq!(groups, vec![0], "{name}: supplementalGroups");
+    } else {
+        assert!(groups.is_empty(), "{name}: supplementalGroups {groups:?}");
+    }
     for c in containers(workload) {
         let sc = &c["securityContext"];
         let cname = format!("{name}/{}", c["name"]);

@@ -322,7 +322,8 @@ async fn previous_logs_are_served_through_the_apiserver() {
         .unwrap();
     assert_eq!(current, "restarted ok\n");
     // The same lines lie where the kubelet would keep them, for the sensor's node-file reader.
-    let file = root.join(format!("{}_{}_{}/app/2.log", ns.name, name, uid));
+    // (the newest attempt's file: a crash-looping container's failed run, as a kubelet names it)
+    let file = root.join(format!("{}_{}_{}/app/3.log", ns.name, name, uid));
     assert!(
         std::fs::read_to_string(file)
             .unwrap()

@@ -187,7 +187,8 @@ pub fn bound(messages: Vec<String>, limits: TailLimits, mut truncated: bool) -> 
 }
 
 /// Where the kubelet keeps a container's logs: `<root>/<ns>_<pod>_<uid>/<container>/<n>.log`.
-/// The previous container instance wrote `<restart_count - 1>.log`.
+/// While a restarted container runs, the previous instance's log is `<restart_count - 1>.log`
+/// (see `evidence::FailedRun` for the other states).
 pub fn previous_log_path(
     root: &Path,
     namespace: &str,
@@ -197,6 +198,19 @@ pub fn previous_log_path(
     restart_count: u32,
 ) -> Option<PathBuf> {
     let n = restart_count.checked_sub(1)?;
+    container_log_path(root, namespace, pod, uid, container, n)
+}
+
+/// The kubelet's log file of a container's run `index` (0 for the first run):
+/// `<root>/<namespace>_<pod>_<uid>/<container>/<index>.log`.
+pub fn container_log_path(
+    root: &Path,
+    namespace: &str,
+    pod: &str,
+    uid: &str,
+    container: &str,
+    index: u32,
+) -> Option<PathBuf> {
     // The names come from the apiserver, which validates them; still, none may step out of the
     // log directory (`/`, `..`) or leave a path component empty.
     let component = |s: &str| !s.is_empty() && !s.contains(['/', '\0']) && s != "." && s != "..";
@@ -206,7 +220,7 @@ pub fn previous_log_path(
     Some(
         root.join(format!("{namespace}_{pod}_{uid}"))
             .join(container)
-            .join(format!("{n}.log")),
+            .join(format!("{index}.log")),
     )
 }
 

@@ -18,7 +18,7 @@ use kube::{Api, Client};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::evidence::{EvidenceReader, wants_logs};
+use crate::evidence::{EvidenceReader, FailedRun, wants_logs};
 use crate::metrics::SensorMetrics;
 use crate::queue::{Pushed, Queue};
 use auto_agent_shared::views::{node_view, pod_view};
@@ -50,7 +50,9 @@ impl Sink {
         self.notify.notify_one();
     }
 
-    fn submit(&self, mut finding: Finding) {
+    /// Queues a finding detected on `pod` (None for node findings), with the log of the run that
+    /// failed when it wants one.
+    fn submit(&self, mut finding: Finding, pod: Option<&auto_agent_engine::PodView>) {
         self.metrics
             .findings
             .with_label_values(&[finding.kind.as_str()])
@@ -64,10 +66,14 @@ impl Sink {
         if !wants_logs(&finding) {
             return self.push(finding);
         }
+        let run = match pod {
+            Some(view) => FailedRun::of(view, finding.container.as_deref()),
+            None => FailedRun::Previous,
+        };
         let sink = self.clone();
         tokio::spawn(async move {
             let _permit = sink.readers.acquire().await;
-            sink.evidence.attach(&mut finding).await;
+            sink.evidence.attach(&mut finding, run).await;
             sink.push(finding);
         });
     }
@@ -123,7 +129,7 @@ pub async fn pods(
                 // Every pod seen for the first time again: the same ids as the first findings.
                 for view in known.values() {
                     for f in detect_pod(None, view, now_ms()) {
-                        sink.submit(f);
+                        sink.submit(f, Some(view));
                     }
                 }
                 continue;
@@ -170,10 +176,10 @@ fn observe(
     sink: &Sink,
 ) {
     let findings = detect_pod(known.get(&view.uid), &view, now_ms());
-    known.insert(view.uid.clone(), view);
     for f in findings {
-        sink.submit(f);
+        sink.submit(f, Some(&view));
     }
+    known.insert(view.uid.clone(), view);
 }
 
 /// Watches the Node object `node` until `stop`.
@@ -198,7 +204,7 @@ pub async fn node(
             e = events.next() => e,
             Ok(()) = resync.changed() => {
                 for f in last.iter().flat_map(|view| detect_node(None, view, now_ms())) {
-                    sink.submit(f);
+                    sink.submit(f, None);
                 }
                 continue;
             }
@@ -208,7 +214,7 @@ pub async fn node(
             Some(Ok(Event::InitApply(n) | Event::Apply(n))) => {
                 let view = node_view(&n);
                 for f in detect_node(last.as_ref(), &view, now_ms()) {
-                    sink.submit(f);
+                    sink.submit(f, None);
                 }
                 last = Some(view);
             }

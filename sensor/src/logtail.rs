@@ -186,21 +186,8 @@ pub fn bound(messages: Vec<String>, limits: TailLimits, mut truncated: bool) -> 
     Tail { lines, truncated }
 }
 
-/// Where the kubelet keeps a container's logs: `<root>/<ns>_<pod>_<uid>/<container>/<n>.log`.
-/// While a restarted container runs, the previous instance's log is `<restart_count - 1>.log`
-/// (see `evidence::FailedRun` for the other states).
-pub fn previous_log_path(
-    root: &Path,
-    namespace: &str,
-    pod: &str,
-    uid: &str,
-    container: &str,
-    restart_count: u32,
-) -> Option<PathBuf> {
-    let n = restart_count.checked_sub(1)?;
-    container_log_path(root, namespace, pod, uid, container, n)
-}
-
+/// Where the kubelet keeps a container's logs: `<root>/<ns>_<pod>_<uid>/<container>/<n>.log`, one
+/// file per run (attempt); `evidence::FailedRun` says which run failed.
 /// The kubelet's log file of a container's run `index` (0 for the first run):
 /// `<root>/<namespace>_<pod>_<uid>/<container>/<index>.log`.
 pub fn container_log_path(
@@ -371,15 +358,16 @@ mod tests {
     }
 
     #[test]
-    fn previous_log_path_follows_the_kubelet_layout() {
-        let p = previous_log_path(Path::new("/var/log/pods"), "prod", "api-1", "u-1", "app", 3)
+    fn container_log_path_follows_the_kubelet_layout() {
+        let p = container_log_path(Path::new("/var/log/pods"), "prod", "api-1", "u-1", "app", 2)
             .unwrap();
         assert_eq!(p, Path::new("/var/log/pods/prod_api-1_u-1/app/2.log"));
-        assert!(previous_log_path(Path::new("/x"), "a", "b", "c", "d", 0).is_none());
+        let p = container_log_path(Path::new("/x"), "a", "b", "c", "d", 0).unwrap();
+        assert_eq!(p, Path::new("/x/a_b_c/d/0.log"));
     }
 
     #[test]
-    fn previous_log_path_never_leaves_the_log_directory() {
+    fn container_log_path_never_leaves_the_log_directory() {
         let root = Path::new("/var/log/pods");
         for (ns, pod, uid, container) in [
             ("prod", "api-1", "u-1", ".."),
@@ -389,7 +377,7 @@ mod tests {
             ("prod", "api-1", "u-1", "."),
         ] {
             assert_eq!(
-                previous_log_path(root, ns, pod, uid, container, 2),
+                container_log_path(root, ns, pod, uid, container, 2),
                 None,
                 "{container}"
             );
@@ -486,7 +474,7 @@ mod tests {
                 restarts in any::<u32>(),
             ) {
                 let root = Path::new("/var/log/pods");
-                if let Some(p) = previous_log_path(root, &names[0], &names[1], &names[2], &names[3], restarts) {
+                if let Some(p) = container_log_path(root, &names[0], &names[1], &names[2], &names[3], restarts) {
                     let rest = p.strip_prefix(root).unwrap();
                     let parts: Vec<Component> = rest.components().collect();
                     prop_assert_eq!(parts.len(), 3, "{:?}", p);

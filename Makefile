@@ -38,6 +38,8 @@ fuzz:
 ## reuse) the real node's binaries and the escalation tests' servers, and run the e2e tests (among
 ## them `make demo`, through e2e/tests/demo.rs, and the real-node test, e2e/tests/real_node.rs)
 e2e: cluster-up node-build integrations
+	@# a real node left by an interrupted run would take the chart's DaemonSet pods of other tests
+	e2e/node down
 	$(CARGO) test -p auto-agent-e2e
 
 ## integrations: Gitea, the local model server and the contract servers' environment, cached

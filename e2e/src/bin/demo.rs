@@ -273,9 +273,15 @@ async fn main() -> anyhow::Result<()> {
         stack.metric("auto_agent_incidents_total").await
     );
 
-    step("Not built yet");
+    step("Not shown here");
     println!(
-        "GitOps pull requests, tickets, Slack escalation and LLM summaries (see README, Status)."
+        "This demo runs the agent as processes beside KWOK nodes. The chart's own images on a real"
+    );
+    println!(
+        "kubelet, with a real crash loop, OOM kill and pull failure: cargo test -p auto-agent-e2e --test real_node -- --nocapture"
+    );
+    println!(
+        "Escalation (Slack, tickets, LLM summaries) and GitOps pull requests: docs/ESCALATION.md, docs/GITOPS.md."
     );
 
     step("Next commands to try (the cluster stays up; the agent processes stop with this demo)");

@@ -161,8 +161,8 @@ async fn the_chart_runs_on_a_real_node_and_remediates_real_failures() {
     )
     .unwrap();
 
-    // Every agent pod Ready on the real node: the sensor's readiness needs its stream to a
-    // controller up, so Ready sensors found the controllers (DNS, the Service, TLS, tokens).
+    // Every agent pod Ready on the real node. That the sensor found the controllers (DNS, the
+    // Service, TLS, its projected token) is shown below: its findings are remediated.
     let agent_pods = |c: Client, ns: String| async move {
         Api::<Pod>::namespaced(c, &ns)
             .list(&ListParams::default())

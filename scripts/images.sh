@@ -6,6 +6,7 @@
 #   scripts/images.sh busybox REGISTRY   a workload image from Debian's busybox-static (e2e tests)
 #   scripts/images.sh static REF BIN     an image of one static binary as its entrypoint (the pause
 #                                        container of e2e/node)
+#   scripts/images.sh copy FROM TO       copy an image between registries (plain HTTP allowed)
 #
 # Each image is what the Dockerfiles build, assembled from the same release binary: a runtime
 # layer equal in content to distroless cc-debian12:nonroot's part the binary uses (this machine's
@@ -153,7 +154,7 @@ cmd_push() {
   [ -n "$registry" ] || die "usage: scripts/images.sh push REGISTRY [TAG]"
   for name in auto-agent-sensor auto-agent-controller; do
     [ -f "$OUT/$name/index.json" ] || die "$OUT/$name is missing: run 'make images' first"
-    insecure=()
+    local insecure=()
     case $registry in localhost:*|127.0.0.1:*) insecure=(--insecure) ;; esac
     crane_ push "${insecure[@]}" "$OUT/$name" "$registry/$name:$tag" >/dev/null
     log "pushed $registry/$name:$tag"
@@ -191,6 +192,7 @@ cmd_static() {
 }
 
 case "${1:-}" in
+  copy) shift; [ $# -eq 2 ] || die "usage: scripts/images.sh copy FROM TO"; crane_ copy --insecure "$1" "$2" >/dev/null ;;
   build) cmd_build ;;
   static) shift; cmd_static "$@" ;;
   push) shift; cmd_push "$@" ;;

@@ -116,12 +116,11 @@ impl RealNode {
         Ok(format!("{registry}/busybox:1.35"))
     }
 
-    /// Copies the image `from` to `to` (`crane copy`, plain HTTP allowed).
+    /// Copies the image `from` to `to` (`scripts/images.sh copy`, plain HTTP allowed).
     pub fn copy_image(&self, from: &str, to: &str) -> anyhow::Result<()> {
-        let crane = crate::helm::cache_dir()?.join("crane-v0.21.9/crane");
-        let mut cmd = Command::new(crane);
-        cmd.args(["copy", "--insecure", from, to]);
-        run(cmd, "crane copy")?;
+        let mut cmd = Command::new(images_script());
+        cmd.args(["copy", from, to]);
+        run(cmd, "scripts/images.sh copy")?;
         Ok(())
     }
 }

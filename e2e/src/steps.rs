@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::ListParams;
 use kube::{Api, Client};
@@ -33,6 +34,28 @@ pub async fn ready_pods(client: &Client, ns: &str, app: &str) -> Vec<Pod> {
             })
         })
         .collect()
+}
+
+/// The first container of a Deployment's pod template, as the API server holds it now.
+pub async fn template_container(client: &Client, ns: &str, deployment: &str) -> Container {
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .get(deployment)
+        .await
+        .expect("test step")
+        .spec
+        .and_then(|s| s.template.spec)
+        .and_then(|s| s.containers.into_iter().next())
+        .unwrap_or_else(|| panic!("{ns}/{deployment} has no container"))
+}
+
+/// A container's memory limit as written (`132Mi`), if it has one.
+pub fn memory_limit(container: &Container) -> Option<&str> {
+    container
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.as_ref())
+        .and_then(|l| l.get("memory"))
+        .map(|q| q.0.as_str())
 }
 
 pub fn apply_policy(cluster: &Cluster, ns: &str, name: &str, spec: serde_json::Value) {

@@ -11,10 +11,10 @@ use auto_agent_e2e::helm::ChartRelease;
 use auto_agent_e2e::process::http_get;
 use auto_agent_e2e::real_node::{REAL_NODE_TAINT, RealNode};
 use auto_agent_e2e::s3::{ACCESS_KEY, REGION, S3Server, SECRET_KEY};
-use auto_agent_e2e::steps::{apply_policy, wait_event};
+use auto_agent_e2e::steps::{apply_policy, memory_limit, template_container, wait_event};
 use auto_agent_e2e::wait::poll_until;
+use auto_agent_e2e::workloads::running_and_ready;
 use auto_agent_e2e::{Cluster, TestNamespace};
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::{Api, Client};
@@ -53,15 +53,6 @@ async fn pods_of(client: &Client, ns: &str, app: &str) -> Vec<Pod> {
         .into_iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .collect()
-}
-
-fn is_ready(p: &Pod) -> bool {
-    p.status.as_ref().is_some_and(|s| {
-        s.conditions
-            .iter()
-            .flatten()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
-    })
 }
 
 fn summary(pods: &[Pod]) -> String {
@@ -177,7 +168,7 @@ async fn the_chart_runs_on_a_real_node_and_remediates_real_failures() {
             let pods = f.await;
             Ok(pods.len() == 3
                 && pods.iter().all(|p| {
-                    is_ready(p)
+                    running_and_ready(p)
                         && p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&node_name)
                 }))
         }
@@ -262,7 +253,7 @@ async fn the_chart_runs_on_a_real_node_and_remediates_real_failures() {
 
     // CrashLoopBackOff: restarted, the bundle holds the previous log the sensor read from the
     // kubelet's files.
-    let first_crasher = loop_until_pod(&admin, &apps.name, "crasher").await;
+    let first_crasher = first_pod_name(&admin, &apps.name, "crasher").await;
     let note = wait_event(&admin, &apps.name, "crasher", "RestartedPod").await;
     println!("crasher: {note}");
     let keys = s3.keys("evidence");
@@ -297,35 +288,12 @@ async fn the_chart_runs_on_a_real_node_and_remediates_real_failures() {
     .unwrap();
 
     // OOMKilled by the kernel: the limit bumped (32Mi + 100Mi), the new pod runs with it.
-    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &apps.name);
     let note = wait_event(&admin, &apps.name, "hungry", "BumpedMemory").await;
     println!("hungry: {note}");
-    let limit = deployments
-        .get("hungry")
-        .await
-        .unwrap()
-        .spec
-        .unwrap()
-        .template
-        .spec
-        .unwrap()
-        .containers[0]
-        .resources
-        .clone()
-        .unwrap()
-        .limits
-        .unwrap()["memory"]
-        .0
-        .clone();
-    assert_eq!(limit, "132Mi");
+    let template = template_container(&admin, &apps.name, "hungry").await;
+    assert_eq!(memory_limit(&template), Some("132Mi"));
     wait_running(&admin, &apps.name, "hungry", |p| {
-        p.spec.as_ref().unwrap().containers[0]
-            .resources
-            .as_ref()
-            .and_then(|r| r.limits.as_ref())
-            .and_then(|l| l.get("memory"))
-            .map(|q| q.0.as_str())
-            == Some("132Mi")
+        memory_limit(&p.spec.as_ref().unwrap().containers[0]) == Some("132Mi")
     })
     .await;
 
@@ -334,20 +302,8 @@ async fn the_chart_runs_on_a_real_node_and_remediates_real_failures() {
     let note = wait_event(&admin, &apps.name, "puller", "MirroredImage").await;
     println!("puller: {note}");
     let want = format!("{}/mirror/team/app:1", node.mirror);
-    let image = deployments
-        .get("puller")
-        .await
-        .unwrap()
-        .spec
-        .unwrap()
-        .template
-        .spec
-        .unwrap()
-        .containers[0]
-        .image
-        .clone()
-        .unwrap();
-    assert_eq!(image, want);
+    let image = template_container(&admin, &apps.name, "puller").await.image;
+    assert_eq!(image.as_deref(), Some(want.as_str()));
     wait_running(&admin, &apps.name, "puller", |p| {
         p.spec.as_ref().unwrap().containers[0].image.as_deref() == Some(want.as_str())
     })
@@ -404,7 +360,7 @@ async fn the_chart_runs_on_a_real_node_and_remediates_real_failures() {
 }
 
 /// The name of the deployment's first pod once it exists.
-async fn loop_until_pod(client: &Client, ns: &str, app: &str) -> String {
+async fn first_pod_name(client: &Client, ns: &str, app: &str) -> String {
     poll_until("the pod created", TIMEOUT, || {
         let c = client.clone();
         async move { Ok(!pods_of(&c, ns, app).await.is_empty()) }
@@ -424,7 +380,7 @@ async fn wait_running(client: &Client, ns: &str, app: &str, want: impl Fn(&Pod) 
         let c = client.clone();
         async move {
             let pods = pods_of(&c, ns, app).await;
-            Ok(pods.iter().any(|p| is_ready(p) && want(p)))
+            Ok(pods.iter().any(|p| running_and_ready(p) && want(p)))
         }
     })
     .await;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::FutureExt;
 
 use auto_agent_e2e::scenario;
-use auto_agent_e2e::steps::ready_pods;
+use auto_agent_e2e::steps::{memory_limit, ready_pods, template_container};
 use auto_agent_e2e::wait::poll_until;
 use auto_agent_e2e::{Setup, Workload};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -191,24 +191,8 @@ async fn gitops_managed_workloads_and_mirror_pods_are_reported_not_changed() {
         note.contains("proposed change"),
         "the Event carries the proposed change: {note}"
     );
-    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &apps.name);
-    let limit = deployments
-        .get("argo")
-        .await
-        .unwrap()
-        .spec
-        .unwrap()
-        .template
-        .spec
-        .unwrap()
-        .containers[0]
-        .resources
-        .clone()
-        .unwrap()
-        .limits
-        .unwrap()["memory"]
-        .0
-        .clone();
+    let argo = template_container(&admin, &apps.name, "argo").await;
+    let limit = memory_limit(&argo).unwrap_or_default();
     assert_eq!(limit, "256Mi", "no live patch on a GitOps-managed workload");
 
     // A mirror (static) pod is never touched, even when a policy selects it.

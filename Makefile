@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: setup demo demo-down test lint unit fuzz e2e integrations release images push install-plugin cluster-build cluster-up cluster-down node-build crdgen clean
+.PHONY: setup demo demo-down test lint unit fuzz bench e2e integrations release images push install-plugin cluster-build cluster-up cluster-down node-build crdgen clean
 
 ## setup: install what the build needs (Debian packages, cargo components); idempotent
 setup:
@@ -33,6 +33,14 @@ unit:
 FUZZ_CASES ?= 20000
 fuzz:
 	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --workspace --exclude auto-agent-e2e fuzz_
+
+## bench: the scale benchmark (not in CI; about 40 minutes): the agent on a control plane of its own
+## with up to 1,000 KWOK nodes and 30,000 pods, beside the naive design and k8sgpt (built and
+## cached by scripts/k8sgpt.sh); writes docs/bench/*.csv, *.svg and its section of
+## docs/BENCHMARKS.md. BENCH_SIZES=NODESxPODS,... chooses the sizes.
+bench: setup cluster-build
+	scripts/k8sgpt.sh build
+	$(CARGO) run --release --locked -p auto-agent-e2e --bin bench-scale
 
 ## e2e: start (or reuse) the local control plane, building its binaries on a cache miss, build (or
 ## reuse) the real node's binaries and the escalation tests' servers, and run the e2e tests (among

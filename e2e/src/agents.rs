@@ -265,6 +265,8 @@ pub struct ControllerOptions {
     pub bundle_dir: PathBuf,
     /// Extra environment (flags) for the controller.
     pub env: Vec<(String, String)>,
+    /// The release build (benchmarks) instead of the debug one.
+    pub release: bool,
 }
 
 /// A running controller replica.
@@ -294,7 +296,7 @@ impl Controller {
         admin: SocketAddr,
         grpc: SocketAddr,
     ) -> anyhow::Result<Self> {
-        let mut cmd = Command::new(binary("auto-agent-controller", false)?);
+        let mut cmd = Command::new(binary("auto-agent-controller", options.release)?);
         cmd.env("POD_NAME", &options.name)
             .env("POD_NAMESPACE", &identity.namespace)
             .env("KUBECONFIG", identity.dir.join("kubeconfig"))
@@ -435,6 +437,7 @@ impl AgentStack {
                 fence_margin_seconds: 2,
                 bundle_dir: bundle_dir.clone(),
                 env: env.clone(),
+                release: false,
             };
             controllers.push(Controller::start(&controller_id, &options).await?);
         }
@@ -560,6 +563,7 @@ impl AgentStack {
             fence_margin_seconds: 2,
             bundle_dir: self.bundle_dir.clone(),
             env,
+            release: false,
         }
     }
 

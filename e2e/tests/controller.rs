@@ -70,6 +70,7 @@ async fn leader_failover_loses_no_finding_and_bad_streams_are_refused() {
         fence_margin_seconds: 2,
         bundle_dir: controller_id.dir.join("bundles"),
         env: Vec::new(),
+        release: false,
     };
     let mut replicas = vec![
         Controller::start(&controller_id, &options("c1"))

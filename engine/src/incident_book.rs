@@ -103,8 +103,23 @@ impl Default for BookLimits {
 #[derive(Debug)]
 pub struct IncidentBook {
     limits: BookLimits,
-    seen: HashMap<String, i64>,
+    seen: HashMap<String, Seen>,
     incidents: HashMap<IncidentKey, Incident>,
+}
+
+/// A remembered finding id: until when, and (a hash of) the node that reported it.
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    until: i64,
+    node: u64,
+}
+
+fn node_hash(node: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // SipHash with fixed keys: the same node always hashes the same within a book.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    node.hash(&mut h);
+    h.finish()
 }
 
 /// What the book keeps of a finding: everything but the log tail.
@@ -160,13 +175,18 @@ impl IncidentBook {
         if self
             .seen
             .get(&finding.id)
-            .is_some_and(|until| *until > now_ms)
+            .is_some_and(|seen| seen.until > now_ms)
         {
             return Ok(Observed::Duplicate);
         }
-        self.seen
-            .insert(finding.id.clone(), now_ms + self.limits.id_ttl_ms);
-        evict_batch(&mut self.seen, self.limits.max_ids, |until| *until);
+        self.seen.insert(
+            finding.id.clone(),
+            Seen {
+                until: now_ms + self.limits.id_ttl_ms,
+                node: node_hash(&finding.node),
+            },
+        );
+        evict_batch(&mut self.seen, self.limits.max_ids, |seen| seen.until);
 
         if finding.transition == Transition::Cleared {
             return Ok(match self.incidents.get_mut(&key) {
@@ -212,6 +232,17 @@ impl IncidentBook {
         })
     }
 
+    /// Whether a finding `id` from `node` would be a duplicate now, without recording anything:
+    /// the id is remembered and was recorded from that same node. The ingest asks this before it
+    /// verifies a finding against the API server, so a resend costs no API request; an id first
+    /// recorded from another node is not answered here (it goes the whole way, where verification
+    /// counts a forgery).
+    pub fn is_duplicate(&self, id: &str, node: &str, now_ms: i64) -> bool {
+        self.seen
+            .get(id)
+            .is_some_and(|seen| seen.until > now_ms && seen.node == node_hash(node))
+    }
+
     pub fn get(&self, key: &IncidentKey) -> Option<&Incident> {
         self.incidents.get(key)
     }
@@ -246,7 +277,7 @@ impl IncidentBook {
             idle_ms,
             ..
         } = self.limits;
-        self.seen.retain(|_, until| *until > now_ms);
+        self.seen.retain(|_, seen| seen.until > now_ms);
         self.incidents.retain(|_, i| {
             let idle = now_ms - i.last_seen_ms;
             match i.state {

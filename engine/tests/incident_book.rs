@@ -297,3 +297,36 @@ fn findings_that_cannot_be_keyed_are_errors() {
     assert!(book.observe(&bad, 0).is_err());
     assert!(book.is_empty());
 }
+
+/// The ingest's question before verifying a finding: a duplicate only for an id recorded from
+/// the same node and still remembered; asking records nothing.
+#[test]
+fn duplicates_are_known_per_node_within_the_ttl() {
+    let mut book = IncidentBook::new(1_000);
+    let f = crash("a", 1);
+    assert!(!book.is_duplicate(&f.id, "n1", 0), "nothing recorded yet");
+    assert!(
+        !book.is_duplicate(&f.id, "n1", 0),
+        "asking recorded nothing"
+    );
+    book.observe(&f, 100).unwrap();
+    let table: &[(&str, &str, i64, bool)] = &[
+        // (id, node asking, now, duplicate)
+        (&f.id, "n1", 100, true),
+        (&f.id, "n1", 1_099, true),
+        (&f.id, "n1", 1_100, false), // the id's TTL ran out
+        (&f.id, "n2", 500, false),   // recorded from another node: verified the whole way
+        ("uid-a/app/CrashLoopBackOff/2", "n1", 500, false), // another restart
+    ];
+    for (id, node, now, duplicate) in table {
+        assert_eq!(
+            book.is_duplicate(id, node, *now),
+            *duplicate,
+            "{id} from {node} at {now}"
+        );
+    }
+    // What the question answers is what observing would: the same id is a duplicate there too.
+    assert_eq!(book.observe(&f, 500).unwrap(), Observed::Duplicate);
+    book.prune(2_000);
+    assert!(!book.is_duplicate(&f.id, "n1", 2_000), "pruned");
+}

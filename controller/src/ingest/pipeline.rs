@@ -15,11 +15,21 @@ use crate::platform::incidents::Incidents;
 use crate::platform::leader::Leadership;
 use crate::platform::metrics::ControllerMetrics;
 
-/// A finding to record, with the reply the ingest waits for before acknowledging.
+/// What the ingest asks of the book.
 #[derive(Debug)]
-pub struct Submission {
-    pub finding: Finding,
-    pub reply: oneshot::Sender<Result<Observed, IncidentKeyError>>,
+enum Request {
+    /// A finding to record, with the reply the ingest waits for before acknowledging.
+    Submit {
+        finding: Box<Finding>,
+        reply: oneshot::Sender<Result<Observed, IncidentKeyError>>,
+    },
+    /// Whether a finding id from a node is a duplicate in the current term's book (asked before
+    /// the finding is verified against the API server, so a resend costs no request).
+    Known {
+        id: String,
+        node: String,
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 /// A change worth reporting.
@@ -35,7 +45,7 @@ pub struct Change {
 /// log tail) from the queue until it is recorded, so large findings wait instead of piling up.
 #[derive(Clone, Debug)]
 pub struct Pipeline {
-    tx: mpsc::Sender<Submission>,
+    tx: mpsc::Sender<Request>,
     bytes: Arc<Semaphore>,
     queue_bytes: usize,
 }
@@ -71,10 +81,29 @@ impl Pipeline {
             .map_err(|_| PipelineError::Closed)?;
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Submission { finding, reply })
+            .send(Request::Submit {
+                finding: Box::new(finding),
+                reply,
+            })
             .await
             .map_err(|_| PipelineError::Closed)?;
         Ok(rx.await.map_err(|_| PipelineError::Closed)??)
+    }
+
+    /// Whether the finding `id` from `node` is already in this term's book (then it is counted as
+    /// a duplicate and needs neither verification nor recording). Exactly what submitting it
+    /// would answer, but for ids first recorded from another node, which go the whole way.
+    pub async fn is_duplicate(&self, id: &str, node: &str) -> Result<bool, PipelineError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Known {
+                id: id.to_owned(),
+                node: node.to_owned(),
+                reply,
+            })
+            .await
+            .map_err(|_| PipelineError::Closed)?;
+        rx.await.map_err(|_| PipelineError::Closed)
     }
 }
 
@@ -91,13 +120,13 @@ pub fn start(
     changes: mpsc::Sender<Change>,
     stop: CancellationToken,
 ) -> (Pipeline, tokio::task::JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel::<Submission>(1024);
+    let (tx, mut rx) = mpsc::channel::<Request>(1024);
     let task = tokio::spawn(async move {
         let mut book = new_book();
         let mut term: Option<String> = leadership.view().term;
         let mut prune = tokio::time::interval(std::time::Duration::from_secs(60));
         loop {
-            let submission = tokio::select! {
+            let request = tokio::select! {
                 s = rx.recv() => s,
                 _ = prune.tick() => {
                     book.prune(now_ms());
@@ -108,7 +137,7 @@ pub fn start(
                 }
                 () = stop.cancelled() => None,
             };
-            let Some(Submission { finding, reply }) = submission else {
+            let Some(request) = request else {
                 return;
             };
             let received = Instant::now();
@@ -124,6 +153,17 @@ pub fn start(
                 }
                 term = current;
             }
+            let (finding, reply) = match request {
+                Request::Submit { finding, reply } => (*finding, reply),
+                Request::Known { id, node, reply } => {
+                    let known = book.is_duplicate(&id, &node, now_ms());
+                    if known {
+                        metrics.findings.with_label_values(&["duplicate"]).inc();
+                    }
+                    let _ = reply.send(known);
+                    continue;
+                }
+            };
             let result = book.observe(&finding, now_ms());
             let outcome = match &result {
                 Ok(Observed::Duplicate) => "duplicate",

@@ -406,6 +406,20 @@ impl Session {
                             format!("this stream may only report node {}", self.identity.node),
                         )
                     }
+                    Ok(f)
+                        if self
+                            .pipeline
+                            .is_duplicate(&f.id, &f.node)
+                            .await
+                            .unwrap_or(false) =>
+                    {
+                        // A resend of what this node's stream already put in the book: acknowledged
+                        // without asking the API server again (counted as a duplicate).
+                        controller_message::Message::Ack(pb::Ack {
+                            sequence,
+                            ids: vec![],
+                        })
+                    }
                     Ok(f) => match self.verifier.verify(f, &self.identity.node).await {
                         Err(e) => {
                             // Not acknowledged: the sensor sends it again on its next stream.
@@ -579,9 +593,15 @@ mod tests {
 
         /// Sends a finding and waits for its Ack.
         async fn acked(&mut self) {
+            let id = format!("f-{}", self.sequence + 1);
+            self.acked_as(&id).await;
+        }
+
+        /// Sends a finding with this id and waits for its Ack.
+        async fn acked_as(&mut self, id: &str) {
             self.sequence += 1;
             let finding = auto_agent_engine::Finding {
-                id: format!("f-{}", self.sequence),
+                id: id.into(),
                 ..crash_finding()
             };
             self.tx
@@ -628,6 +648,32 @@ mod tests {
 
     fn reviews(api: &FakeApi) -> usize {
         api.seen_with("POST", "tokenreviews").len()
+    }
+
+    /// A resend of a finding already in the book, on the same stream or after a reconnect, is
+    /// acknowledged and counted as a duplicate without reading the API server again; a new one is
+    /// verified.
+    #[tokio::test]
+    async fn resends_are_acknowledged_without_verifying_again() {
+        let api = accepting();
+        let h = serve(api.client(), limits(Duration::from_secs(300)), 32).await;
+        let reads = || api.seen().iter().filter(|s| s.method == "GET").count();
+        let mut stream = Stream::open(h.addr, &token(AUD, 3600, "t1")).await.unwrap();
+        stream.acked_as("f-1").await;
+        let first = reads();
+        assert!(first >= 1, "the first is verified against the API");
+        stream.acked_as("f-1").await;
+        drop(stream);
+        let mut again = Stream::open(h.addr, &token(AUD, 3600, "t2")).await.unwrap();
+        again.acked_as("f-1").await;
+        assert_eq!(reads(), first, "resends read nothing");
+        assert_eq!(
+            h.metrics.findings.with_label_values(&["duplicate"]).get(),
+            2
+        );
+        again.acked_as("f-2").await;
+        assert!(reads() > first, "a new finding is verified");
+        assert_eq!(h.metrics.findings.with_label_values(&["accepted"]).get(), 2);
     }
 
     /// A token revoked while its stream is open (the sensor's pod deleted, its ServiceAccount

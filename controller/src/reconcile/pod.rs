@@ -71,6 +71,24 @@ fn pod_ref(f: &Finding) -> Option<ObjectReference> {
     })
 }
 
+/// The finding's owning workload (as the ingest verified it against the API server), for Events
+/// when nothing else needs it read.
+fn owner_ref(f: &Finding) -> Option<ObjectReference> {
+    let (pod, owner) = (f.pod.as_ref()?, f.owner.as_ref()?);
+    let api_version = match owner.kind.as_str() {
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => "apps/v1",
+        "Job" | "CronJob" => "batch/v1",
+        _ => return None,
+    };
+    Some(ObjectReference {
+        api_version: Some(api_version.into()),
+        kind: Some(owner.kind.clone()),
+        namespace: Some(pod.namespace.clone()),
+        name: Some(owner.name.clone()),
+        ..Default::default()
+    })
+}
+
 /// The action a finding kind would lead to, to file a refusal under.
 fn action_for(kind: FindingKind) -> ActionKind {
     match kind {
@@ -163,15 +181,19 @@ impl PodReconciler {
         let Some(pod) = &f.pod else {
             return Ok((None, None));
         };
+        let policies = self.policies.in_namespace(&pod.namespace);
+        if policies.is_empty() {
+            // No policy in the namespace can select anything: report on the owner the ingest
+            // verified, without reading it (a storm of unmanaged pods costs no API reads here).
+            return Ok((owner_ref(f).or_else(|| pod_ref(f)), None));
+        }
         let (kind, name) = f.owner.as_ref().map_or(("Pod", pod.name.as_str()), |o| {
             (o.kind.as_str(), o.name.as_str())
         });
         let Some(workload) = self.workloads.get(&pod.namespace, kind, name).await? else {
             return Ok((pod_ref(f), None));
         };
-        let policy = self
-            .policies
-            .in_namespace(&pod.namespace)
+        let policy = policies
             .into_iter()
             .find(|p| p.selects(&workload.pod_labels));
         Ok((Some(workload.reference), policy))
@@ -664,6 +686,22 @@ mod tests {
         assert_eq!(fx.handle(&mut failing_now(&["u1"], 0)).await, Next::Done);
         assert_eq!(fx.event_reasons(), ["NoPolicy"]);
         assert_eq!((fx.deleted(), fx.reserved()), (0, 0));
+        // No policy in the namespace: the Event is on the verified owner, and nothing is read.
+        let events = fx.api.seen_with("POST", EVENTS);
+        assert_eq!(
+            events[0].body["regarding"]["kind"], "Deployment",
+            "{:?}",
+            events[0].body
+        );
+        assert_eq!(events[0].body["regarding"]["name"], "api");
+        let reads: Vec<String> = fx
+            .api
+            .seen()
+            .iter()
+            .filter(|s| s.method == "GET")
+            .map(|s| s.uri.clone())
+            .collect();
+        assert!(reads.is_empty(), "{reads:?}");
     }
 
     #[tokio::test]

@@ -227,6 +227,9 @@ async fn measure_size(
     let real = bench.real.min(row.nodes);
     let pid = bench.controller.process.pid();
 
+    // The previous size's sensors stop first, so the quiet phase is the background alone.
+    bench.sensors.clear();
+    tokio::time::sleep(Duration::from_secs(2)).await;
     eprintln!("-- quiet");
     let quiet = phase_load(&cluster, &client, ticks, "bench-sensor", async {
         tokio::time::sleep(PHASE).await;
@@ -236,8 +239,6 @@ async fn measure_size(
     row.load.insert("quiet", quiet);
 
     eprintln!("-- the agent's sensors, started anew");
-    bench.sensors.clear();
-    tokio::time::sleep(Duration::from_secs(2)).await;
     let agent = phase_load(&cluster, &client, ticks, "bench-sensor", async {
         let started = Instant::now();
         bench.start_sensors().await?;

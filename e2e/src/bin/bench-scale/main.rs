@@ -46,7 +46,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 mod report;
-use report::{K8sgptRun, PhaseLoad, SizeRow};
+use report::{Ingest, K8sgptRun, PhaseLoad, SizeRow};
 
 const AGENT_NS: &str = "auto-agent-bench";
 const BACKGROUND_NS: &str = "bench-background";
@@ -307,12 +307,14 @@ async fn measure_size(
     })
     .await?;
     let ((answers, seconds), max, cpu) = storm.context("storm ran")?;
-    row.storm_findings = answers.acked + answers.rejected.values().sum::<u64>();
-    row.storm_seconds = seconds;
+    row.storm = Ingest {
+        findings: answers.acked + answers.rejected.values().sum::<u64>(),
+        seconds,
+        max_rss_mib: max,
+        cpu_percent: cpu,
+        controller_requests: storm_load.requests,
+    };
     row.storm_rejected = answers.rejected;
-    row.storm_max_rss_mib = max;
-    row.storm_cpu_percent = cpu;
-    row.storm_controller_requests = storm_load.requests;
 
     eprintln!("-- duplicates");
     let mut dedupe = (Answers::default(), 0.0, 0.0f64, 0.0);
@@ -328,11 +330,13 @@ async fn measure_size(
         Ok(1)
     })
     .await?;
-    row.dedupe_findings = dedupe.0.acked + dedupe.0.rejected.values().sum::<u64>();
-    row.dedupe_seconds = dedupe.1;
-    row.dedupe_max_rss_mib = dedupe.2;
-    row.dedupe_cpu_percent = dedupe.3;
-    row.dedupe_controller_requests = dedupe_load.requests;
+    row.dedupe = Ingest {
+        findings: dedupe.0.acked + dedupe.0.rejected.values().sum::<u64>(),
+        seconds: dedupe.1,
+        max_rss_mib: dedupe.2,
+        cpu_percent: dedupe.3,
+        controller_requests: dedupe_load.requests,
+    };
     drop(streams);
     tokio::time::sleep(Duration::from_secs(2)).await;
     row.after_rss_mib = mib(rss_kib(pid));

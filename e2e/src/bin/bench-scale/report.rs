@@ -19,17 +19,11 @@ pub struct SizeRow {
     pub idle_rss_mib: f64,
     pub idle_cpu_percent: f64,
     pub idle_controller_requests: f64,
-    pub storm_findings: u64,
-    pub storm_seconds: f64,
+    /// New findings: one per pod.
+    pub storm: Ingest,
     pub storm_rejected: BTreeMap<String, u64>,
-    pub storm_max_rss_mib: f64,
-    pub storm_cpu_percent: f64,
-    pub storm_controller_requests: f64,
-    pub dedupe_findings: u64,
-    pub dedupe_seconds: f64,
-    pub dedupe_max_rss_mib: f64,
-    pub dedupe_cpu_percent: f64,
-    pub dedupe_controller_requests: f64,
+    /// The same findings again, three times.
+    pub dedupe: Ingest,
     pub after_rss_mib: f64,
     pub latencies: Vec<f64>,
     /// Namespaces the 100 app Deployments are spread over.
@@ -39,6 +33,35 @@ pub struct SizeRow {
     pub load: BTreeMap<&'static str, PhaseLoad>,
     pub k8sgpt: Option<K8sgptRun>,
     pub agent_detect_seconds: f64,
+}
+
+/// What the controller did with a batch of findings from the load generator.
+#[derive(Clone, Debug, Default)]
+pub struct Ingest {
+    pub findings: u64,
+    pub seconds: f64,
+    pub max_rss_mib: f64,
+    pub cpu_percent: f64,
+    /// The controller's own API requests meanwhile.
+    pub controller_requests: f64,
+}
+
+impl Ingest {
+    pub fn per_second(&self) -> f64 {
+        per_second(self.findings, self.seconds)
+    }
+
+    /// findings, s, per s, max RSS, CPU %, API requests.
+    fn cells(&self) -> [String; 6] {
+        [
+            self.findings.to_string(),
+            f2(self.seconds),
+            f1(self.per_second()),
+            f1(self.max_rss_mib),
+            f1(self.cpu_percent),
+            f1(self.controller_requests),
+        ]
+    }
 }
 
 /// What a phase cost the apiserver.
@@ -166,10 +189,10 @@ pub fn write(out: &Path, rows: &[SizeRow], splice: bool) -> anyhow::Result<()> {
                 "storm_findings",
                 "storm_s",
                 "storm_per_s",
-                "storm_rejected",
                 "storm_max_rss_mib",
                 "storm_cpu_pct",
                 "storm_api_requests",
+                "storm_rejected",
                 "dedupe_findings",
                 "dedupe_s",
                 "dedupe_per_s",
@@ -189,21 +212,11 @@ pub fn write(out: &Path, rows: &[SizeRow], splice: bool) -> anyhow::Result<()> {
                         f1(r.idle_rss_mib),
                         f2(r.idle_cpu_percent),
                         f1(r.idle_controller_requests),
-                        r.storm_findings.to_string(),
-                        f2(r.storm_seconds),
-                        f1(per_second(r.storm_findings, r.storm_seconds)),
-                        format!("{:?}", r.storm_rejected),
-                        f1(r.storm_max_rss_mib),
-                        f1(r.storm_cpu_percent),
-                        f1(r.storm_controller_requests),
-                        r.dedupe_findings.to_string(),
-                        f2(r.dedupe_seconds),
-                        f1(per_second(r.dedupe_findings, r.dedupe_seconds)),
-                        f1(r.dedupe_max_rss_mib),
-                        f1(r.dedupe_cpu_percent),
-                        f1(r.dedupe_controller_requests),
-                        f1(r.after_rss_mib),
                     ]);
+                    v.extend(r.storm.cells());
+                    v.push(format!("{:?}", r.storm_rejected));
+                    v.extend(r.dedupe.cells());
+                    v.extend([f1(r.after_rss_mib)]);
                     v
                 })
                 .collect::<Vec<_>>(),
@@ -316,9 +329,9 @@ pub fn write(out: &Path, rows: &[SizeRow], splice: bool) -> anyhow::Result<()> {
             &[
                 by_nodes("idle, every node's stream open", &|r| r.idle_rss_mib),
                 by_nodes("storm: a crash-loop finding per pod (max)", &|r| {
-                    r.storm_max_rss_mib
+                    r.storm.max_rss_mib
                 }),
-                by_nodes("duplicates re-sent (max)", &|r| r.dedupe_max_rss_mib),
+                by_nodes("duplicates re-sent (max)", &|r| r.dedupe.max_rss_mib),
             ],
         ),
     )?;
@@ -416,13 +429,13 @@ fn markdown(rows: &[SizeRow]) -> String {
             r.idle_rss_mib,
             r.idle_cpu_percent,
             r.idle_controller_requests,
-            r.storm_findings,
-            per_second(r.storm_findings, r.storm_seconds),
-            r.storm_max_rss_mib,
-            r.storm_cpu_percent,
-            r.storm_controller_requests,
-            per_second(r.dedupe_findings, r.dedupe_seconds),
-            r.dedupe_controller_requests,
+            r.storm.findings,
+            r.storm.per_second(),
+            r.storm.max_rss_mib,
+            r.storm.cpu_percent,
+            r.storm.controller_requests,
+            r.dedupe.per_second(),
+            r.dedupe.controller_requests,
             r.after_rss_mib
         );
     }

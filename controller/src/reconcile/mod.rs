@@ -260,7 +260,7 @@ impl Dispatcher {
         {
             failing.observe(
                 &workload_target(finding),
-                &pod.uid,
+                (&pod.uid, &pod.name),
                 finding.transition != Transition::Cleared,
                 auto_agent_shared::clock::now_ms(),
             );

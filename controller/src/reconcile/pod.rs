@@ -50,6 +50,11 @@ impl std::fmt::Debug for PodReconciler {
 
 pub use crate::reconcile::Next;
 
+/// At most this many of a workload's other failing pods are looked up per decision (beyond it,
+/// the rest count unasked: that many failing pods is a storm either way), this many at once.
+const CONFIRM_MAX: usize = 32;
+const CONFIRM_CONCURRENCY: usize = 4;
+
 /// What the decision on the ledger came to.
 enum Step {
     Refused(Refusal),
@@ -245,6 +250,13 @@ impl PodReconciler {
         let pod_uid = f.pod.as_ref().map(|p| p.uid.clone()).unwrap_or_default();
         let now = auto_agent_shared::clock::now_ms();
         facts.failing_pods = failing.count(&workload, now);
+        if facts.failing_pods >= 2 {
+            // The count could trip the breaker: only pods that still exist count.
+            let namespace = f.pod.as_ref().map_or("", |p| p.namespace.as_str());
+            self.confirm_failing(namespace, &workload, &pod_uid, failing)
+                .await;
+            facts.failing_pods = failing.count(&workload, now);
+        }
         facts.incident_age_ms = failing.age_ms(&workload, &pod_uid, now);
         let namespace = f
             .pod
@@ -390,6 +402,51 @@ impl PodReconciler {
                     }
                 }
                 Next::Done
+            }
+        }
+    }
+
+    /// Asks the apiserver about the workload's other failing pods the leader counts: a pod that
+    /// is gone or terminating is forgotten (a person or a rollout deleted it, and no sensor
+    /// reports a deletion), one that is alive is confirmed for a while. An unanswered question
+    /// keeps the pod counted: the breaker errs on the side of not disrupting.
+    async fn confirm_failing(
+        &self,
+        namespace: &str,
+        workload: &str,
+        except: &str,
+        failing: &mut FailingPods,
+    ) {
+        use futures::StreamExt;
+        let api = kube::Api::<k8s_openapi::api::core::v1::Pod>::namespaced(
+            self.client.clone(),
+            namespace,
+        );
+        let now = auto_agent_shared::clock::now_ms();
+        let asked = failing.unconfirmed(workload, except, now);
+        let answers: Vec<_> = futures::stream::iter(asked.into_iter().take(CONFIRM_MAX))
+            .map(|(uid, name)| {
+                let api = api.clone();
+                async move {
+                    let answer = api.get_opt(&name).await;
+                    (uid, answer)
+                }
+            })
+            .buffer_unordered(CONFIRM_CONCURRENCY)
+            .collect()
+            .await;
+        for (uid, answer) in answers {
+            match answer {
+                Ok(Some(p))
+                    if p.metadata.uid.as_deref() == Some(uid.as_str())
+                        && p.metadata.deletion_timestamp.is_none() =>
+                {
+                    failing.confirmed(workload, &uid, now);
+                }
+                Ok(_) => failing.forget(workload, &uid),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Asking whether a failing pod still exists failed; counting it");
+                }
             }
         }
     }
@@ -646,14 +703,22 @@ mod tests {
         }
     }
 
-    /// The leader knows these pods of `api` failing since `age_ms` ago.
+    /// The leader knows these pods of `api` failing since `age_ms` ago (uid `uN` is pod `api-N`).
     fn failing_now(pods: &[&str], age_ms: i64) -> FailingPods {
         let mut f = FailingPods::default();
         let now = auto_agent_shared::clock::now_ms();
         for p in pods {
-            f.observe(WORKLOAD, p, true, now - age_ms);
+            let name = format!("api-{}", p.trim_start_matches('u'));
+            f.observe(WORKLOAD, (p, &name), true, now - age_ms);
         }
         f
+    }
+
+    /// Pod `prod/api-N` with uid `uN`, crash-looping.
+    fn other_pod(n: u32) -> Value {
+        let mut pod = crashing_pod(&format!("u{n}"), json!({}));
+        pod["metadata"]["name"] = json!(format!("api-{n}"));
+        pod
     }
 
     /// An API error before the decision is not the end of the incident: the reconcile says
@@ -788,7 +853,18 @@ mod tests {
     #[tokio::test]
     async fn the_breaker_counts_failing_pods_the_lagging_ready_count_misses() {
         // 4 of 4 ready, says the Deployment; the leader knows 3 of its pods are failing.
-        let fx = fixture(Some(json!({})), json!({}), 4);
+        let fx = fixture_with(Some(json!({})), json!({}), 4, |api| {
+            api.on(
+                "GET",
+                "/api/v1/namespaces/prod/pods/api-2",
+                vec![(200, other_pod(2))],
+            )
+            .on(
+                "GET",
+                "/api/v1/namespaces/prod/pods/api-3",
+                vec![(200, other_pod(3))],
+            );
+        });
         let mut failing = failing_now(&["u1", "u2", "u3"], 5_000);
         assert_eq!(fx.handle(&mut failing).await, Next::Done);
         assert_eq!(fx.event_reasons(), ["DisruptionBreaker"]);
@@ -796,6 +872,100 @@ mod tests {
         assert_eq!(event["type"], "Warning");
         assert!(event["note"].as_str().unwrap().contains("escalating"));
         assert_eq!((fx.deleted(), fx.reserved()), (0, 0));
+        // The apiserver confirmed both; within the confirmation's time they are not read again.
+        assert_eq!(
+            fx.api
+                .seen_with("GET", "/api/v1/namespaces/prod/pods/api-2")
+                .len(),
+            1
+        );
+        assert_eq!(fx.handle(&mut failing).await, Next::Done);
+        assert_eq!(
+            fx.api
+                .seen_with("GET", "/api/v1/namespaces/prod/pods/api-2")
+                .len(),
+            1
+        );
+        assert_eq!((fx.deleted(), fx.reserved()), (0, 0));
+    }
+
+    /// A failing pod someone else deleted (a person, a rollout) sends no finding: the leader
+    /// still counts it until it ages out. Before the count trips the breaker, the apiserver is
+    /// asked; a pod that is gone, terminating or replaced under its name no longer counts, and
+    /// one whose lookup fails still does.
+    #[tokio::test]
+    async fn the_breaker_does_not_count_failing_pods_that_are_gone() {
+        let mut terminating = other_pod(3);
+        terminating["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        let unavailable = (
+            503,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                   "reason": "ServiceUnavailable", "code": 503}),
+        );
+        struct Case {
+            name: &'static str,
+            api_2: (u16, Value),
+            api_3: (u16, Value),
+            restarted: bool,
+        }
+        let cases = [
+            Case {
+                name: "one gone, one terminating",
+                api_2: FakeApi::not_found(404),
+                api_3: (200, terminating.clone()),
+                restarted: true,
+            },
+            Case {
+                name: "a new pod under the old name",
+                api_2: (200, other_pod(7)),
+                api_3: FakeApi::not_found(404),
+                restarted: true,
+            },
+            Case {
+                name: "one alive",
+                api_2: (200, other_pod(2)),
+                api_3: FakeApi::not_found(404),
+                restarted: false,
+            },
+            Case {
+                name: "one unanswered",
+                api_2: unavailable.clone(),
+                api_3: FakeApi::not_found(404),
+                restarted: false,
+            },
+        ];
+        for c in cases {
+            let fx = fixture_with(
+                Some(json!({"safety": {"stormWindowSeconds": 0}})),
+                json!({}),
+                3,
+                |api| {
+                    api.on(
+                        "GET",
+                        "/api/v1/namespaces/prod/pods/api-2",
+                        vec![c.api_2.clone()],
+                    )
+                    .on(
+                        "GET",
+                        "/api/v1/namespaces/prod/pods/api-3",
+                        vec![c.api_3.clone()],
+                    );
+                },
+            );
+            let mut failing = failing_now(&["u1", "u2", "u3"], 5_000);
+            assert_eq!(fx.handle(&mut failing).await, Next::Done, "{}", c.name);
+            let now = auto_agent_shared::clock::now_ms();
+            if c.restarted {
+                assert_eq!(fx.event_reasons(), ["RestartedPod"], "{}", c.name);
+                assert_eq!(fx.deleted(), 1, "{}", c.name);
+                // The ones the apiserver no longer has are forgotten, the restarted one too.
+                assert_eq!(failing.count(WORKLOAD, now), 0, "{}", c.name);
+            } else {
+                assert_eq!(fx.event_reasons(), ["DisruptionBreaker"], "{}", c.name);
+                assert_eq!(fx.deleted(), 0, "{}", c.name);
+                assert_eq!(failing.count(WORKLOAD, now), 2, "{}", c.name);
+            }
+        }
     }
 
     #[tokio::test]

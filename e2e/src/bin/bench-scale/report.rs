@@ -16,6 +16,8 @@ pub struct SizeRow {
     pub populate_seconds: f64,
     pub streams: usize,
     pub streams_open_seconds: f64,
+    /// Before the load generator's streams opened.
+    pub before_streams_rss_mib: f64,
     pub idle_rss_mib: f64,
     pub idle_cpu_percent: f64,
     pub idle_controller_requests: f64,
@@ -183,6 +185,7 @@ pub fn write(out: &Path, rows: &[SizeRow], splice: bool) -> anyhow::Result<()> {
                 "populate_s",
                 "streams",
                 "streams_open_s",
+                "before_streams_rss_mib",
                 "idle_rss_mib",
                 "idle_cpu_pct",
                 "idle_api_requests",
@@ -209,6 +212,7 @@ pub fn write(out: &Path, rows: &[SizeRow], splice: bool) -> anyhow::Result<()> {
                         f1(r.populate_seconds),
                         r.streams.to_string(),
                         f2(r.streams_open_seconds),
+                        f1(r.before_streams_rss_mib),
                         f1(r.idle_rss_mib),
                         f2(r.idle_cpu_percent),
                         f1(r.idle_controller_requests),
@@ -413,20 +417,24 @@ fn markdown(rows: &[SizeRow]) -> String {
     let _ = writeln!(
         md,
         "### Controller\n\n\
-         Idle: every node's stream open, 30 s. Storm: each stream sends one CrashLoopBackOff \
+         Idle: every node's stream open, 30 s; before the streams: the RSS just before the load \
+         generator opened them (after the first size it holds what earlier storms left), so the \
+         difference over the streams is what one open stream costs. Storm: each stream sends one CrashLoopBackOff \
          finding for every pod on its node, all nodes at once (verified against the API, booked, \
          decided; no policy covers these pods). Duplicates: the same findings sent again three \
          times (the dedupe path).\n\n\
-         | nodes | pods | RSS idle (MiB) | CPU idle | API requests idle (30 s) | storm findings | storm rate (/s) | RSS storm max (MiB) | CPU storm (% of a core) | API requests in the storm | duplicates rate (/s) | API requests for duplicates | RSS after (MiB) |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+         | nodes | pods | RSS before the streams (MiB) | RSS idle (MiB) | per stream (KiB) | CPU idle | API requests idle (30 s) | storm findings | storm rate (/s) | RSS storm max (MiB) | CPU storm (% of a core) | API requests in the storm | duplicates rate (/s) | API requests for duplicates | RSS after (MiB) |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     );
     for r in rows {
         let _ = writeln!(
             md,
-            "| {} | {} | {:.1} | {:.2} % | {:.0} | {} | {:.0} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} |",
+            "| {} | {} | {:.1} | {:.1} | {:.0} | {:.2} % | {:.0} | {} | {:.0} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} |",
             r.nodes,
             r.pods,
+            r.before_streams_rss_mib,
             r.idle_rss_mib,
+            (r.idle_rss_mib - r.before_streams_rss_mib) * 1024.0 / r.streams.max(1) as f64,
             r.idle_cpu_percent,
             r.idle_controller_requests,
             r.storm.findings,

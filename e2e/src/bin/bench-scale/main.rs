@@ -323,36 +323,23 @@ async fn measure_size(
     })
     .await?;
     let ((answers, seconds), max, cpu) = storm.context("storm ran")?;
-    row.storm = Ingest {
-        findings: answers.acked + answers.rejected.values().sum::<u64>(),
-        seconds,
-        max_rss_mib: max,
-        cpu_percent: cpu,
-        controller_requests: storm_load.requests,
-    };
+    row.storm.add(&answers, seconds, max, cpu);
+    row.storm.controller_requests = storm_load.requests;
     row.storm_rejected = answers.rejected;
 
     eprintln!("-- duplicates");
-    let mut dedupe = (Answers::default(), 0.0, 0.0f64, 0.0);
+    let mut dedupe = Ingest::default();
     let dedupe_load = phase_load(&cluster, &client, ticks, "bench-controller", async {
         for _ in 0..3 {
             let (result, max, cpu) = sampled(pid, ticks, send_round(&mut streams, &findings)).await;
             let (answers, seconds) = result?;
-            dedupe.0.add(&answers);
-            dedupe.1 += seconds;
-            dedupe.2 = dedupe.2.max(max);
-            dedupe.3 += cpu / 3.0;
+            dedupe.add(&answers, seconds, max, cpu / 3.0);
         }
         Ok(1)
     })
     .await?;
-    row.dedupe = Ingest {
-        findings: dedupe.0.acked + dedupe.0.rejected.values().sum::<u64>(),
-        seconds: dedupe.1,
-        max_rss_mib: dedupe.2,
-        cpu_percent: dedupe.3,
-        controller_requests: dedupe_load.requests,
-    };
+    dedupe.controller_requests = dedupe_load.requests;
+    row.dedupe = dedupe;
     drop(streams);
     tokio::time::sleep(Duration::from_secs(2)).await;
     row.after_rss_mib = mib(rss_kib(pid));
@@ -379,12 +366,11 @@ async fn measure_size(
     row.latencies = latencies?;
     row.app_namespaces = app_namespaces().len();
     // A crash loop the agent did not restart (a safety rule refused it; the report counts them)
-    // is ended here, so the next round starts from whole Deployments.
+    // is ended here; the next round waits for the Deployments to be whole again.
     let leftovers = clear_crash_loops(&client).await?;
     if leftovers > 0 {
         eprintln!("{leftovers} crash-looping app pods the agent left were deleted");
     }
-    wait_apps_ready(&client).await?;
 
     eprintln!("-- 100 broken pods: the agent, then k8sgpt");
     row.agent_detect_seconds = broken_round(bench, index as i32 + 2).await?;

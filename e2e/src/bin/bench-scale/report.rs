@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use auto_agent_e2e::cluster::repo_root;
+use auto_agent_e2e::loadgen::Answers;
 use auto_agent_e2e::plot::{Series, cdf, csv, line_chart, quantile};
 
 /// One cluster size's figures.
@@ -49,6 +50,14 @@ pub struct Ingest {
 }
 
 impl Ingest {
+    /// Adds one round of sends; `cpu_share` is its part of the phase's CPU.
+    pub fn add(&mut self, answers: &Answers, seconds: f64, max_rss_mib: f64, cpu_share: f64) {
+        self.findings += answers.acked + answers.rejected.values().sum::<u64>();
+        self.seconds += seconds;
+        self.max_rss_mib = self.max_rss_mib.max(max_rss_mib);
+        self.cpu_percent += cpu_share;
+    }
+
     pub fn per_second(&self) -> f64 {
         per_second(self.findings, self.seconds)
     }

@@ -248,21 +248,20 @@ impl PodReconciler {
         };
         facts.gitops_managed |= policy_puts_under_gitops(entry);
         let pod_uid = f.pod.as_ref().map(|p| p.uid.clone()).unwrap_or_default();
-        let now = auto_agent_shared::clock::now_ms();
-        facts.failing_pods = failing.count(&workload, now);
-        if facts.failing_pods >= 2 {
-            // The count could trip the breaker: only pods that still exist count.
-            let namespace = f.pod.as_ref().map_or("", |p| p.namespace.as_str());
-            self.confirm_failing(namespace, &workload, &pod_uid, failing)
-                .await;
-            facts.failing_pods = failing.count(&workload, now);
-        }
-        facts.incident_age_ms = failing.age_ms(&workload, &pod_uid, now);
         let namespace = f
             .pod
             .as_ref()
             .map(|p| p.namespace.clone())
             .unwrap_or_default();
+        let now = auto_agent_shared::clock::now_ms();
+        facts.failing_pods = failing.count(&workload, now);
+        if facts.failing_pods >= 2 {
+            // The count could trip the breaker: only pods that still exist count.
+            self.confirm_failing(&namespace, &workload, &pod_uid, failing)
+                .await;
+            facts.failing_pods = failing.count(&workload, now);
+        }
+        facts.incident_age_ms = failing.age_ms(&workload, &pod_uid, now);
         let settled = decide_and_reserve(&self.ledger, |history, now| {
             let decision = decide::decide(&Input {
                 incident: key,
